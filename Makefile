@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` (main job) and `make test` (test suite).
+# Both create/reuse .venv and install what they need (scripts/setup_env.sh).
+VENV := .venv
+PY := $(VENV)/bin/python
+OUT ?= outputs/demo
+
+.PHONY: setup demo test test-slow bench figures clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) -m ace_interp.cli demo --out $(OUT)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run_all
+
+figures: setup
+	HF_HUB_OFFLINE=1 $(PY) -m ace_interp.cli figures --out figures
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,236 @@
+"""Neuron-level access: coefficients, sub-keys, sub-values, residual inputs, and the unembedding.
+
+Notation (ACE paper): the FFN output of layer l is a weighted sum of neurons
+
+    F^l = Σ_k m^l_k · fc2^l_k  (+ b_out)
+
+with m^l the post-activation (post-gating) coefficients (`blocks.{l}.mlp.hook_post`), fc2^l_k row k of
+`W_out[l]` (a *sub-value*), fc1^l_k column k of `W_in[l]` (a *sub-key*) and, for gated MLPs, column k of
+`W_gate[l]` (a *gate key*). The FFN output is added to x^l = h^{l-1} + A^l: the residual entering the
+block (`hook_resid_pre`) plus the attention output (`hook_attn_out`). That holds for sequential blocks
+(GPT-2, Llama, Qwen3, where x^l = `hook_resid_mid`) and parallel ones (GPT-J), where attention and MLP
+both read h^{l-1} and both outputs are added to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.model.architecture import (
+    check_layer,
+    ffn_weight,
+    final_norm_module,
+    model_spec,
+    unembed_module,
+)
+
+
+# ----------------------------------------------------------------------------- weights as neurons
+
+
+def sub_values(bridge: TransformerBridge, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+    """fc2^l_k for every neuron k: the rows of W_out[l] (a view of the live HF weight)."""
+    return ffn_weight(bridge, layer, "W_out")
+
+
+def sub_keys(bridge: TransformerBridge, layer: int) -> Float[Tensor, "d_model d_mlp"]:
+    """fc1^l_k for every neuron k: the columns of W_in[l] (a view of the live HF weight)."""
+    return ffn_weight(bridge, layer, "W_in")
+
+
+def gate_keys(bridge: TransformerBridge, layer: int) -> Float[Tensor, "d_model d_mlp"] | None:
+    """Gate keys (columns of W_gate[l]) for gated MLPs; None for plain MLPs."""
+    if not bridge.cfg.gated_mlp:
+        return None
+    return ffn_weight(bridge, layer, "W_gate")
+
+
+# ----------------------------------------------------------------------------- tokens and positions
+
+
+def tokenize_prompts(
+    bridge: TransformerBridge, prompts: str | Sequence[str]
+) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, " batch"]]:
+    """Tokenise prompts as the bridge does (its BOS convention), right-padded into one batch.
+
+    Returns the token ids and each prompt's length. Right padding keeps every real token at the same
+    position (and rotary phase) it has when the prompt runs alone; causal attention never looks at
+    the padding that follows it.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
+    rows = [bridge.to_tokens(p)[0] for p in prompts]
+    lengths = torch.tensor([len(r) for r in rows])
+    pad = bridge.tokenizer.pad_token_id
+    pad = pad if pad is not None else 0
+    tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = r
+    return tokens.to(bridge.cfg.device), lengths.to(bridge.cfg.device)
+
+
+def resolve_positions(
+    lengths: Int[Tensor, " batch"], positions: int | Sequence[int] = -1
+) -> Int[Tensor, " batch"]:
+    """Absolute token index per prompt; negative positions count back from each prompt's own end."""
+    batch = len(lengths)
+    pos = torch.as_tensor([positions] * batch if isinstance(positions, int) else list(positions))
+    if len(pos) != batch:
+        raise ValueError(f"got {len(pos)} positions for {batch} prompts")
+    pos = pos.to(lengths.device)
+    absolute = torch.where(pos < 0, lengths + pos, pos)
+    bad = (absolute < 0) | (absolute >= lengths)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise IndexError(f"position {int(pos[i])} is outside prompt {i} ({int(lengths[i])} tokens)")
+    return absolute
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+@dataclass
+class NeuronActivations:
+    """Activations at one chosen token position per prompt (all layers unless restricted).
+
+    coefficients[b, i, k] = m^{layers[i]}_k, resid_pre = h^{l-1}, attn_out = A^l, and
+    final_resid = the residual entering the final norm. `x` (= resid_pre + attn_out) is what the FFN
+    output of each layer is added to.
+    """
+
+    layers: list[int]
+    positions: Int[Tensor, " batch"]
+    coefficients: Float[Tensor, "batch n_layers d_mlp"]
+    resid_pre: Float[Tensor, "batch n_layers d_model"]
+    attn_out: Float[Tensor, "batch n_layers d_model"]
+    mlp_out: Float[Tensor, "batch n_layers d_model"]
+    final_resid: Float[Tensor, "batch d_model"]
+    logits: Float[Tensor, "batch d_vocab"]
+
+    @property
+    def x(self) -> Float[Tensor, "batch n_layers d_model"]:
+        return self.resid_pre + self.attn_out
+
+
+def neuron_activations(
+    bridge: TransformerBridge,
+    prompts: str | Sequence[str],
+    positions: int | Sequence[int] = -1,
+    layers: Sequence[int] | None = None,
+) -> NeuronActivations:
+    """Run prompts once (batched) and collect neuron coefficients and residual inputs at `positions`."""
+    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    tokens, lengths = tokenize_prompts(bridge, prompts)
+    pos = resolve_positions(lengths, positions)
+    wanted = {"ln_final.hook_in"}
+    for l in layers:
+        wanted |= {
+            f"blocks.{l}.mlp.hook_post",
+            f"blocks.{l}.hook_resid_pre",
+            f"blocks.{l}.hook_attn_out",
+            f"blocks.{l}.hook_mlp_out",
+        }
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+    rows = torch.arange(len(pos), device=pos.device)
+
+    def at_pos(name: str) -> Tensor:
+        return cache[name][rows, pos]
+
+    def stack(hook: str) -> Tensor:
+        return torch.stack([at_pos(hook.format(l=l)) for l in layers], dim=1)
+
+    return NeuronActivations(
+        layers=layers,
+        positions=pos,
+        coefficients=stack("blocks.{l}.mlp.hook_post"),
+        resid_pre=stack("blocks.{l}.hook_resid_pre"),
+        attn_out=stack("blocks.{l}.hook_attn_out"),
+        mlp_out=stack("blocks.{l}.hook_mlp_out"),
+        final_resid=at_pos("ln_final.hook_in"),
+        logits=logits[rows, pos],
+    )
+
+
+def mlp_coefficients(
+    bridge: TransformerBridge,
+    prompts: str | Sequence[str],
+    positions: int | Sequence[int] = -1,
+    layers: Sequence[int] | None = None,
+) -> Float[Tensor, "batch n_layers d_mlp"]:
+    """m^l at the chosen position of each prompt, for the chosen layers (all by default)."""
+    return neuron_activations(bridge, prompts, positions, layers).coefficients
+
+
+def ffn_output_from_neurons(
+    bridge: TransformerBridge, layer: int, coefficients: Float[Tensor, "... d_mlp"]
+) -> Float[Tensor, "... d_model"]:
+    """F^l = Σ_k m_k · fc2_k + b_out, rebuilt from neuron coefficients."""
+    out = coefficients @ sub_values(bridge, layer)
+    bias = ffn_weight(bridge, layer, "b_out")
+    return out if bias is None else out + bias
+
+
+# ----------------------------------------------------------------------------- final norm + unembedding
+
+
+def final_norm_scale(bridge: TransformerBridge, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... 1"]:
+    """The divisor the final norm applies to `resid`: sqrt(var + eps) for LayerNorm, RMS for RMSNorm."""
+    norm = final_norm_module(bridge)
+    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6)
+    if model_spec(bridge).normalization == "layernorm":
+        centred = resid - resid.mean(-1, keepdim=True)
+        return (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return (resid.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def apply_final_norm(
+    bridge: TransformerBridge,
+    resid: Float[Tensor, "... d_model"],
+    scale: Float[Tensor, "... 1"] | None = None,
+) -> Float[Tensor, "... d_model"]:
+    """The final norm on `resid`, optionally with a frozen divisor `scale` instead of resid's own.
+
+    Freezing the scale at the value of the model's actual final residual makes the norm linear in
+    the residual, which is what neuron attribution needs (adding a small vector must not rescale
+    everything else).
+    """
+    norm = final_norm_module(bridge)
+    is_layernorm = model_spec(bridge).normalization == "layernorm"
+    if scale is None:
+        scale = final_norm_scale(bridge, resid)
+    centred = resid - resid.mean(-1, keepdim=True) if is_layernorm else resid
+    weight = norm.weight
+    if getattr(bridge.cfg, "rmsnorm_uses_offset", False):
+        weight = 1.0 + weight  # Gemma-style RMSNorm multiplies by (1 + w)
+    out = centred / scale * weight
+    bias = getattr(norm, "bias", None)
+    return out if bias is None else out + bias
+
+
+def unembed(bridge: TransformerBridge, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Logits from a normalised residual through the model's own lm_head (and soft cap, if any)."""
+    head = unembed_module(bridge)
+    logits = F.linear(normed, head.weight, getattr(head, "bias", None))
+    cap = getattr(bridge.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+def residual_log_probs(
+    bridge: TransformerBridge,
+    resid: Float[Tensor, "... d_model"],
+    scale: Float[Tensor, "... 1"] | None = None,
+) -> Float[Tensor, "... d_vocab"]:
+    """log p(· | resid): final norm (recomputed, or with a frozen `scale`), unembedding, log-softmax."""
+    return unembed(bridge, apply_final_norm(bridge, resid, scale)).log_softmax(-1)
