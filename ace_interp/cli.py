@@ -1,0 +1,92 @@
+"""The `ace` command line: `ace demo`, `ace info`, `ace models` (more subcommands join as they land).
+
+Each subcommand is a small function taking the parsed arguments; the work itself lives in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; fail fast instead of hanging
+
+log = logging.getLogger("ace_interp")
+
+
+def model_summary(bridge) -> str:
+    """A few lines describing the model at the neuron level."""
+    from ace_interp.model import model_spec
+
+    spec = model_spec(bridge)
+    mlp = "gated " + spec.act_fn if spec.gated_mlp else spec.act_fn
+    blocks = "parallel attention+MLP" if spec.parallel_attn_mlp else "sequential attention then MLP"
+    return "\n".join(
+        [
+            f"architecture      {spec.architecture} ({blocks}, {spec.normalization}, {mlp} MLP)",
+            f"layers            {spec.n_layers}",
+            f"d_model           {spec.d_model}",
+            f"neurons per layer {spec.d_mlp}  (total {spec.n_neurons:,} FFN neurons)",
+            f"vocabulary        {spec.d_vocab:,}",
+        ]
+    )
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ace_interp.model import available_models
+
+    for name, description in available_models().items():
+        print(f"{name:15s} {description}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ace_interp.model import load_model
+
+    bridge = load_model(args.model, device=args.device)
+    print(model_summary(bridge))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ace_interp.demo import DemoConfig, run_demo
+
+    out = run_demo(DemoConfig(model=args.model, out=Path(args.out), device=args.device, quick=args.quick))
+    print(f"\nOutputs written to {out.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ace", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list named models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="neuron-level summary of a model")
+    p.add_argument("model", nargs="?", default="smollm2-135m", help="named model, local folder or hub id")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on the real default model")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--out", default="outputs/demo", help="folder for figures and tables")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quick", action="store_true", help="smaller budget (used by the tests)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
