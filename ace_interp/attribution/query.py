@@ -162,7 +162,12 @@ def _effective_keys(
     resid = mlp_input_resid(acts, layer, parallel)[b]
     scale = mlp_input_scale(bridge, layer, resid)
     keys = activation_keys(bridge, layer, key)[:, neurons]
-    return normalize_mlp_input(bridge, layer, keys.T, scale, bias=False).T
+    norm = mlp_input_norm(bridge, layer)
+    gamma = norm.weight + 1.0 if getattr(bridge.cfg, "rmsnorm_uses_offset", False) else norm.weight
+    effective = gamma[:, None] * keys / scale  # c(v)·(γ⊙K)/s ...
+    if model_spec(bridge).normalization == "layernorm":
+        effective = effective - effective.mean(0, keepdim=True)  # ... = v·c(γ⊙K)/s
+    return effective
 
 
 def query_scores(
