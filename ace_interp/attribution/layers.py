@@ -37,7 +37,8 @@ class LayerRanking:
     """Ranked value and query layers of a prompt set.
 
     value_layers, query_layers: the top layers over all prompts, best first (what the editor consumes).
-    table: every prompt's top-N neurons: prompt, relation, kind (value/query), layer, neuron, score, rank.
+    table: every prompt's top-N neurons: prompt, relation, kind (value/query), layer, neuron, score, rank
+    (sorted by prompt, then value before query, then rank).
     layer_scores: relation ('all' for the whole set), kind, layer, score, n_neurons (top neurons of that
     kind in the layer, summed over the relation's prompts), rank (1 = best layer of that relation/kind).
     """
@@ -127,6 +128,7 @@ def rank_layers(
     table = pd.concat(frames, ignore_index=True)
     table.insert(1, "relation", [relations[i] for i in table["prompt"]])
     table = table[["prompt", "relation", "kind", "layer", "neuron", "score", "rank"]]
+    table = table.sort_values(["prompt", "kind", "rank"], ascending=[True, False, True], ignore_index=True)
     counts = {ALL: len(prompts)} | {r: relations.count(r) for r in dict.fromkeys(relations) if r != ALL}
     layer_scores = _layer_scores(table, bridge.cfg.n_layers, counts)
     ranking = LayerRanking([], [], table, layer_scores, top_k_layers)
