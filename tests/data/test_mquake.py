@@ -1,0 +1,200 @@
+"""MQuAKE schema: loading the official layout, round trips, clear errors on malformed input; prompt builders."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from ace_interp.data.mquake import (
+    CASE_KEYS,
+    MQuAKECase,
+    MQuAKEFormatError,
+    _unflatten,
+    load_mquake,
+    read_mquake_json,
+    save_mquake,
+    validate_case,
+)
+from ace_interp.data.prompts import (
+    Demonstration,
+    PromptFormat,
+    case_entities,
+    cot_prompt,
+    demonstrations_for_case,
+    few_shot_prompt,
+    multi_hop_prompts,
+    real_demonstrations,
+    select_demonstrations,
+)
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mquake_cf3k_small.json"
+
+
+@pytest.fixture
+def raw_cases():
+    return json.loads(FIXTURE.read_text())
+
+
+def test_fixture_has_the_official_keys_and_loads(raw_cases):
+    for d in raw_cases:
+        assert list(d) == list(CASE_KEYS)  # exactly the CF-3k-v2 keys, in the official order
+        assert set(d["requested_rewrite"][0]) == {"prompt", "relation_id", "target_new", "target_true", "subject", "question"}
+        assert set(d["single_hops"][0]) == {"question", "cloze", "answer", "answer_alias"}
+    cases = load_mquake(FIXTURE)
+    assert len(cases) == 6
+    assert sorted({c.n_hops for c in cases}) == [2, 3, 4]
+    assert sorted({c.n_edits for c in cases}) == [1, 2, 3, 4]
+    c = cases[0]
+    assert c.n_hops == 2 and c.relation_ids == ["P17", "P36"]
+    assert c.answer in c.answers and c.new_answer in c.new_answers
+    for case in cases:
+        for r, k in zip(case.requested_rewrite, case.orig.edit_triples_idx):
+            # the edit request is the edited chain's cloze, with the subject in the "{}" slot
+            assert r.prompt_text() == case.new_single_hops[k].cloze
+            assert r.prompt_text()[slice(*r.subject_span())] == r.subject
+            assert r.target_new.text == case.new_single_hops[k].answer
+
+
+def test_round_trip_keeps_everything_including_extra_fields(raw_cases, tmp_path):
+    raw = copy.deepcopy(raw_cases)
+    raw[0]["bridge_entities"] = ["France"]  # our synthetic world adds this
+    raw[0]["requested_rewrite"][0]["note"] = "kept"
+    cases = [MQuAKECase.from_dict(d) for d in raw]
+    assert cases[0].extra == {"bridge_entities": ["France"]}
+    assert [c.to_dict() for c in cases] == raw
+    path = save_mquake(cases, tmp_path / "out.json")
+    assert json.loads(path.read_text()) == raw
+    assert [c.to_dict() for c in load_mquake(path)] == raw
+
+
+def test_mquake_hard_loads_all_429_cases(mquake_hard_path):
+    cases = load_mquake(mquake_hard_path)
+    assert len(cases) == 429
+    assert {c.n_hops for c in cases} == {4} and {c.n_edits for c in cases} == {4}
+    raw = json.loads(Path(mquake_hard_path).read_text())
+    assert [c.to_dict() for c in cases] == raw  # lossless
+    assert cases[0].requested_rewrite[0].prompt_text() == "Hey Jude was performed by"
+    assert len({r for c in cases for r in c.relation_ids}) >= 25
+
+
+def _broken(raw_cases, mutate):
+    d = copy.deepcopy(raw_cases[1])
+    mutate(d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (lambda d: d.pop("new_answer"), "new_answer", "missing"),
+        (lambda d: d["requested_rewrite"][0].pop("target_new"), "requested_rewrite[0].target_new", "missing"),
+        (lambda d: d["requested_rewrite"][1].update(prompt="The capital of France is"), "requested_rewrite[1].prompt", "'{}'"),
+        (lambda d: d["requested_rewrite"][0].update(subject="Atlantis"), "requested_rewrite[0].subject", "does not occur"),
+        (lambda d: d.update(answer="  "), "answer", "empty"),
+        (lambda d: d["single_hops"][1].update(answer=""), "single_hops[1].answer", "empty"),
+        (lambda d: d["requested_rewrite"][0]["target_new"].update(str=""), "requested_rewrite[0].target_new.str", "empty"),
+        (lambda d: d.update(questions=[]), "questions", "empty"),
+        (lambda d: d["new_single_hops"].pop(), "new_single_hops", "hops"),
+        (lambda d: d["orig"]["triples"].pop(), "orig.triples", "triples"),
+        (lambda d: d["single_hops"][0].update(answer_alias="UK"), "single_hops[0].answer_alias", "list"),
+    ],
+)
+def test_malformed_case_names_case_and_field(raw_cases, mutate, field, words):
+    d = _broken(raw_cases, mutate)
+    with pytest.raises(MQuAKEFormatError) as e:
+        validate_case(d)
+    assert e.value.case_id == d["case_id"] == 2
+    assert e.value.field == field
+    assert "case 2" in str(e.value) and field in str(e.value) and words in str(e.value)
+
+
+def test_malformed_file_errors(raw_cases, tmp_path):
+    bad = copy.deepcopy(raw_cases)
+    del bad[3]["single_hops"][0]["cloze"]
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(bad))
+    with pytest.raises(MQuAKEFormatError, match=r"case 4.*single_hops\[0\]\.cloze.*missing"):
+        load_mquake(p)
+    bad[3]["single_hops"][0]["cloze"] = "x"
+    bad[3]["answer"] = ""
+    p.write_text(json.dumps(bad))
+    with pytest.raises(MQuAKEFormatError, match=r"case 4.*'answer'.*empty"):
+        load_mquake(p)
+    assert len(load_mquake(p, validate=False)) == 6  # validation can be skipped
+    dup = copy.deepcopy(raw_cases) + [copy.deepcopy(raw_cases[0])]
+    p.write_text(json.dumps(dup))
+    with pytest.raises(MQuAKEFormatError, match="more than once"):
+        load_mquake(p)
+    p.write_text("{not json")
+    with pytest.raises(MQuAKEFormatError, match="not valid JSON"):
+        load_mquake(p)
+    p.write_text(json.dumps({"a": 1}))
+    with pytest.raises(MQuAKEFormatError, match="list of cases"):
+        load_mquake(p)
+    with pytest.raises(MQuAKEFormatError, match="case 2"):
+        save_mquake([_broken(raw_cases, lambda d: d.pop("orig"))], tmp_path / "x.json")
+
+
+def test_names_need_a_hub_and_unknown_paths_fail_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        load_mquake("CF-3k-v2")
+    with pytest.raises(FileNotFoundError, match="neither an existing MQuAKE JSON file nor a known name"):
+        read_mquake_json(tmp_path / "nope.json")
+
+
+def test_unflatten_restores_nested_fields(raw_cases):
+    d = copy.deepcopy(raw_cases[0])
+    flat = {k: v for k, v in d.items() if k != "orig"}
+    flat.update({f"orig_{k}": v for k, v in d["orig"].items()})
+    flat["requested_rewrite"] = [
+        {**{k: v for k, v in r.items() if k not in ("target_new", "target_true")},
+         "target_new_str": r["target_new"]["str"], "target_new_id": r["target_new"]["id"],
+         "target_true_str": r["target_true"]["str"], "target_true_id": r["target_true"]["id"]}
+        for r in d["requested_rewrite"]
+    ]
+    assert MQuAKECase.from_dict(_unflatten(flat)).to_dict() == d
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_few_shot_and_cot_prompt_layout():
+    demos = [Demonstration("Q1?", "A1", ("S1.", "S2."), ("P1", "P2"), ("x",))]
+    assert few_shot_prompt("Q?", demos) == "Q: Q1?\nA: A1\nQ: Q?\nA:"
+    assert cot_prompt("Q?", demos) == "Q: Q1?\nA: S1. S2. So the answer is A1.\nQ: Q?\nA:"
+    fmt = PromptFormat(question_prefix="", answer_prefix="->", separator=" ; ", instruction="go: ")
+    assert few_shot_prompt("q", demos, fmt) == "go: Q1? ; -> A1 ; q ; ->"
+    with pytest.raises(ValueError, match="no reasoning steps"):
+        cot_prompt("Q?", [Demonstration("Q1?", "A1")])
+
+
+def test_demonstration_selection_in_and_out_of_distribution():
+    pool = real_demonstrations()
+    assert len(pool) >= 20
+    path = ["P17", "P36"]
+    ind = select_demonstrations(pool, path, k=4)
+    assert ind[0].path == ("P17", "P36") and len(ind) == 4
+    ood = select_demonstrations(pool, path, k=4, out_of_distribution=True)
+    assert len(ood) == 4 and all(not {"P17", "P36"} & set(d.path) for d in ood)
+    no_italy = select_demonstrations(pool, path, k=30, exclude_entities=["italy"])
+    assert all("Italy" not in d.entities for d in no_italy) and len(no_italy) < len(pool)
+    every_relation = sorted({r for d in pool for r in d.path})
+    with pytest.raises(ValueError, match="no out-of-distribution"):
+        select_demonstrations(pool, every_relation, k=2, out_of_distribution=True)
+
+
+def test_case_prompts_never_leak_case_entities():
+    cases = load_mquake(FIXTURE)
+    pool = real_demonstrations()
+    for c in cases:
+        ents = set(case_entities(c))
+        for ood in (False, True):
+            demos = demonstrations_for_case(c, pool, k=4, out_of_distribution=ood)
+            assert demos and all(not ents & set(d.entities) for d in demos)
+        prompts = multi_hop_prompts(c, pool, chain_of_thought=True)
+        assert len(prompts) == len(c.questions) and prompts[0].endswith(f"Q: {c.questions[0]}\nA:")
+        assert "So the answer is" in prompts[0]
+    d = Demonstration.from_case(cases[0])
+    assert d.answer == "Paris" and d.steps[0] == "The Eiffel Tower is located in the country of France."
