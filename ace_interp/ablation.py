@@ -33,9 +33,9 @@ from ace_interp.attribution.query import query_scores
 from ace_interp.attribution.value import (
     DEFAULT_MEMORY_BUDGET,
     target_token_ids,
+    top_mean_value_neurons,
     top_value_neurons,
     value_neurons_above,
-    value_scores,
 )
 from ace_interp.model import (
     check_layer,
@@ -188,12 +188,6 @@ def answer_log_probs(
     )
 
 
-def _flatten(scores: Tensor, count: int) -> dict[int, list[int]]:
-    """The `count` highest entries of a [n_layers, d_mlp] score matrix as {layer: [neurons]}."""
-    idx = scores.reshape(-1).topk(count).indices
-    return _group(idx, scores.shape[-1])
-
-
 def _group(flat_idx: Tensor, d_mlp: int) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for i in flat_idx.tolist():
@@ -217,9 +211,9 @@ def value_ablation_experiment(
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
 ) -> pd.DataFrame:
     """Per relation: ablate its top `fraction` of all FFN neurons by mean value score (frozen norm,
-    averaged over the relation's prompts) vs `len(seeds)` random sets of the same size drawn uniformly
-    from all neurons. Rows: relation, condition (baseline/top/random), seed, n_neurons, accuracy,
-    mean_log_prob, accuracy_drop (baseline − condition). Cost: one full value sweep per prompt."""
+    averaged over the relation's prompts; exact, `top_mean_value_neurons`) vs `len(seeds)` random sets of
+    the same size drawn uniformly from all neurons. Rows: relation, condition (baseline/top/random), seed,
+    n_neurons, accuracy, mean_log_prob, accuracy_drop (baseline − condition)."""
     prompts, targets = list(prompts), list(targets)
     relations = ["all"] * len(prompts) if relations is None else list(relations)
     if not (len(prompts) == len(targets) == len(relations)):
@@ -237,8 +231,11 @@ def value_ablation_experiment(
         base_acc = float(base["correct"].mean())
         rows.append(dict(relation=relation, condition="baseline", seed=None, n_neurons=0, accuracy=base_acc,
                          mean_log_prob=float(base["log_prob"].mean())))
-        mean_scores = value_scores(bridge, p, t, positions, memory_budget=memory_budget).scores.mean(0)
-        sets = [("top", None, _flatten(mean_scores, count))]
+        top = top_mean_value_neurons(bridge, p, t, count, positions, memory_budget)
+        top_set: dict[int, list[int]] = {}
+        for l, n in zip(top.layer.tolist(), top.neuron.tolist()):
+            top_set.setdefault(l, []).append(n)
+        sets = [("top", None, top_set)]
         for seed in seeds:
             g = torch.Generator().manual_seed(int(seed))
             sets.append(("random", seed, _group(torch.randperm(n_total, generator=g)[:count], bridge.cfg.d_mlp)))

@@ -10,6 +10,7 @@ from ace_interp.attribution.value import (
     log_prob_increase,
     target_log_prob,
     target_token_ids,
+    top_mean_value_neurons,
     top_neurons_frame,
     top_value_neurons,
     value_scores,

@@ -420,6 +420,54 @@ def value_neurons_above(
     return _pruned_search(bridge, acts, target_ids, layers, memory_budget, None, float(threshold))
 
 
+def top_mean_value_neurons(
+    bridge: TransformerBridge,
+    prompts: Sequence[str],
+    targets: Sequence[str | int],
+    count: int,
+    positions: int | Sequence[int] = -1,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    activations: NeuronActivations | None = None,
+) -> pd.DataFrame:
+    """The `count` neurons with the highest *mean* value score (frozen norm) over `prompts`, exactly,
+    without the full sweep. Rows: layer, neuron, score (the mean), rank.
+
+    Each prompt p's exact top-M set (threshold t_p = its M-th best score) is found by pruning; a neuron
+    outside every top-M set has mean score ≤ mean_p t_p, so once the count-th best mean among the union
+    of the sets (scored exactly on every prompt) reaches mean_p t_p the answer is exact; otherwise M doubles.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, None, activations)
+    layers = list(range(bridge.cfg.n_layers))
+    n_total = len(layers) * bridge.cfg.d_mlp
+    if not 1 <= count <= n_total:
+        raise ValueError(f"count must be in 1..{n_total}, got {count}")
+    M = count
+    while True:
+        tops = _pruned_search(bridge, acts, target_ids, layers, memory_budget, M, None)
+        bound = tops.groupby("prompt").score.min().mean() if M < n_total else -float("inf")
+        union = sorted(set(zip(tops.layer.tolist(), tops.neuron.tolist())))
+        exact = torch.stack(
+            [
+                value_scores_for(bridge, acts, b, int(target_ids[b]), union, "frozen", memory_budget)
+                for b in range(len(prompts))
+            ]
+        ).mean(0)
+        values, idx = exact.topk(min(count, len(union)))
+        if len(union) >= count and float(values[-1]) >= bound:
+            break
+        M = min(2 * M, n_total)
+        log.info("top_mean_value_neurons: not yet exact, retrying with per-prompt top-%d", M)
+    return pd.DataFrame(
+        {
+            "layer": [union[i][0] for i in idx.tolist()],
+            "neuron": [union[i][1] for i in idx.tolist()],
+            "score": values.tolist(),
+            "rank": range(1, len(values) + 1),
+        }
+    )
+
+
 # ----------------------------------------------------------------------------- layer-level attribution
 
 

@@ -8,6 +8,7 @@ from ace_interp.attribution import (
     component_scores,
     log_prob_increase,
     target_token_ids,
+    top_mean_value_neurons,
     top_value_neurons,
     value_neurons_above,
     value_scores,
@@ -193,3 +194,20 @@ def test_smollm2_frozen_top_neurons_are_late(smollm2):
     # the recomputed norm instead crowns layer-0 neurons with tens of nats
     rec = value_scores(smollm2, prompt, target, layers=[0, 27], norm="recomputed")
     assert rec.top(1).layer.iloc[0] == 0 and rec.top(1).score.iloc[0] > 30
+
+
+def test_top_mean_value_neurons_equals_full_sweep(tiny_model):
+    prompts = PROMPTS + ["the capital of italy is"]
+    targets = TARGETS + ["rome"]
+    mean = value_scores(tiny_model, prompts, targets).scores.mean(0).reshape(-1)
+    for count in (1, 10, 40):
+        got = top_mean_value_neurons(tiny_model, prompts, targets, count, memory_budget=5 * 2 * tiny_model.cfg.d_vocab * 4)
+        values = mean.topk(count).values
+        d = tiny_model.cfg.d_mlp
+        # same scores as the full sweep's top-count (neuron identity may differ only within exact ties)
+        assert got.score.to_numpy() == pytest.approx(values.numpy(), abs=1e-6)
+        chosen = torch.tensor([l * d + n for l, n in zip(got.layer, got.neuron)])
+        assert len(set(chosen.tolist())) == count
+        assert mean[chosen].numpy() == pytest.approx(got.score.to_numpy(), abs=1e-6)
+    with pytest.raises(ValueError, match="count"):
+        top_mean_value_neurons(tiny_model, prompts, targets, 0)
