@@ -1,0 +1,1 @@
+"""Analyses built on attribution: query→value pathways (`pathways`)."""
