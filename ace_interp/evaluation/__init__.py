@@ -1,0 +1,13 @@
+"""Evaluation: answer checking (generation, normalisation, alias matching, target ranks) and the
+MQuAKE protocol."""
+
+from ace_interp.evaluation.answers import (
+    answer_matches,
+    answer_text,
+    check_answers,
+    cot_final_answer,
+    generate_greedy,
+    normalize_answer,
+    target_scores,
+    target_token_ids,
+)
