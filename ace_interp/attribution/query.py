@@ -201,14 +201,15 @@ def query_scores(
             if T.empty:
                 continue
             cols, col_layer, col_score = [], [], []
+            E_device = acts.x.device
             for l, group in T.groupby("layer"):
                 l = int(l)
-                cols.append(_effective_keys(bridge, acts, b, l, torch.tensor(group["neuron"].to_numpy()), key))
+                cols.append(_effective_keys(bridge, acts, b, l, torch.tensor(group["neuron"].to_numpy(), device=E_device), key))
                 col_layer += [l] * len(group)
                 col_score += group["score"].tolist()
             E = torch.cat(cols, dim=1)
-            col_layer_t = torch.tensor(col_layer)
-            col_score_t = torch.tensor(col_score, dtype=E.dtype)
+            col_layer_t = torch.tensor(col_layer, device=E.device)
+            col_score_t = torch.tensor(col_score, dtype=E.dtype, device=E.device)
             for i, l in enumerate(layers):
                 later = col_layer_t > l
                 if not later.any():
