@@ -1,0 +1,156 @@
+"""Knowledge editing: FT, ROME, MEMIT, PMET and ACE over one shared key→value solver.
+
+Every editor splits into *compute keys* (`keys.py`), *compute target values* (`targets.py`) and *solve
+and write* (`solver.py` + the transactional `ace_interp.model.apply_weight_updates`). The entry point:
+
+    applied = edit(bridge, [EditRequest("The capital of {} is", "France", "Rome", "Paris")], method="pmet")
+    ...
+    applied.undo()          # restores the weights bit for bit
+
+A batch is validated as a whole before anything is computed; one bad request raises `EditRequestError`
+and nothing is written. Sequences of edits are consecutive `edit` calls (undo newest first, or
+`undo_edits`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.ace import HopPrompt, ace_updates
+from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
+from ace_interp.editing.ft import ft_updates
+from ace_interp.editing.hparams import (
+    METHODS,
+    ACEHParams,
+    CovarianceHParams,
+    FTHParams,
+    MEMITHParams,
+    PMETHParams,
+    ROMEHParams,
+    TargetHParams,
+    default_hparams,
+)
+from ace_interp.editing.keys import compute_keys, context_templates
+from ace_interp.editing.memit import MethodResult, memit_updates
+from ace_interp.editing.pmet import pmet_updates
+from ace_interp.editing.requests import EditRequest, EditRequestError, as_requests, validate_requests
+from ace_interp.editing.rome import rome_updates
+from ace_interp.editing.solver import solve_key_value
+from ace_interp.editing.targets import compute_targets, compute_z, compute_z_pmet
+from ace_interp.model.weights import WeightEdit, apply_weight_updates
+
+log = logging.getLogger(__name__)
+
+_HPARAM_TYPES = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams, "pmet": PMETHParams, "ace": ACEHParams}
+
+
+@dataclass
+class AppliedEdit:
+    """An edit written into the model: its method, requests, layers, diagnostics and the undoable write."""
+
+    method: str
+    requests: list[EditRequest]
+    hparams: object
+    weight_edit: WeightEdit
+    layers: list[int]
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+    @property
+    def undone(self) -> bool:
+        return self.weight_edit.undone
+
+    def undo(self) -> None:
+        """Restore the weights this edit changed, bit for bit (edits must be undone newest first)."""
+        self.weight_edit.undo()
+
+    def __enter__(self) -> "AppliedEdit":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.undone:
+            self.undo()
+
+
+def edit(
+    bridge: TransformerBridge,
+    requests: EditRequest | Mapping | Sequence[EditRequest | Mapping],
+    method: str = "pmet",
+    hparams: object | None = None,
+    *,
+    contexts: Sequence[str] | None = None,
+    hop_prompts: Sequence[HopPrompt] = (),
+    ranking=None,
+) -> AppliedEdit:
+    """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
+
+    `hparams` defaults to `default_hparams(method, bridge)`. `contexts` overrides the context prefixes
+    (default: "" plus `hparams.target.n_context` texts sampled from the model). `hop_prompts` and
+    `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
+    requests = validate_requests(bridge, requests)  # the whole batch, before any computation
+    hp = default_hparams(method, bridge) if hparams is None else hparams
+    if not isinstance(hp, _HPARAM_TYPES[method]):
+        raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
+    start = time.perf_counter()
+    if contexts is None:
+        t = hp.target
+        contexts = context_templates(bridge, t.n_context, t.context_length, t.seed)
+    contexts = list(contexts)
+    if method == "ft":
+        result = ft_updates(bridge, requests, hp, contexts)
+    elif method == "rome":
+        result = rome_updates(bridge, requests, hp, contexts)
+    elif method == "memit":
+        result = memit_updates(bridge, requests, hp, contexts)
+    elif method == "pmet":
+        result = pmet_updates(bridge, requests, hp, contexts)
+    else:
+        result = ace_updates(bridge, requests, hp, contexts, hop_prompts, ranking)
+    label = f"{method}: " + "; ".join(r.describe() for r in requests)
+    weight_edit = apply_weight_updates(bridge, result.updates, label=label[:500])
+    seconds = time.perf_counter() - start
+    log.info("%s edited layers %s in %.2f s", method, result.layers, seconds)
+    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info)
+
+
+def edit_sequentially(
+    bridge: TransformerBridge,
+    batches: Sequence[Sequence[EditRequest | Mapping] | EditRequest | Mapping],
+    method: str = "pmet",
+    hparams: object | None = None,
+    **kwargs,
+) -> list[AppliedEdit]:
+    """Apply batches one after another (each sees the model the previous ones left). On an error the
+    batches already applied are undone and the error re-raised, so the model is unchanged."""
+    applied: list[AppliedEdit] = []
+    try:
+        for batch in batches:
+            applied.append(edit(bridge, batch, method, hparams, **kwargs))
+    except BaseException:
+        undo_edits(applied)
+        raise
+    return applied
+
+
+def undo_edits(applied: Sequence[AppliedEdit]) -> None:
+    """Undo a list of applied edits, newest first."""
+    for a in reversed(list(applied)):
+        if not a.undone:
+            a.undo()
+
+
+__all__ = [
+    "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
+    "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
+    "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
+    "default_corpus", "default_hparams", "edit", "edit_sequentially", "model_sampled_corpus", "second_moments",
+    "solve_key_value", "undo_edits", "validate_requests",
+]

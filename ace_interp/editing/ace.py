@@ -1,0 +1,158 @@
+"""ACE: attribution-controlled knowledge editing, over the PMET backend (docs/ace.md has the derivation).
+
+Two layer groups. The *value* group holds the neurons that write the fact's answer; the *query* group holds
+shallower neurons that activate them. Both are written only in W_out (attention stays unchanged).
+
+variant "ace-paper" (the authors' released implementation):
+    z = F^{V_max} + δ_ffn from PMET's joint optimisation at the last value layer V_max
+    for each group G (ascending), for its j-th layer l:
+        R = (z − F^{V_max}(current)) / sqrt(|G| − j),   Δ^l = solve(K^l, R, C^l, λ)
+
+variant "attribution" (built on it):
+    groups from `ace_interp.attribution.layers.rank_layers` over the requests' prompts and their multi-hop
+    prompts (top `n_value_layers` value layers; top `n_query_layers` query layers below the value group),
+    or given explicitly;
+    1. value write exactly as above (z at V_max, sqrt spread within the value group);
+    2. with `query_target="own"`: a second PMET target z_q at the last query layer Q_max, optimised on the
+       model *with the value write in place*, over the single-hop prompt and the edit's multi-hop prompts
+       (their new answers): the subject representation leaving the query layers must carry the new bridge
+       entity so that the following hops' value neurons fire; then the sqrt spread within the query group
+       towards z_q (scaled by `query_weight`). `query_target="shared"` reuses z as the paper does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.hparams import ACEHParams
+from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write
+from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.targets import compute_z_pmet
+from ace_interp.model.architecture import check_layer
+from ace_interp.model.weights import apply_weight_updates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HopPrompt:
+    """A multi-hop prompt of an edit: it mentions request `request`'s subject; `answer` is the new answer."""
+
+    request: int
+    prompt: str
+    answer: str
+
+
+def hop_prompts_as_requests(
+    requests: Sequence[EditRequest], hops: Sequence[HopPrompt]
+) -> list[tuple[int, EditRequest]]:
+    """(request index, EditRequest) per hop prompt, the subject's first mention becoming `{}`.
+
+    Hop prompts that do not mention the subject cannot be tied to its token and are skipped (logged).
+    """
+    out = []
+    for h in hops:
+        if not 0 <= h.request < len(requests):
+            raise ValueError(f"hop prompt {h.prompt!r} refers to request {h.request}; there are {len(requests)}")
+        subject = requests[h.request].subject
+        if "{}" in h.prompt:
+            template = h.prompt
+        elif subject in h.prompt:
+            template = h.prompt.replace(subject, "{}", 1)
+        else:
+            log.warning("hop prompt %r does not mention subject %r; not used", h.prompt, subject)
+            continue
+        out.append((h.request, EditRequest(template, subject, h.answer)))
+    return out
+
+
+def choose_layers(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    hp: ACEHParams,
+    hops: Sequence[HopPrompt] = (),
+    ranking=None,
+) -> tuple[list[int], list[int], object]:
+    """(query_layers, value_layers, ranking) for the attribution variant.
+
+    The ranking is `attribution.layers.rank_layers` over the requests' single-hop prompts (target: the
+    answer the model gives now, `target_true`, else the new one) and their hop prompts, unless given.
+    """
+    if ranking is None:
+        from ace_interp.attribution.layers import rank_layers
+
+        prompts = [r.text for r in requests] + [h.prompt.replace("{}", requests[h.request].subject) for h in hops]
+        targets = [r.target_true or r.target_new for r in requests] + [h.answer for h in hops]
+        ranking = rank_layers(bridge, prompts, [" " + t.strip() for t in targets], top_k_layers=bridge.cfg.n_layers)
+    value = sorted(ranking.value_layers[: hp.n_value_layers])
+    if not value:
+        raise ValueError("the attribution ranking found no value layers with a positive score")
+    query = sorted([l for l in ranking.query_layers if l < max(value) and l not in value][: hp.n_query_layers])
+    return query, value, ranking
+
+
+def ace_updates(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    hp: ACEHParams,
+    contexts: Sequence[str],
+    hops: Sequence[HopPrompt] = (),
+    ranking=None,
+) -> MethodResult:
+    if hp.variant == "ace-paper":
+        query, value = sorted(hp.query_layers), sorted(hp.value_layers)
+        shared = True
+    elif hp.variant == "attribution":
+        if ranking is not None or hp.rank_layers:
+            query, value, ranking = choose_layers(bridge, requests, hp, hops, ranking)
+        else:
+            query, value = sorted(hp.query_layers), sorted(hp.value_layers)
+        shared = hp.query_target == "shared"
+    else:
+        raise ValueError(f"unknown ACE variant {hp.variant!r}; expected 'ace-paper' or 'attribution'")
+    value = [check_layer(bridge, l) for l in value]
+    query = [check_layer(bridge, l) for l in query]
+    if not value:
+        raise ValueError("ACE needs at least one value layer")
+    z_layer = value[-1]
+    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts)
+    z = target.targets["mlp"]
+    info = {"query_layers": query, "value_layers": value, "z_layer": z_layer, "target_prob": target.target_prob,
+            "target_losses": target.losses, "ranking": ranking}
+
+    def group_steps(layers, z_, z_layer_, scale):
+        return [SpreadStep(l, z_, z_layer_, "mlp", d, scale) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
+
+    if shared or not query:
+        steps = []
+        groups = sorted([(query, hp.query_weight), (value, 1.0)], key=lambda g: min(g[0]) if g[0] else 0)
+        for layers, scale in groups:
+            if layers and scale > 0:
+                steps += group_steps(layers, z, z_layer, scale)
+        return _merge(spread_write(bridge, requests, steps, contexts, hp.covariance), info)
+
+    # attribution variant with its own query target: value write first, then the query target on top of it
+    value_result = spread_write(bridge, requests, group_steps(value, z, z_layer, 1.0), contexts, hp.covariance)
+    if hp.query_weight <= 0:
+        return _merge(value_result, info)
+    hop_rows = hop_prompts_as_requests(requests, hops)
+    with apply_weight_updates(bridge, value_result.updates, label="ace value write (temporary)"):
+        q_layer = query[-1]
+        q_target = compute_z_pmet(bridge, requests, q_layer, hp.target, contexts, extra_prompts=hop_rows)
+        query_result = spread_write(
+            bridge, requests, group_steps(query, q_target.targets["mlp"], q_layer, hp.query_weight), contexts, hp.covariance
+        )
+    updates = dict(value_result.updates)
+    for k, d in query_result.updates.items():
+        updates[k] = updates[k] + d if k in updates else d
+    info.update(query_target_prob=q_target.target_prob, query_z_layer=q_layer, n_hop_prompts=len(hop_rows))
+    return _merge(MethodResult(updates, {"residual_norms": value_result.info["residual_norms"] + query_result.info["residual_norms"]}), info)
+
+
+def _merge(result: MethodResult, info: dict) -> MethodResult:
+    result.info.update(info)
+    return result

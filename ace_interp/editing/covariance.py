@@ -1,0 +1,301 @@
+"""Second-moment statistics C^l = E[k kᵀ] of FFN keys over a text corpus, cached on disk.
+
+k is the down-projection input (`blocks.{l}.mlp.hook_post`) at every real token of the corpus (BOS and
+padding excluded: BOS is never a subject token, and its attention-sink activations are outliers). As in
+MEMIT the moment is uncentred. Files live under
+
+    cache_dir()/stats/<model id>/<corpus id>/layer<l>_n<n_tokens>.pt
+
+keyed by the model (its source name plus a fingerprint of its config and of weights no editor writes),
+the layer, the corpus (name plus a hash of its text) and the number of token samples.
+
+Which corpus: the synthetic world's own training text for its toy models (pass it as `TextCorpus`); for
+real models any text the user points at (`TextCorpus.from_files`) or, by default, text *sampled from the
+model itself* (`model_sampled_corpus`): it needs no network and follows the model's own distribution of
+contexts, which is what the statistics stand for (MEMIT used Wikipedia). Sampling is seeded and the text
+is cached next to the statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.keys import capture_input, encode, hf_runner, hooks
+from ace_interp.model.architecture import check_layer, ffn_weight
+from ace_interp.model.loading import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Named texts to collect key statistics over."""
+
+    name: str
+    texts: tuple[str, ...]
+
+    def __post_init__(self):
+        if not self.texts or not any(t.strip() for t in self.texts):
+            raise ValueError(f"corpus {self.name!r} holds no text")
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha1()
+        for t in self.texts:
+            h.update(t.encode())
+            h.update(b"\0")
+        return h.hexdigest()[:12]
+
+    @property
+    def cache_id(self) -> str:
+        return f"{_safe(self.name)}-{self.fingerprint}"
+
+    @classmethod
+    def from_texts(cls, name: str, texts: Sequence[str]) -> "TextCorpus":
+        return cls(name, tuple(str(t) for t in texts))
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | os.PathLike], name: str | None = None) -> "TextCorpus":
+        """Local text files; each is split into paragraphs at blank lines."""
+        texts: list[str] = []
+        for p in paths:
+            body = Path(p).read_text(encoding="utf-8", errors="replace")
+            texts += [para.strip() for para in re.split(r"\n\s*\n", body) if para.strip()]
+        return cls(name or "files-" + "+".join(_safe(Path(p).stem) for p in paths)[:60], tuple(texts))
+
+
+def model_id(bridge: TransformerBridge) -> str:
+    """Source name plus a fingerprint of the config and of weights editors never write (embeddings, W_in[0])."""
+    source = Path(str(bridge.__dict__.get("ace_source", type(bridge.original_model).__name__))).name
+    h = hashlib.sha1(json.dumps(bridge.original_model.config.to_dict(), sort_keys=True, default=str).encode())
+    emb = bridge.original_model.get_input_embeddings().weight
+    for t in (emb[:4, :16], ffn_weight(bridge, 0, "W_in")[:16, :16]):
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return f"{_safe(source)}-{h.hexdigest()[:10]}"
+
+
+def stats_dir(bridge: TransformerBridge, corpus: TextCorpus) -> Path:
+    return cache_dir() / "stats" / model_id(bridge) / corpus.cache_id
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(path) + f".tmp{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _context_limit(bridge: TransformerBridge, seq_len: int) -> int:
+    config = bridge.original_model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return min(seq_len, int(limit)) if limit else seq_len
+
+
+def model_sampled_corpus(
+    bridge: TransformerBridge,
+    n_tokens: int = 10_000,
+    seq_len: int = 128,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> TextCorpus:
+    """Text sampled from the model itself (temperature 1, full distribution), seeded and cached on disk."""
+    runner = hf_runner(bridge)
+    tok = bridge.tokenizer
+    seq_len = _context_limit(bridge, seq_len) - 2  # room for BOS and the first sampled token
+    path = cache_dir() / "stats" / model_id(bridge) / f"sampled-text-seed{seed}-n{n_tokens}-len{seq_len}.json"
+    if path.exists():
+        return TextCorpus.from_texts(f"sampled-seed{seed}", json.loads(path.read_text()))
+    special = set(tok.all_special_ids)
+    vocab = [i for i in range(len(tok)) if i not in special]
+    n_seqs = -(-n_tokens // seq_len)
+    texts: list[str] = []
+    gen = torch.Generator().manual_seed(seed)
+    device = bridge.cfg.device
+    bar = tqdm(total=n_seqs * seq_len, desc="sampling covariance text", unit="tok", disable=not progress)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, n_seqs, batch_size):
+            b = min(batch_size, n_seqs - start)
+            first = torch.tensor(vocab)[torch.randint(len(vocab), (b, 1), generator=gen)]
+            bos = encode(bridge, "")  # the model's BOS convention ([] when it adds none)
+            prompt = torch.cat([torch.tensor([bos] * b, dtype=torch.long).reshape(b, len(bos)), first], 1)
+            out = runner.model.generate(
+                input_ids=prompt.to(device),
+                attention_mask=torch.ones_like(prompt).to(device),
+                do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                max_new_tokens=seq_len, min_new_tokens=seq_len,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            )
+            out = out.sequences if hasattr(out, "sequences") else out
+            texts += [tok.decode([t for t in row.tolist() if t not in special]) for row in out]
+            bar.update(b * seq_len)
+    bar.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(texts))
+    os.replace(tmp, path)
+    return TextCorpus.from_texts(f"sampled-seed{seed}", texts)
+
+
+WORLD_CORPUS_FILE = "corpus_sample.txt"
+
+
+def default_corpus(bridge: TransformerBridge, n_tokens: int = 10_000, progress: bool = True) -> TextCorpus:
+    """The corpus key statistics use unless told otherwise.
+
+    A synthetic-world toy model's folder carries a sample of its own training corpus
+    (`corpus_sample.txt`, one sentence a line, written by `ace_interp.data.world.save_world_assets`): use
+    it. Any other model gets text sampled from itself (`model_sampled_corpus`).
+    """
+    source = bridge.__dict__.get("ace_source")
+    if source is not None and (Path(source) / WORLD_CORPUS_FILE).exists():
+        lines = (Path(source) / WORLD_CORPUS_FILE).read_text(encoding="utf-8").splitlines()
+        return TextCorpus.from_texts("world-corpus", [l for l in lines if l.strip()])
+    return model_sampled_corpus(bridge, n_tokens=n_tokens, progress=progress)
+
+
+def _corpus_rows(bridge: TransformerBridge, corpus: TextCorpus, seq_len: int):
+    """Token windows of at most seq_len tokens (each starting with the model's BOS convention)."""
+    seq_len = _context_limit(bridge, seq_len)
+    bos = encode(bridge, "")
+    for text in corpus.texts:
+        ids = encode(bridge, text)
+        body = ids[len(bos):] if bos and ids[: len(bos)] == bos else ids
+        step = seq_len - len(bos)
+        for i in range(0, len(body), step):
+            chunk = body[i : i + step]
+            if chunk:
+                yield bos + chunk
+
+
+def _collect(
+    bridge: TransformerBridge,
+    layers: list[int],
+    corpus: TextCorpus,
+    n_tokens: int,
+    seq_len: int,
+    batch_size: int,
+    progress: bool,
+    keep_keys: bool = False,
+) -> tuple[dict[int, Tensor], int, dict[int, list[Tensor]]]:
+    """Σ k kᵀ (float64) per layer over up to n_tokens corpus tokens; optionally the keys themselves."""
+    runner = hf_runner(bridge)
+    tok = bridge.tokenizer
+    excluded = {t for t in (tok.bos_token_id, tok.pad_token_id) if t is not None}
+    d = bridge.cfg.d_mlp
+    device = bridge.cfg.device
+    sums = {l: torch.zeros(d, d, dtype=torch.float64, device=device) for l in layers}
+    kept: dict[int, list[Tensor]] = {l: [] for l in layers}
+    seen = 0
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    bar = tqdm(total=n_tokens, desc=f"key statistics {corpus.name} layers {layers}", unit="tok", disable=not progress)
+    rows = _corpus_rows(bridge, corpus, seq_len)
+    done = False
+    while not done:
+        batch = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == batch_size:
+                break
+        if not batch:
+            break
+        width = max(len(r) for r in batch)
+        tokens = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.bool)
+        for i, r in enumerate(batch):
+            tokens[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = True
+        mask &= ~torch.isin(tokens, torch.tensor(sorted(excluded), dtype=torch.long))
+        # cap at n_tokens: keep only the first `remaining` real positions (row-major)
+        remaining = n_tokens - seen
+        flat = mask.flatten()
+        idx = flat.nonzero().squeeze(1)[:remaining]
+        mask = torch.zeros_like(flat)
+        mask[idx] = True
+        mask = mask.reshape(len(batch), width).to(device)
+        stores: dict[int, list] = {l: [] for l in layers}
+        factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
+        with torch.no_grad(), hooks(*factories):
+            runner.logits(tokens.to(device))
+        for l in layers:
+            k = stores[l][0][mask].to(torch.float64)
+            sums[l] += k.T @ k
+            if keep_keys:
+                kept[l].append(k.to(torch.float32))
+        got = int(mask.sum())
+        seen += got
+        bar.update(got)
+        done = seen >= n_tokens
+    bar.close()
+    if seen == 0:
+        raise ValueError(f"corpus {corpus.name!r} yielded no tokens")
+    if seen < n_tokens:
+        log.warning("corpus %s has only %d tokens (asked for %d)", corpus.name, seen, n_tokens)
+    return sums, seen, kept
+
+
+def second_moments(
+    bridge: TransformerBridge,
+    layers: Sequence[int],
+    corpus: TextCorpus | None = None,
+    n_tokens: int = 10_000,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    progress: bool = True,
+    use_cache: bool = True,
+) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
+    """C^l = E[k kᵀ] for each layer (float32), from the disk cache or one pass over the corpus.
+
+    `corpus=None` uses `default_corpus` (the world's corpus for toy models, else model-sampled text).
+    """
+    layers = sorted({check_layer(bridge, l) for l in layers})
+    if corpus is None:
+        corpus = default_corpus(bridge, n_tokens=n_tokens, progress=progress)
+    folder = stats_dir(bridge, corpus)
+    out: dict[int, Tensor] = {}
+    missing = []
+    for l in layers:
+        path = folder / f"layer{l}_n{n_tokens}.pt"
+        if use_cache and path.exists():
+            out[l] = torch.load(path, map_location=bridge.cfg.device, weights_only=True)["mom2"]
+        else:
+            missing.append(l)
+    if missing:
+        sums, seen, _ = _collect(bridge, missing, corpus, n_tokens, seq_len, batch_size, progress)
+        for l in missing:
+            mom2 = (sums[l] / seen).to(torch.float32)
+            out[l] = mom2
+            if use_cache:
+                _atomic_save({"mom2": mom2.cpu(), "n_tokens": seen, "corpus": corpus.name}, folder / f"layer{l}_n{n_tokens}.pt")
+    return out
+
+
+def corpus_keys(
+    bridge: TransformerBridge, layer: int, corpus: TextCorpus, n_tokens: int = 1000, seq_len: int = 128
+) -> Float[Tensor, "n d_mlp"]:
+    """The keys themselves at `layer` for the first n_tokens corpus tokens (tests and diagnostics)."""
+    layer = check_layer(bridge, layer)
+    _, _, kept = _collect(bridge, [layer], corpus, n_tokens, seq_len, 8, progress=False, keep_keys=True)
+    return torch.cat(kept[layer])

@@ -1,0 +1,205 @@
+"""Hyper-parameters of every editor, as dataclasses with documented defaults per architecture.
+
+Reference values are the published ones for GPT-J-6B (ROME / MEMIT / PMET papers and their released
+configs; ACE's released config for its layer groups). For other depths the layer choices are mapped
+*proportionally* from GPT-J's 28 layers (layer x ↦ round(x·(L−1)/27)), and the covariance weight λ is
+scaled with the FFN width (GPT-J: λ = 15,000 for d_mlp = 16,384, i.e. ≈ 0.9·d_mlp), because the
+Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows with d_mlp.
+Qwen3-8B carries ACE's released groups; SmolLM2-135M and the toy models have values measured here
+(see `docs/ace.md`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.covariance import TextCorpus
+from ace_interp.model.architecture import model_spec
+
+METHODS = ("ft", "rome", "memit", "pmet", "ace")
+
+
+@dataclass
+class TargetHParams:
+    """Optimisation of the target vector z (ROME/MEMIT `compute_v`/`compute_z`, PMET `compute_zs`).
+
+    loss = mean NLL(target_new | context + prompt)              over the context prefixes
+         + kl_factor · KL(p_0 ‖ p_δ) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged)
+         + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (MEMIT: power 2; PMET: power 1)
+    Adam on δ, then δ is clamped to ‖δ‖ ≤ clamp_norm_factor · ‖z_0‖ after every step.
+    """
+
+    v_num_grad_steps: int = 25
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    decay_power: int = 2
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    kl_prompt: str = "{} is a"
+    early_stop_loss: float = 5e-2
+    n_context: int = 5  # sampled context prefixes (plus the empty one)
+    context_length: int = 10
+    seed: int = 0
+
+
+@dataclass
+class CovarianceHParams:
+    """Key statistics C = E[kkᵀ]: which corpus, how many token samples, and how strongly they weigh."""
+
+    corpus: TextCorpus | None = None  # None: text sampled from the model (`model_sampled_corpus`)
+    n_tokens: int = 10_000
+    cov_weight: float = 15_000.0  # λ in ‖KΔ − R‖² + λ tr(ΔᵀCΔ)  (MEMIT's mom2_update_weight)
+    ridge: float = 1e-4  # C + ε·mean(diag C)·I
+    seq_len: int = 128
+    progress: bool = True
+
+
+@dataclass
+class FTHParams:
+    """FT-L (ROME paper baseline): Adam on one layer's W_out, each entry kept within ±norm_constraint."""
+
+    layer: int = 21
+    lr: float = 5e-4
+    num_steps: int = 25
+    norm_constraint: float = 5e-5
+    weight_decay: float = 0.0
+    target: TargetHParams = field(default_factory=lambda: TargetHParams(n_context=0))
+
+
+@dataclass
+class ROMEHParams:
+    """ROME: a rank-one write at `layer`; z is an MLP-output target at that layer (ROME `compute_v`)."""
+
+    layer: int = 5
+    target: TargetHParams = field(
+        default_factory=lambda: TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0, v_weight_decay=0.5)
+    )
+    covariance: CovarianceHParams = field(default_factory=CovarianceHParams)
+    # ROME inserts the fact exactly: λ = 0 in the shared solver (minimum-C-norm interpolation).
+    exact: bool = True
+
+
+@dataclass
+class MEMITHParams:
+    """MEMIT: z at the residual after the last layer; residual spread 1/(layers left) over `layers`."""
+
+    layers: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+    target: TargetHParams = field(default_factory=TargetHParams)
+    covariance: CovarianceHParams = field(default_factory=CovarianceHParams)
+
+
+@dataclass
+class PMETHParams:
+    """PMET: attention and FFN output deltas optimised jointly at the last layer, only the FFN part
+    written, its residual spread over `layers` by 1/sqrt(layers left)."""
+
+    layers: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+    target: TargetHParams = field(
+        default_factory=lambda: TargetHParams(v_num_grad_steps=30, v_lr=0.2, decay_power=1, clamp_norm_factor=0.75)
+    )
+    covariance: CovarianceHParams = field(default_factory=lambda: CovarianceHParams(cov_weight=20_000.0))
+
+
+@dataclass
+class ACEHParams:
+    """ACE: value group (the new fact, PMET backend) and query group (the complementary write).
+
+    variant "ace-paper": the authors' release — one z (PMET joint optimisation) at the last value layer,
+    both groups write towards it, each spreading by 1/sqrt(layers left in its group).
+    variant "attribution": groups from `ace_interp.attribution.layers.rank_layers` (or given), value group
+    as above; the query group gets its own target at its last layer, optimised *after* the value write on
+    the single-hop prompt plus the edit's multi-hop prompts (see docs/ace.md).
+    """
+
+    variant: Literal["ace-paper", "attribution"] = "ace-paper"
+    query_layers: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+    value_layers: tuple[int, ...] = (23, 24, 25)
+    rank_layers: bool = True  # attribution variant: rank layers (False: use query_layers/value_layers as given)
+    n_value_layers: int = 3  # attribution variant: how many top-ranked layers per group
+    n_query_layers: int = 3
+    query_target: Literal["shared", "own"] = "shared"
+    query_weight: float = 1.0  # scales the query group's residual (0 disables the query write)
+    target: TargetHParams = field(
+        default_factory=lambda: TargetHParams(v_num_grad_steps=30, v_lr=0.2, decay_power=1, clamp_norm_factor=0.75)
+    )
+    covariance: CovarianceHParams = field(default_factory=lambda: CovarianceHParams(cov_weight=20_000.0))
+
+
+HParams = FTHParams | ROMEHParams | MEMITHParams | PMETHParams | ACEHParams
+
+
+# ----------------------------------------------------------------------------- per-architecture defaults
+
+
+def _map(layer: int, n_layers: int) -> int:
+    """GPT-J layer index mapped proportionally onto a model with n_layers layers."""
+    return round(layer * (n_layers - 1) / 27)
+
+
+def _span(a: int, b: int, n_layers: int) -> tuple[int, ...]:
+    lo, hi = _map(a, n_layers), _map(b, n_layers)
+    return tuple(range(lo, max(hi, lo) + 1))
+
+
+def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HParams:
+    """The documented defaults of `method` for this model's architecture (overrides replace fields)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
+    spec = model_spec(bridge)
+    n, d_mlp = spec.n_layers, spec.d_mlp
+    is_gptj_6b = spec.architecture == "GPTJForCausalLM" and n == 28
+    is_qwen3_8b = spec.architecture == "Qwen3ForCausalLM" and n == 36
+    small = n <= 6  # tiny test models and the synthetic-world toy models
+
+    cov_weight = 15_000.0 if is_gptj_6b else 0.9 * d_mlp
+    n_tokens = 100_000 if n >= 28 and d_mlp >= 8192 else (2_000 if small else 10_000)
+    covariance = CovarianceHParams(cov_weight=cov_weight, n_tokens=n_tokens)
+    pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)  # PMET: 20,000 vs MEMIT's 15,000
+    # Small models (tiny random test models, synthetic-world toys) have activations of norm ~0.01–1; the
+    # reference decay ‖δ‖/‖z_0‖^p and clamp c·‖z_0‖ were tuned for GPT-J-sized norms and would freeze δ.
+    small_target = dict(v_weight_decay=1e-3, clamp_norm_factor=1000.0, v_lr=0.1, v_num_grad_steps=40)
+
+    pmet_target = (
+        TargetHParams(decay_power=1, **small_target)
+        if small
+        else TargetHParams(v_lr=0.2, decay_power=1, clamp_norm_factor=0.75, v_num_grad_steps=30)
+    )
+    if method == "ft":
+        hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 5e-2, norm_constraint=5e-5 if not small else 5e-2)
+    elif method == "rome":
+        hp = ROMEHParams(
+            layer=_map(5, n),
+            target=TargetHParams(**small_target) if small else TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0),
+            covariance=covariance,
+        )
+    elif method == "memit":
+        hp = MEMITHParams(
+            layers=_span(3, 8, n),
+            target=TargetHParams(**small_target) if small else TargetHParams(),
+            covariance=covariance,
+        )
+    elif method == "pmet":
+        hp = PMETHParams(
+            layers=_span(3, 8, n),
+            target=pmet_target,
+            covariance=pmet_covariance,
+        )
+    else:
+        if is_qwen3_8b:
+            query, value = (25, 26, 27), (28, 29, 30, 31, 32)
+        elif is_gptj_6b:
+            query, value = tuple(range(3, 9)), (23, 24, 25)
+        else:
+            query, value = _span(3, 8, n), _span(23, 25, n)
+        if small:
+            query, value = tuple(range(0, max(1, n // 2))), tuple(range(max(1, n // 2), n))
+        hp = ACEHParams(
+            query_layers=query,
+            value_layers=value,
+            target=pmet_target,
+            covariance=pmet_covariance,
+        )
+    return replace(hp, **overrides) if overrides else hp

@@ -1,0 +1,352 @@
+"""Compute keys: FFN inner activations at the subject's last token, averaged over context prefixes.
+
+The key of a request at layer l is the input of that layer's down-projection `W_out` (TransformerLens
+`blocks.{l}.mlp.hook_post`: post-activation, post-gating) at the last token of the subject, averaged over
+the prompt preceded by a few short context prefixes (ROME/MEMIT's `compute_ks`):
+
+    k^l = 1/|C| Σ_{c ∈ C} m^l(c ⊕ prompt(subject))[subject_last]
+
+This module also holds the fast forward path every editor's inner loops use: a plain HuggingFace model
+*sharing the bridge's parameter tensors* (no copy), run with ordinary torch hooks. The bridge replaces
+the HF submodules with hook-point wrappers, which makes its forward several times slower on CPU;
+`tests/editing/test_fast_path.py` checks the fast path against the bridge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.requests import EditRequest, target_token_ids
+from ace_interp.model.architecture import check_layer, ffn_weight, hf_model, hf_parameters
+
+log = logging.getLogger(__name__)
+
+_RUNNER_ATTR = "_ace_hf_runner"
+_TEMPLATES_ATTR = "_ace_context_templates"
+
+
+# ----------------------------------------------------------------------------- the fast forward path
+
+
+class HFRunner:
+    """A plain HF model of the bridge's class whose parameters *are* the bridge's tensors.
+
+    Weight writes through `apply_weight_updates` are seen by both immediately. Per layer it exposes the
+    decoder block, its attention and MLP modules, and the down-projection (`W_out`) module.
+    """
+
+    def __init__(self, bridge: TransformerBridge):
+        original = hf_model(bridge)
+        with torch.device("meta"):
+            model = type(original)(original.config)
+        model.load_state_dict(hf_parameters(bridge), assign=True, strict=True)
+        model.tie_weights()
+        # Non-persistent buffers (rotary inverse frequencies) are not in the state dict: share the bridge's.
+        buffers = {n.replace("._original_component", ""): b for n, b in original.named_buffers()}
+        for name, buf in list(model.named_buffers()):
+            if buf.is_meta:
+                if name not in buffers:
+                    raise RuntimeError(f"cannot find buffer {name} in the bridge's HF model")
+                owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+                owner._buffers[name.rsplit(".", 1)[-1]] = buffers[name]
+        model.eval()
+        self.model = model
+        base = model.base_model
+        blocks = getattr(base, "layers", None) or getattr(base, "h", None)
+        if blocks is None or len(blocks) != bridge.cfg.n_layers:
+            raise RuntimeError(f"cannot find the decoder blocks of {type(model).__name__}")
+        self.blocks: nn.ModuleList = blocks
+        self.down_proj: list[nn.Module] = []
+        self.mlp: list[nn.Module] = []
+        self.attn: list[nn.Module] = []
+        for layer, block in enumerate(blocks):
+            ptr = ffn_weight(bridge, layer, "W_out").data_ptr()
+            down = [m for m in block.modules() if getattr(m, "weight", None) is not None and m.weight.data_ptr() == ptr]
+            if len(down) != 1:
+                raise RuntimeError(f"cannot find layer {layer}'s down-projection in {type(block).__name__}")
+            self.down_proj.append(down[0])
+            self.mlp.append(block.mlp)
+            self.attn.append(getattr(block, "self_attn", None) or block.attn)
+        self._first_param = ffn_weight(bridge, 0, "W_out")
+
+    def is_current(self, bridge: TransformerBridge) -> bool:
+        return self._first_param.data_ptr() == ffn_weight(bridge, 0, "W_out").data_ptr()
+
+    def hidden(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_model"]:
+        """The final-norm output (what the unembedding reads)."""
+        return self.model.base_model(input_ids=tokens, use_cache=False).last_hidden_state
+
+    def head(self, hidden: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Logits from final-norm outputs (lm_head, then the soft cap some models apply)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return cap * torch.tanh(logits / cap) if cap else logits
+
+    def logits(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_vocab"]:
+        # Right padding: real tokens never attend to the padding after them, so no attention mask is needed.
+        return self.model(input_ids=tokens, use_cache=False).logits
+
+
+def hf_runner(bridge: TransformerBridge) -> HFRunner:
+    """The bridge's fast path, built once per bridge (kept on the bridge object, rebuilt if it moved)."""
+    runner = bridge.__dict__.get(_RUNNER_ATTR)
+    if runner is None or not runner.is_current(bridge):
+        runner = HFRunner(bridge)
+        bridge.__dict__[_RUNNER_ATTR] = runner
+    return runner
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters do not require grad inside the block (only the deltas being optimised do)."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+@contextlib.contextmanager
+def hooks(*handles_factories) -> Iterator[None]:
+    handles = [f() for f in handles_factories]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_first(output, new):
+    return (new, *output[1:]) if isinstance(output, tuple) else new
+
+
+def add_at_positions(
+    module: nn.Module, rows: Tensor, positions: Tensor, delta: Float[Tensor, "n d_model"] | callable
+):
+    """A forward hook adding delta[j] to module's output at (rows[j], positions[j]); returns its handle.
+
+    `delta` may be a callable returning the tensor (so an optimiser's parameter is read at call time).
+    """
+
+    def hook(mod, args, output):
+        d = delta() if callable(delta) else delta
+        out = _first(output)
+        out = out.index_put((rows, positions), d.to(out.dtype), accumulate=True)
+        return _replace_first(output, out)
+
+    return module.register_forward_hook(hook)
+
+
+def capture_input(module: nn.Module, store: list):
+    """A forward pre-hook appending the module's first input to `store`."""
+    return module.register_forward_pre_hook(lambda mod, args: store.append(args[0]))
+
+
+def capture_output(module: nn.Module, store: list):
+    return module.register_forward_hook(lambda mod, args, out: store.append(_first(out)))
+
+
+# ----------------------------------------------------------------------------- prompts and positions
+
+
+def encode(bridge: TransformerBridge, text: str) -> list[int]:
+    """Token ids as the bridge tokenises a prompt (its BOS convention included)."""
+    return bridge.to_tokens(text)[0].tolist()
+
+
+@dataclass
+class PromptBatch:
+    """Right-padded token rows, each with a lookup position (the subject's last token), the request it
+    belongs to, and optionally target tokens appended (`target_ids[j, p]` is the token position p predicts;
+    -100 where there is none)."""
+
+    tokens: Int[Tensor, "batch seq"]
+    lengths: Int[Tensor, " batch"]
+    lookup: Int[Tensor, " batch"]
+    owner: Int[Tensor, " batch"]
+    target_ids: Int[Tensor, "batch seq"]
+
+    @property
+    def n(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def rows(self) -> Int[Tensor, " batch"]:
+        return torch.arange(self.n, device=self.tokens.device)
+
+    def mean_per_owner(self, values: Float[Tensor, "batch ..."], n_owners: int) -> Tensor:
+        summed = torch.zeros(n_owners, *values.shape[1:], dtype=values.dtype, device=values.device)
+        summed = summed.index_add(0, self.owner, values)
+        counts = torch.bincount(self.owner, minlength=n_owners).to(values.dtype)
+        return summed / counts.reshape(-1, *([1] * (values.ndim - 1)))
+
+
+def subject_prompt_ids(bridge: TransformerBridge, context: str, request: EditRequest) -> tuple[list[int], int]:
+    """Token ids of `context + prompt(subject)` and the index of the subject's last token.
+
+    The index is the length of the tokenised text up to and including the subject, minus one (ROME's
+    `subject_last`). A BPE merge across the subject's end would shift it; that is the reference behaviour.
+    """
+    ids = encode(bridge, context + request.text)
+    prefix = encode(bridge, context + request.prefix_through_subject)
+    return ids, min(len(prefix), len(ids)) - 1
+
+
+def build_batch(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    contexts: Sequence[str] = ("",),
+    with_target: bool = False,
+    owners: Sequence[int] | None = None,
+) -> PromptBatch:
+    """One row per (request, context): `context + prompt(subject)` [+ target_new tokens but the last].
+
+    `owners[i]` says which edit request row i's request belongs to (default: its own index).
+    """
+    owners = list(range(len(requests))) if owners is None else list(owners)
+    rows_ids, lookup, owner, targets = [], [], [], []
+    for r, o in zip(requests, owners):
+        for c in contexts:
+            ids, pos = subject_prompt_ids(bridge, c, r)
+            tgt = [-100] * len(ids)
+            if with_target:
+                t = target_token_ids(bridge, r.target_new)
+                tgt = [-100] * (len(ids) - 1) + t  # position len(ids)-1+j predicts target token j
+                ids = ids + t[:-1]
+            rows_ids.append(ids)
+            targets.append(tgt)
+            lookup.append(pos)
+            owner.append(o)
+    return _pad(bridge, rows_ids, targets, lookup, owner)
+
+
+def _pad(bridge, rows_ids, targets, lookup, owner) -> PromptBatch:
+    device = bridge.cfg.device
+    width = max(len(x) for x in rows_ids)
+    pad = bridge.tokenizer.pad_token_id
+    pad = 0 if pad is None else pad
+    tokens = torch.full((len(rows_ids), width), pad, dtype=torch.long)
+    target_ids = torch.full((len(rows_ids), width), -100, dtype=torch.long)
+    for j, (ids, tgt) in enumerate(zip(rows_ids, targets)):
+        tokens[j, : len(ids)] = torch.tensor(ids)
+        target_ids[j, : len(tgt)] = torch.tensor(tgt)
+    return PromptBatch(
+        tokens=tokens.to(device),
+        lengths=torch.tensor([len(x) for x in rows_ids], device=device),
+        lookup=torch.tensor(lookup, device=device),
+        owner=torch.tensor(owner, device=device),
+        target_ids=target_ids.to(device),
+    )
+
+
+def concat_batches(bridge: TransformerBridge, *batches: PromptBatch) -> PromptBatch:
+    """Stack batches row-wise (re-padding to the widest)."""
+    rows, targets, lookup, owner = [], [], [], []
+    for b in batches:
+        for j in range(b.n):
+            n = int(b.lengths[j])
+            rows.append(b.tokens[j, :n].tolist())
+            targets.append(b.target_ids[j, :n].tolist())
+            lookup.append(int(b.lookup[j]))
+            owner.append(int(b.owner[j]))
+    return _pad(bridge, rows, targets, lookup, owner)
+
+
+# ----------------------------------------------------------------------------- context prefixes
+
+
+def context_templates(
+    bridge: TransformerBridge, n: int = 5, length: int = 10, seed: int = 0
+) -> list[str]:
+    """Context prefixes: "" plus `n` short texts sampled from the model itself, each ending in ". ".
+
+    As in ROME/MEMIT (5 samples of 10 tokens, top-k 5, started from "The", "Therefore", "Because", "I",
+    "You"), but seeded so an edit is reproducible. Starts that the vocabulary cannot spell (word-level toy
+    tokenizers) are replaced by a vocabulary word drawn with the same seed. Computed once per bridge.
+    """
+    key = (n, length, seed)
+    cache = bridge.__dict__.setdefault(_TEMPLATES_ATTR, {})
+    if key in cache:
+        return list(cache[key])
+    templates = [""]
+    if n > 0:
+        runner = hf_runner(bridge)
+        tok = bridge.tokenizer
+        gen = torch.Generator().manual_seed(seed)
+        starts = ["The", "Therefore", "Because", "I", "You"]
+        special = set(tok.all_special_ids)
+        vocab_words = [i for i in range(len(tok)) if i not in special]
+        for j in range(n):
+            ids = encode(bridge, starts[j % len(starts)])
+            if not ids or (tok.unk_token_id is not None and tok.unk_token_id in ids):
+                word = vocab_words[int(torch.randint(len(vocab_words), (1,), generator=gen))]
+                ids = encode(bridge, tok.decode([word]))
+            with torch.no_grad():
+                for _ in range(length):
+                    logits = runner.logits(torch.tensor([ids], device=bridge.cfg.device))[0, -1].float().cpu()
+                    logits[list(special)] = -float("inf")
+                    top = logits.topk(5)
+                    choice = torch.multinomial(top.values.softmax(-1), 1, generator=gen)
+                    ids.append(int(top.indices[choice]))
+            bos = tok.bos_token_id
+            body = ids[:] if ids[0] != bos else ids[1:]
+            text = tok.decode(body, skip_special_tokens=True).replace("{", "(").replace("}", ")").strip()
+            templates.append(text + ". ")
+    cache[key] = list(templates)
+    log.debug("context templates: %s", templates)
+    return templates
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def compute_keys(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    layers: Sequence[int],
+    contexts: Sequence[str] = ("",),
+) -> dict[int, Float[Tensor, "n_requests d_mlp"]]:
+    """k^l per request: the down-projection input at the subject's last token, averaged over contexts."""
+    layers = [check_layer(bridge, l) for l in layers]
+    runner = hf_runner(bridge)
+    batch = build_batch(bridge, requests, contexts)
+    stores: dict[int, list] = {l: [] for l in layers}
+    factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
+    with torch.no_grad(), hooks(*factories):
+        runner.logits(batch.tokens)
+    return {l: batch.mean_per_owner(stores[l][0][batch.rows, batch.lookup], len(requests)) for l in layers}
+
+
+def outputs_at_subject(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    layer: int,
+    site: str,
+    contexts: Sequence[str] = ("",),
+) -> Float[Tensor, "n_requests d_model"]:
+    """The output of `site` ("resid": the block, "mlp", "attn") of `layer` at the subject's last token,
+    averaged over contexts (MEMIT/PMET's `cur_zs` use the bare prompt: contexts=("",))."""
+    layer = check_layer(bridge, layer)
+    runner = hf_runner(bridge)
+    module = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}[site][layer]
+    batch = build_batch(bridge, requests, contexts)
+    store: list = []
+    with torch.no_grad(), hooks(lambda: capture_output(module, store)):
+        runner.logits(batch.tokens)
+    return batch.mean_per_owner(store[0][batch.rows, batch.lookup], len(requests))

@@ -1,0 +1,120 @@
+"""MEMIT (Meng et al., 2023): one residual target z at the last edit layer, spread over a layer range.
+
+    z_i = h^{L}_i + δ_i                                   (targets.compute_z, site "resid", L = max(layers))
+    for the j-th of the layers l (ascending):
+        K^l = keys at l (averaged over context prefixes), on the model with layers < l already edited
+        R   = (z − h^{L}(current model)) / (number of layers left, incl. l)
+        Δ^l = solve_key_value(K^l, R, C^l, λ)                 (solver.py)
+
+`spread_write` runs that loop for any list of steps; PMET and ACE use it with the FFN output as the
+target site and a square-root divisor. Intermediate writes go through the transactional weight layer
+and are undone before returning, so the caller applies all layer deltas as one undoable edit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.covariance import second_moments
+from ace_interp.editing.hparams import CovarianceHParams, MEMITHParams
+from ace_interp.editing.keys import compute_keys, outputs_at_subject
+from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.solver import regularised_cholesky, solve_key_value
+from ace_interp.editing.targets import compute_targets
+from ace_interp.model.weights import apply_weight_updates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodResult:
+    """What an editor computed: W_out deltas per layer (TL orientation) and diagnostics."""
+
+    updates: dict[tuple[int, str], Float[Tensor, "d_mlp d_model"]]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({l for l, _ in self.updates})
+
+
+@dataclass
+class SpreadStep:
+    """Write layer `layer` so the `site` output of `z_layer` moves towards z by (z − current) / divisor."""
+
+    layer: int
+    z: Float[Tensor, "n d_model"]
+    z_layer: int
+    site: str  # "resid" or "mlp"
+    divisor: float
+    scale: float = 1.0  # extra factor on the residual (ACE's query_weight)
+
+
+def spread_divisors(n_layers: int, kind: str) -> list[float]:
+    """MEMIT: layers left (L, L−1, …, 1); PMET/ACE: their square roots."""
+    left = [n_layers - j for j in range(n_layers)]
+    if kind == "linear":
+        return [float(x) for x in left]
+    if kind == "sqrt":
+        return [math.sqrt(x) for x in left]
+    raise ValueError(f"unknown spread {kind!r}; expected 'linear' or 'sqrt'")
+
+
+def load_second_moments(bridge: TransformerBridge, layers: Sequence[int], cov: CovarianceHParams) -> dict[int, Tensor]:
+    return second_moments(
+        bridge, layers, corpus=cov.corpus, n_tokens=cov.n_tokens, seq_len=cov.seq_len, progress=cov.progress
+    )
+
+
+def spread_write(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    steps: Sequence[SpreadStep],
+    contexts: Sequence[str],
+    cov: CovarianceHParams,
+) -> MethodResult:
+    """Run the layer-by-layer key→value writes; return the summed deltas (the model is left unchanged)."""
+    moments = load_second_moments(bridge, sorted({s.layer for s in steps}), cov)
+    factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+    updates: dict[tuple[int, str], Tensor] = {}
+    residual_norms = []
+    temporary = []
+    try:
+        for step in steps:
+            keys = compute_keys(bridge, requests, [step.layer], contexts)[step.layer]
+            current = outputs_at_subject(bridge, requests, step.z_layer, step.site)
+            residual = step.scale * (step.z - current) / step.divisor
+            delta = solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[step.layer])
+            residual_norms.append(float((step.z - current).norm(dim=-1).mean()))
+            temporary.append(apply_weight_updates(bridge, {(step.layer, "W_out"): delta}, label="spread-write step"))
+            key = (step.layer, "W_out")
+            updates[key] = updates[key] + delta if key in updates else delta
+        if steps:
+            last = steps[-1]
+            residual_norms.append(float((last.z - outputs_at_subject(bridge, requests, last.z_layer, last.site)).norm(dim=-1).mean()))
+    finally:
+        for e in reversed(temporary):
+            e.undo()
+    return MethodResult(updates, {"residual_norms": residual_norms})
+
+
+def memit_updates(
+    bridge: TransformerBridge, requests: Sequence[EditRequest], hp: MEMITHParams, contexts: Sequence[str]
+) -> MethodResult:
+    layers = sorted(hp.layers)
+    z_layer = layers[-1]
+    target = compute_targets(bridge, requests, z_layer, hp.target, contexts, sites=("resid",))
+    z = target.targets["resid"]
+    divisors = spread_divisors(len(layers), "linear")
+    steps = [SpreadStep(l, z, z_layer, "resid", d) for l, d in zip(layers, divisors)]
+    result = spread_write(bridge, requests, steps, contexts, hp.covariance)
+    result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer)
+    return result

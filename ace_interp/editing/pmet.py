@@ -1,0 +1,34 @@
+"""PMET (Li et al., AAAI 2024): FFN-only write with a jointly optimised attention/FFN target.
+
+    (δ_attn, δ_ffn) = argmin loss (targets.compute_z_pmet at the last layer L: both deltas added at the
+                      subject's last token; weight decay ‖δ‖/‖z_0‖ on each)
+    z = F^{L} + δ_ffn                     only the FFN part is a write target; attention stays unchanged
+    for the j-th of the layers l:  R = (z − F^{L}(current)) / sqrt(layers left),  Δ^l = solve(K^l, R, C^l, λ)
+
+Optimising the attention delta alongside lets the FFN delta carry only what FFNs should store
+("precise" editing), and the square root spreads more of the change into the early layers than MEMIT's 1/n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.hparams import PMETHParams
+from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write
+from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.targets import compute_z_pmet
+
+
+def pmet_updates(
+    bridge: TransformerBridge, requests: Sequence[EditRequest], hp: PMETHParams, contexts: Sequence[str]
+) -> MethodResult:
+    layers = sorted(hp.layers)
+    z_layer = layers[-1]
+    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts)
+    z = target.targets["mlp"]
+    steps = [SpreadStep(l, z, z_layer, "mlp", d) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
+    result = spread_write(bridge, requests, steps, contexts, hp.covariance)
+    result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer)
+    return result

@@ -1,0 +1,138 @@
+"""Edit requests in the CounterFact / MQuAKE `requested_rewrite` form, and their validation.
+
+A request says: in `prompt` (a template whose `{}` is the subject), the model should now continue with
+`target_new` instead of `target_true`:
+
+    {"prompt": "The capital of {} is", "subject": "France", "target_new": {"str": "Rome"},
+     "target_true": {"str": "Paris"}}
+
+Every editor validates the *whole* batch before computing anything, so one bad request stops the batch
+with an `EditRequestError` naming it and the model is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from transformer_lens.model_bridge import TransformerBridge
+
+
+class EditRequestError(ValueError):
+    """A request cannot be edited (no subject slot, empty target, ...); nothing was written."""
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One counterfactual fact: `prompt.format(subject)` should be continued by `target_new`."""
+
+    prompt: str  # template with exactly one "{}" where the subject goes
+    subject: str
+    target_new: str
+    target_true: str | None = None
+    case_id: str | int | None = None
+
+    @property
+    def text(self) -> str:
+        """The prompt with the subject filled in."""
+        return self.prompt.replace("{}", self.subject)
+
+    @property
+    def prefix_through_subject(self) -> str:
+        """The prompt text up to and including the subject (its last token is where keys are read)."""
+        return self.prompt[: self.prompt.index("{}")] + self.subject
+
+    def describe(self) -> str:
+        return f"[{self.text!r} -> {self.target_new!r}]"
+
+    @classmethod
+    def from_rewrite(cls, rewrite: Mapping, case_id: str | int | None = None) -> "EditRequest":
+        """From a CounterFact/MQuAKE `requested_rewrite` dict (targets as {"str": ...} or plain strings).
+
+        A prompt that spells the subject out instead of `{}` gets its first occurrence replaced by `{}`.
+        """
+        missing = [k for k in ("prompt", "subject", "target_new") if k not in rewrite]
+        if missing:
+            raise EditRequestError(f"requested_rewrite {dict(rewrite)!r} lacks {missing}")
+
+        def text(v) -> str | None:
+            if v is None:
+                return None
+            if isinstance(v, Mapping):
+                if "str" not in v:
+                    raise EditRequestError(f"target {v!r} has no 'str' field")
+                return str(v["str"])
+            return str(v)
+
+        prompt, subject = str(rewrite["prompt"]), str(rewrite["subject"])
+        if "{}" not in prompt and subject and subject in prompt:
+            prompt = prompt.replace(subject, "{}", 1)
+        return cls(
+            prompt=prompt,
+            subject=subject,
+            target_new=text(rewrite["target_new"]) or "",
+            target_true=text(rewrite.get("target_true")),
+            case_id=rewrite.get("case_id", case_id),
+        )
+
+    def to_rewrite(self) -> dict:
+        out = {"prompt": self.prompt, "subject": self.subject, "target_new": {"str": self.target_new}}
+        if self.target_true is not None:
+            out["target_true"] = {"str": self.target_true}
+        return out
+
+
+def as_requests(items: EditRequest | Mapping | Sequence[EditRequest | Mapping]) -> list[EditRequest]:
+    """Normalise one request / a `requested_rewrite` dict / a list of either into EditRequests."""
+    if isinstance(items, (EditRequest, Mapping)):
+        items = [items]
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, EditRequest):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            out.append(EditRequest.from_rewrite(item, case_id=item.get("case_id")))
+        else:
+            raise EditRequestError(f"request {i} is a {type(item).__name__}, not an EditRequest or dict")
+    if not out:
+        raise EditRequestError("no edit requests given")
+    return out
+
+
+def target_token_ids(bridge: TransformerBridge, target: str) -> list[int]:
+    """Token ids of a target as it continues a prompt: with one leading space, no special tokens.
+
+    Tokenising the target on its own (rather than prompt+target) keeps the prompt's own tokens fixed;
+    the leading space is how a word follows the prompt's last word in BPE and word-level vocabularies.
+    """
+    return list(bridge.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"])
+
+
+def validate_requests(bridge: TransformerBridge, requests) -> list[EditRequest]:
+    """Check every request of a batch; raise `EditRequestError` naming the first bad one."""
+    requests = as_requests(requests)
+    unk = bridge.tokenizer.unk_token_id
+    for i, r in enumerate(requests):
+        where = f"edit request {i} {r.describe()}"
+        if r.prompt.count("{}") != 1:
+            raise EditRequestError(
+                f"{where}: the prompt must contain the subject slot '{{}}' exactly once "
+                f"(subject {r.subject!r} is not in prompt {r.prompt!r})"
+            )
+        if not r.subject.strip():
+            raise EditRequestError(f"{where}: the subject is empty")
+        if not r.target_new.strip():
+            raise EditRequestError(f"{where}: target_new is empty")
+        ids = target_token_ids(bridge, r.target_new)
+        if not ids:
+            raise EditRequestError(f"{where}: target_new {r.target_new!r} tokenises to nothing")
+        if unk is not None and all(t == unk for t in ids):
+            raise EditRequestError(
+                f"{where}: target_new {r.target_new!r} is outside the model's vocabulary (only unknown tokens)"
+            )
+        if r.target_true is not None and r.target_new.strip() == r.target_true.strip():
+            raise EditRequestError(f"{where}: target_new equals target_true; there is nothing to edit")
+        subject_ids = bridge.to_tokens(r.prefix_through_subject)[0]
+        if len(subject_ids) == 0:
+            raise EditRequestError(f"{where}: the subject tokenises to nothing")
+    return requests

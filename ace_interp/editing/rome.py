@@ -1,0 +1,41 @@
+"""ROME (Meng et al., 2022): a rank-one write of W_out at one layer.
+
+    k  = key at the layer (averaged over context prefixes)
+    v* = F^{l}(k) + δ                            (targets.compute_targets, site "mlp" of the same layer)
+    Δ  = solve_key_value(k, v* − (k W_out + b_out), C, λ = 0) = C⁻¹k (v* − k W_out − b_out)ᵀ / (kᵀC⁻¹k)
+
+so the edited layer maps k to v* exactly while changing outputs of typical keys least (C-norm). Several
+requests in one batch become the minimum-C-norm rank-n interpolation of all their keys (λ = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.hparams import ROMEHParams
+from ace_interp.editing.keys import compute_keys
+from ace_interp.editing.memit import MethodResult, load_second_moments
+from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.solver import solve_key_value
+from ace_interp.editing.targets import compute_targets
+from ace_interp.model.architecture import check_layer, ffn_weight
+
+
+def rome_updates(
+    bridge: TransformerBridge, requests: Sequence[EditRequest], hp: ROMEHParams, contexts: Sequence[str]
+) -> MethodResult:
+    layer = check_layer(bridge, hp.layer)
+    target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",))
+    keys = compute_keys(bridge, requests, [layer], contexts)[layer]
+    w_out = ffn_weight(bridge, layer, "W_out")
+    b_out = ffn_weight(bridge, layer, "b_out")
+    current = keys @ w_out + (0 if b_out is None else b_out)
+    second = load_second_moments(bridge, [layer], hp.covariance)[layer]
+    weight = 0.0 if hp.exact else hp.covariance.cov_weight
+    delta = solve_key_value(keys, target.targets["mlp"] - current, second, cov_weight=weight, ridge=hp.covariance.ridge)
+    return MethodResult(
+        {(layer, "W_out"): delta},
+        {"target_prob": target.target_prob, "target_losses": target.losses, "keys": keys, "values": target.targets["mlp"]},
+    )

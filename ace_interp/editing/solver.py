@@ -1,0 +1,82 @@
+"""The one key→value least-squares solver every closed-form editor (ROME, MEMIT, PMET, ACE) uses.
+
+TransformerLens orientation: a layer's FFN output is F = k W_out + b_out with k ∈ R^{d_mlp} (a key,
+the down-projection input) and W_out ∈ R^{d_mlp × d_model}. Given n edited keys K ∈ R^{n × d_mlp} and the
+changes R ∈ R^{n × d_model} their outputs should undergo (R = V − K W_out − b_out for target values V),
+the update is
+
+    Δ* = argmin_Δ ‖K Δ − R‖²_F + λ · tr(Δᵀ C Δ),     C = E[k kᵀ] over a text corpus  (MEMIT eq. 14)
+
+i.e. fit the new associations while moving the outputs of typical corpus keys as little as possible
+(E‖k Δ‖² = tr(Δᵀ C Δ)). Its closed form is Δ* = (KᵀK + λC)⁻¹ KᵀR; by the push-through identity
+
+    Δ* = C⁻¹ Kᵀ (K C⁻¹ Kᵀ + λ I_n)⁻¹ R,
+
+which needs only an n × n solve besides C⁻¹Kᵀ, and stays defined at λ = 0, where it is the exact,
+minimum-C-norm interpolation K Δ = R (ROME's rank-one update for n = 1: Δ = C⁻¹k rᵀ / (kᵀC⁻¹k)).
+A small ridge ε·mean(diag C)·I keeps C invertible when the corpus is small or keys are degenerate.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+class SolverError(ValueError):
+    """Inputs to the solver are inconsistent (shapes, non-finite values)."""
+
+
+def regularised_cholesky(second_moment: Float[Tensor, "d d"], ridge: float = 1e-4) -> Tensor:
+    """Cholesky factor (float64) of C + ε·mean(diag C)·I."""
+    c = second_moment.to(torch.float64)
+    d = c.shape[0]
+    scale = c.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(d, dtype=torch.float64, device=c.device)
+    factor, info = torch.linalg.cholesky_ex(c + ridge * scale * eye)
+    jitter = ridge
+    while info.item() != 0:  # numerically indefinite: raise the ridge until it factors
+        jitter *= 10
+        if jitter > 1.0:
+            raise SolverError("the second-moment matrix is not positive semi-definite")
+        factor, info = torch.linalg.cholesky_ex(c + jitter * scale * eye)
+    return factor
+
+
+def solve_key_value(
+    keys: Float[Tensor, "n d_mlp"],
+    residuals: Float[Tensor, "n d_model"],
+    second_moment: Float[Tensor, "d_mlp d_mlp"] | None = None,
+    cov_weight: float = 0.0,
+    ridge: float = 1e-4,
+    cholesky: Tensor | None = None,
+) -> Float[Tensor, "d_mlp d_model"]:
+    """Δ = C⁻¹Kᵀ (K C⁻¹ Kᵀ + λI)⁻¹ R  (= argmin ‖KΔ − R‖² + λ tr(ΔᵀCΔ)); C = I when not given.
+
+    Computed in float64 and returned in `residuals`' dtype. `cholesky` may pass a precomputed
+    `regularised_cholesky(second_moment, ridge)`.
+    """
+    if keys.ndim != 2 or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
+        raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
+    if cov_weight < 0:
+        raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
+    if not (torch.isfinite(keys).all() and torch.isfinite(residuals).all()):
+        raise SolverError("keys or residuals contain NaN/inf")
+    k = keys.to(torch.float64)
+    r = residuals.to(device=keys.device, dtype=torch.float64)
+    n, d = k.shape
+    if cholesky is None and second_moment is not None:
+        if second_moment.shape != (d, d):
+            raise SolverError(f"second moment {tuple(second_moment.shape)} does not match keys of width {d}")
+        cholesky = regularised_cholesky(second_moment.to(keys.device), ridge)
+    if cholesky is None:
+        c_inv_kt = k.T.clone()  # C = I
+    else:
+        c_inv_kt = torch.cholesky_solve(k.T.contiguous(), cholesky.to(keys.device))  # C⁻¹Kᵀ [d, n]
+    gram = k @ c_inv_kt + cov_weight * torch.eye(n, dtype=torch.float64, device=k.device)  # K C⁻¹ Kᵀ + λI
+    coef, info = torch.linalg.solve_ex(gram, r)  # (K C⁻¹ Kᵀ + λI)⁻¹ R  [n, d_model]
+    if info.item() != 0 or not torch.isfinite(coef).all():
+        # λ = 0 with linearly dependent keys (e.g. one subject edited twice): least-norm solution
+        coef = torch.linalg.pinv(gram, hermitian=True) @ r
+    return (c_inv_kt @ coef).to(residuals.dtype)

@@ -1,0 +1,194 @@
+"""Compute target values: the vector a site should output at the subject's last token for the new fact.
+
+For each request we optimise a delta δ added to the output of one *site* of layer L at the subject's last
+token, in every prompt (ROME `compute_v`, MEMIT `compute_z`, PMET `compute_zs`):
+
+    site "resid": the residual stream after block L            (MEMIT: z = h^L + δ)
+    site "mlp":   the FFN output of block L                      (ROME: v* = F^L + δ; PMET/ACE)
+    site "attn":  the attention output of block L                (PMET optimises it jointly with "mlp")
+
+    loss(δ) = 1/|C| Σ_c −(1/T) Σ_t log p(target_t | c ⊕ prompt(s) ⊕ target_<t)          (efficacy)
+            + kl_factor · KL(p_δ(· | "{s} is a") ‖ p_0(· | "{s} is a"))                   (essence)
+            + v_weight_decay · Σ_sites ‖δ‖ / ‖z_0‖^decay_power
+    after each Adam step: δ ← δ · min(1, clamp_norm_factor·‖z_0‖ / ‖δ‖)
+
+All requests of a batch are optimised in one forward pass per step (rows are independent and Adam is
+element-wise, so this equals optimising each request on its own, except for the shared early stop).
+Gradients reach only δ: the model's parameters are frozen for the duration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.editing.hparams import TargetHParams
+from ace_interp.editing.keys import (
+    add_at_positions,
+    build_batch,
+    capture_output,
+    concat_batches,
+    frozen_parameters,
+    hf_runner,
+    hooks,
+)
+from ace_interp.editing.requests import EditRequest
+from ace_interp.model.architecture import check_layer
+
+log = logging.getLogger(__name__)
+
+SITES = ("resid", "mlp", "attn")
+
+
+@dataclass
+class TargetResult:
+    """Per site: z = z_0 + δ, the initial value z_0 and δ, each [n_requests, d_model]."""
+
+    layer: int
+    targets: dict[str, Float[Tensor, "n d_model"]]
+    initial: dict[str, Float[Tensor, "n d_model"]]
+    deltas: dict[str, Float[Tensor, "n d_model"]]
+    losses: list[float] = field(default_factory=list)
+    target_prob: Float[Tensor, " n"] | None = None  # mean p(target token) over prompts, at the end
+
+
+def compute_targets(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    layer: int,
+    hp: TargetHParams,
+    contexts: Sequence[str] = ("",),
+    sites: Sequence[str] = ("resid",),
+    extra_prompts: Sequence[tuple[int, EditRequest]] = (),
+) -> TargetResult:
+    """Optimise δ at `sites` of `layer` so the model predicts each request's target_new.
+
+    `extra_prompts` adds (request index, prompt) pairs to the NLL term — each an EditRequest whose
+    prompt holds the subject as `{}` and whose target_new is the answer wanted (ACE's multi-hop prompts).
+    """
+    layer = check_layer(bridge, layer)
+    bad = [s for s in sites if s not in SITES]
+    if bad or not sites:
+        raise ValueError(f"unknown target sites {bad or sites}; expected some of {SITES}")
+    runner = hf_runner(bridge)
+    n_req = len(requests)
+    rewrite = build_batch(bridge, requests, contexts, with_target=True)
+    parts = [rewrite]
+    if extra_prompts:
+        parts.append(
+            build_batch(bridge, [p for _, p in extra_prompts], ("",), with_target=True, owners=[i for i, _ in extra_prompts])
+        )
+    kl_requests = [EditRequest(hp.kl_prompt, r.subject, r.target_new) for r in requests]
+    kl = build_batch(bridge, kl_requests, ("",)) if hp.kl_factor > 0 else None
+    if kl is not None:
+        parts.append(kl)
+    batch = concat_batches(bridge, *parts) if len(parts) > 1 else rewrite
+    n_nll = batch.n - (kl.n if kl is not None else 0)
+    nll_rows = torch.arange(n_nll, device=batch.tokens.device)
+    # the first row of each request is its bare prompt (context ""): z_0 is read there
+    c0 = list(contexts).index("") if "" in contexts else 0
+    first_row = torch.tensor([i * len(contexts) + c0 for i in range(n_req)], device=batch.tokens.device)
+
+    d_model = bridge.cfg.d_model
+    dtype = next(runner.model.parameters()).dtype
+    deltas = {s: torch.zeros(n_req, d_model, dtype=torch.float32, device=batch.tokens.device, requires_grad=True) for s in sites}
+    modules = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}
+    initial: dict[str, Tensor] = {}
+    init_store: dict[str, list] = {s: [] for s in sites}
+    # target token positions and ids for the NLL rows
+    tgt = batch.target_ids[:n_nll]
+    mask = tgt != -100
+    n_target_tokens = mask.sum(1).clamp_min(1)
+    kl_pos = (batch.lengths[n_nll:] - 1) if kl is not None else None
+    kl_init = None
+
+    opt = torch.optim.Adam(list(deltas.values()), lr=hp.v_lr)
+    losses: list[float] = []
+    target_prob = None
+    factories = [
+        (lambda s=s: add_at_positions(modules[s][layer], batch.rows, batch.lookup, lambda s=s: deltas[s][batch.owner].to(dtype)))
+        for s in sites
+    ]
+    with frozen_parameters(runner.model), hooks(*factories):
+        for step in range(max(1, hp.v_num_grad_steps)):
+            opt.zero_grad()
+            if step == 0:
+                with hooks(*[(lambda s=s: capture_output(modules[s][layer], init_store[s])) for s in sites]):
+                    hidden = runner.hidden(batch.tokens)
+                # δ is zero at step 0, so the captured outputs are the unedited z_0
+                initial = {s: init_store[s][0][first_row, batch.lookup[first_row]].detach().float() for s in sites}
+            else:
+                hidden = runner.hidden(batch.tokens)
+            # log-probs only where needed: target positions of NLL rows and the last position of KL rows
+            pos_rows, pos_cols = mask.nonzero(as_tuple=True)
+            lp = runner.head(hidden[pos_rows, pos_cols]).float().log_softmax(-1)
+            token_lp = lp.gather(-1, tgt[pos_rows, pos_cols].unsqueeze(-1)).squeeze(-1)
+            per_row = torch.zeros(n_nll, device=lp.device).index_add(0, pos_rows, token_lp) / n_target_tokens
+            nll_per_req = -_mean_by_owner(per_row, batch.owner[:n_nll], n_req)
+            loss_per_req = nll_per_req
+            if kl is not None:
+                kl_lp = runner.head(hidden[n_nll + torch.arange(kl.n, device=lp.device), kl_pos]).float().log_softmax(-1)
+                if kl_init is None:
+                    kl_init = kl_lp.detach()
+                kl_per_row = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1)  # KL(p_δ ‖ p_0), as MEMIT's kl_div call
+                loss_per_req = loss_per_req + hp.kl_factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
+            for s in sites:
+                norm0 = initial[s].norm(dim=-1).clamp_min(1e-8)
+                loss_per_req = loss_per_req + hp.v_weight_decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
+            loss = loss_per_req.sum()
+            losses.append(float(loss_per_req.detach().max()))
+            with torch.no_grad():
+                target_prob = _mean_by_owner(
+                    torch.zeros(n_nll, device=lp.device).index_add(0, pos_rows, token_lp.exp()) / n_target_tokens,
+                    batch.owner[:n_nll], n_req,
+                )
+            if losses[-1] < hp.early_stop_loss or step == hp.v_num_grad_steps - 1:
+                break
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for s in sites:
+                    max_norm = hp.clamp_norm_factor * initial[s].norm(dim=-1, keepdim=True)
+                    norms = deltas[s].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                    deltas[s].mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
+    log.debug("target optimisation at layer %d: loss %.3f -> %.3f in %d steps", layer, losses[0], losses[-1], len(losses))
+    final = {s: deltas[s].detach().clone() for s in sites}
+    return TargetResult(
+        layer=layer,
+        targets={s: initial[s] + final[s] for s in sites},
+        initial=initial,
+        deltas=final,
+        losses=losses,
+        target_prob=target_prob,
+    )
+
+
+def _mean_by_owner(values: Tensor, owner: Tensor, n: int) -> Tensor:
+    summed = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, owner, values)
+    return summed / torch.bincount(owner, minlength=n).to(values.dtype).clamp_min(1)
+
+
+def compute_z(
+    bridge: TransformerBridge, requests: Sequence[EditRequest], layer: int, hp: TargetHParams, contexts: Sequence[str]
+) -> Float[Tensor, "n d_model"]:
+    """MEMIT's z: the residual after block `layer` that makes the model predict each target_new."""
+    return compute_targets(bridge, requests, layer, hp, contexts, sites=("resid",)).targets["resid"]
+
+
+def compute_z_pmet(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    layer: int,
+    hp: TargetHParams,
+    contexts: Sequence[str],
+    extra_prompts: Sequence[tuple[int, EditRequest]] = (),
+) -> TargetResult:
+    """PMET's joint optimisation of the attention and FFN output deltas at `layer`; only the FFN target
+    (`.targets["mlp"]`) is written by PMET and ACE, the attention part absorbs what attention would carry."""
+    return compute_targets(bridge, requests, layer, hp, contexts, sites=("attn", "mlp"), extra_prompts=extra_prompts)

@@ -1,0 +1,88 @@
+"""The shared key→value solver: against explicit least squares, and as a closed-form write into a model."""
+
+import pytest
+import torch
+
+from ace_interp.editing.covariance import corpus_keys, second_moments
+from ace_interp.editing.keys import compute_keys
+from ace_interp.editing.solver import SolverError, regularised_cholesky, solve_key_value
+from ace_interp.model import apply_weight_updates, ffn_weight
+
+from edit_cases import FRANCE, SPAIN
+
+
+def _problem(n=3, d=12, m=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.randn(n, d, generator=g, dtype=torch.float64)
+    residuals = torch.randn(n, m, generator=g, dtype=torch.float64)
+    a = torch.randn(d, 3 * d, generator=g, dtype=torch.float64)
+    return keys, residuals, a @ a.T / (3 * d)
+
+
+@pytest.mark.parametrize("cov_weight", [0.5, 10.0, 1000.0])
+def test_solver_matches_explicit_least_squares(cov_weight):
+    keys, residuals, c = _problem()
+    delta = solve_key_value(keys, residuals, c, cov_weight=cov_weight, ridge=0.0)
+    # reference: min ‖KΔ − R‖² + λ‖LᵀΔ‖² (C = LLᵀ) as one stacked ordinary least-squares problem
+    chol = torch.linalg.cholesky(c)
+    a = torch.cat([keys, cov_weight**0.5 * chol.T])
+    b = torch.cat([residuals, torch.zeros(c.shape[0], residuals.shape[1], dtype=torch.float64)])
+    reference = torch.linalg.lstsq(a, b).solution
+    torch.testing.assert_close(delta, reference, rtol=1e-7, atol=1e-9)
+
+
+def test_solver_at_zero_weight_interpolates_and_is_rome_for_one_key():
+    keys, residuals, c = _problem(n=1)
+    delta = solve_key_value(keys, residuals, c, cov_weight=0.0, ridge=0.0)
+    torch.testing.assert_close(keys @ delta, residuals)
+    c_inv_k = torch.linalg.solve(c, keys[0])
+    rome = torch.outer(c_inv_k, residuals[0]) / (keys[0] @ c_inv_k)
+    torch.testing.assert_close(delta, rome)
+    keys3, residuals3, c3 = _problem(n=3)
+    torch.testing.assert_close(keys3 @ solve_key_value(keys3, residuals3, c3, 0.0, ridge=0.0), residuals3)
+
+
+def test_solver_errors():
+    keys, residuals, c = _problem()
+    with pytest.raises(SolverError, match="do not pair up"):
+        solve_key_value(keys[:2], residuals, c)
+    with pytest.raises(SolverError, match="does not match"):
+        solve_key_value(keys, residuals, c[:5, :5])
+    with pytest.raises(SolverError, match="NaN"):
+        solve_key_value(keys * float("nan"), residuals, c)
+
+
+def test_regularised_cholesky_handles_singular_moment():
+    k = torch.randn(3, 10, dtype=torch.float64)
+    factor = regularised_cholesky(k.T @ k / 3)  # rank 3 of 10
+    assert torch.isfinite(factor).all()
+
+
+@pytest.mark.parametrize("cov_weight", [0.0, 2.0])
+def test_closed_form_write_maps_keys_to_targets_and_spares_corpus_keys(tiny_model, tiny_corpus, cov_weight):
+    bridge = tiny_model
+    layer = 1
+    requests = [FRANCE, SPAIN]
+    keys = compute_keys(bridge, requests, [layer])[layer]  # bare prompts: the key is the exact activation
+    w_out, b_out = ffn_weight(bridge, layer, "W_out"), ffn_weight(bridge, layer, "b_out")
+    current = keys @ w_out + (0 if b_out is None else b_out)
+    g = torch.Generator().manual_seed(0)
+    targets = current + 0.5 * current.norm(dim=-1, keepdim=True) * torch.randn(current.shape, generator=g)
+    c = second_moments(bridge, [layer], corpus=tiny_corpus, n_tokens=1000, progress=False)[layer]
+    delta = solve_key_value(keys, targets - current, c, cov_weight=cov_weight)
+
+    hook = f"blocks.{layer}.hook_mlp_out"
+    with apply_weight_updates(bridge, {(layer, "W_out"): delta}):
+        for i, r in enumerate(requests):
+            _, cache = bridge.run_with_cache(bridge.to_tokens(r.text), names_filter=lambda n: n == hook)
+            out = cache[hook][0, -1]  # the subject is the prompt's last token
+            err = (out - targets[i]).norm() / (targets[i] - current[i]).norm()
+            if cov_weight == 0.0:
+                assert err < 1e-3, f"request {i}: relative error {err:.2e}"
+            else:
+                assert err < 0.5, f"request {i}: relative error {err:.2e}"
+    # corpus keys move far less than the edited keys (RMS output change per key)
+    corpus = corpus_keys(bridge, layer, tiny_corpus, n_tokens=500)
+    edited_move = (keys @ delta).norm(dim=-1).pow(2).mean().sqrt()
+    corpus_move = (corpus @ delta).norm(dim=-1).pow(2).mean().sqrt()
+    assert corpus_move < 0.3 * edited_move, f"corpus keys move {corpus_move:.3g}, edited keys {edited_move:.3g}"
