@@ -356,6 +356,8 @@ def _pruned_search(
                 exact_val.append(value_scores_for(bridge, acts, b, w, pairs, "frozen", memory_budget))
                 if k is not None and n_done + len(idx) >= k:
                     cutoff = max(cutoff, float(torch.cat(exact_val).topk(k).values[-1]))
+            if not exact_idx:  # every bound is below the threshold: no neuron qualifies
+                exact_idx, exact_val = [order[:0]], [bounds[:0]]
             idx, val = torch.cat(exact_idx), torch.cat(exact_val)
             log.debug("prompt %d: exact scores for %d of %d neurons", b, len(idx), len(order))
             if threshold is not None:
