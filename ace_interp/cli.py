@@ -6,6 +6,7 @@ Each subcommand is a small function taking the parsed arguments; the work itself
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -58,6 +59,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_cases(model: str) -> Path:
+    """The case file each named model is analysed and evaluated on."""
+    from ace_interp.model.loading import ASSETS
+
+    if model.startswith("toy-"):
+        return ASSETS / "world" / "mquake_cases.json"
+    return ASSETS / "real_facts" / "smollm2_known.json"
+
+
+def multi_hop_asker(model: str):
+    """How multi-hop questions are put to a model: toy models take the question as trained; real
+    models get the project's few-shot demonstrations."""
+    if model.startswith("toy-"):
+        return None
+    from ace_interp.evaluation.protocol import few_shot_style
+
+    style = few_shot_style()
+    return lambda case: style.multi_hop(case, False)[0]
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from ace_interp.analysis.figures import FigureConfig, make_figures
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.model import load_model
+
+    config = FigureConfig.quick() if args.quick else FigureConfig()
+    for model in args.model:
+        cases = load_mquake(args.cases or default_cases(model))
+        if args.max_cases:
+            cases = cases[: args.max_cases]
+        out = Path(args.out) / Path(model).name
+        print(f"[{model}] analysing {len(cases)} cases -> {out}")
+        bridge = load_model(model, device=args.device)
+        summary = make_figures(bridge, cases, out, config, multi_hop_asker(model))
+        print(json.dumps(summary, indent=1, default=str))
+    print(f"\nFigures written under {Path(args.out).resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ace", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -70,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default="smollm2-135m", help="named model, local folder or hub id")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("figures", help="regenerate every analysis figure (HTML + PNG + CSV)")
+    p.add_argument("--model", nargs="+", default=["toy-gptj", "toy-qwen3", "smollm2-135m"])
+    p.add_argument("--cases", default=None, help="MQuAKE-format file (default: the model's own case set)")
+    p.add_argument("--max-cases", type=int, default=None)
+    p.add_argument("--out", default="figures")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quick", action="store_true", help="a few prompts only (for tests)")
+    p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the real default model")
     p.add_argument("--model", default="smollm2-135m")
