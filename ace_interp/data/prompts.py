@@ -169,14 +169,21 @@ def real_demonstrations() -> list[Demonstration]:
     return load_demonstrations(Path(str(importlib.resources.files("ace_interp.data") / "real_facts" / "demonstrations.json")))
 
 
-def single_hop_demonstrations(demos: Sequence[Demonstration] | None = None) -> list[Demonstration]:
-    """Fixed one-hop Q/A demonstrations over real facts (for asking single-hop questions few-shot),
-    or `demos` unchanged when given."""
-    if demos is not None:
-        return list(demos)
-    return [
-        Demonstration("In which country is St. Mark's Basilica located?", "Italy", path=("P17",), entities=("St. Mark's Basilica", "Italy")),
-        Demonstration("What is the capital of Ecuador?", "Quito", path=("P36",), entities=("Ecuador", "Quito")),
-        Demonstration("Who founded Dyson?", "James Dyson", path=("P112",), entities=("Dyson", "James Dyson")),
-        Demonstration("What is the official language of Uruguay?", "Spanish", path=("P37",), entities=("Uruguay", "Spanish")),
-    ]
+def single_hop_demonstrations() -> list[Demonstration]:
+    """The project's one-hop Q/A demonstrations over real facts (two per relation), for asking a
+    single hop as a few-shot question; select among them with `demonstrations_for_hop`."""
+    path = Path(str(importlib.resources.files("ace_interp.data") / "real_facts" / "demonstrations.json"))
+    raw = json.loads(path.read_text())["single_hop"]
+    return [Demonstration(d["question"], d["answer"], (), tuple(d["path"]), tuple(d["entities"])) for d in raw]
+
+
+def demonstrations_for_hop(
+    question: str, answers: Sequence[str], relation_id: str | None, pool: Sequence[Demonstration], k: int = 3
+) -> list[Demonstration]:
+    """Up to `k` one-hop demonstrations: the hop's relation first, none naming the hop's subject or answer."""
+    text = question.lower()
+    answers_l = {a.lower() for a in answers}
+    usable = [d for d in pool if not any(e.lower() in text or e.lower() in answers_l for e in d.entities)]
+    if relation_id is None:
+        return usable[:k]
+    return select_demonstrations(usable, [relation_id], k)

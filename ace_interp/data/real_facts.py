@@ -16,7 +16,8 @@ drawn from entities of the same type that can continue the chain, and the new an
 through the edited chain from the real facts of the new entities (as MQuAKE does: after "the Eiffel
 Tower is in Italy", the capital asked for is Rome's country's capital, i.e. Rome).
 
-    python -m ace_interp.data.real_facts --out candidates.json [--max-per-pattern 30]
+    python -m ace_interp.data.real_facts --out candidates.json       # the curated candidate set
+    python -m ace_interp.data.real_facts --out all.json --all        # every chain
 """
 
 from __future__ import annotations
@@ -233,20 +234,25 @@ class Chain:
         return len(self.path)
 
 
-def enumerate_chains(kb: RealFacts, max_per_pattern: int | None = None, seed: int = 0) -> list[Chain]:
-    """Every chain of every pattern (or a deterministic sample of `max_per_pattern` per pattern)."""
+def enumerate_chains(
+    kb: RealFacts, max_per_pattern: int | None = None, seed: int = 0, pattern_caps: bool = False
+) -> list[Chain]:
+    """Every chain of every pattern, or a deterministic sample of at most `max_per_pattern` per
+    pattern (and, with `pattern_caps`, at most the pattern's own "max" from chains.json)."""
     chains: list[Chain] = []
     for pattern in kb.patterns:
         path = tuple(pattern["path"])
+        caps = [c for c in (max_per_pattern, pattern.get("max") if pattern_caps else None) if c is not None]
+        cap = min(caps) if caps else None
         found = []
         for e in kb.of_type(pattern["start_type"]):
             walk = kb.follow(e, path)
             if walk is None or walk[-1].name == e.name or len({x.name for x in walk}) < len(walk) - 1:
                 continue  # missing fact, or a chain that answers with its own subject
             found.append(Chain(tuple(walk), path))
-        if max_per_pattern is not None and len(found) > max_per_pattern:
+        if cap is not None and len(found) > cap:
             rng = random.Random(f"{seed}:{pattern['start_type']}:{'>'.join(path)}")
-            keep = set(rng.sample(range(len(found)), max_per_pattern))
+            keep = set(rng.sample(range(len(found)), cap))
             found = [c for i, c in enumerate(found) if i in keep]
         chains.extend(found)
     return chains
@@ -322,11 +328,18 @@ def make_case(kb: RealFacts, chain: Chain, case_id: int, seed: int = 0) -> MQuAK
 
 
 def generate_cases(
-    kb: RealFacts | None = None, max_per_pattern: int | None = 30, seed: int = 0, first_case_id: int = 1
+    kb: RealFacts | None = None,
+    max_per_pattern: int | None = None,
+    seed: int = 0,
+    first_case_id: int = 1,
+    pattern_caps: bool = True,
 ) -> list[MQuAKECase]:
-    """The candidate MQuAKE cases of the curated set (deterministic for a given seed and tables)."""
+    """MQuAKE cases from the curated chains (deterministic for a given seed and tables).
+
+    Default: the curated candidate set, each pattern capped by its "max" in chains.json.
+    `pattern_caps=False, max_per_pattern=None` gives every chain."""
     kb = kb or load_real_facts()
-    chains = enumerate_chains(kb, max_per_pattern=max_per_pattern, seed=seed)
+    chains = enumerate_chains(kb, max_per_pattern=max_per_pattern, seed=seed, pattern_caps=pattern_caps)
     return [make_case(kb, c, first_case_id + i, seed=seed) for i, c in enumerate(chains)]
 
 
@@ -338,10 +351,11 @@ def chain_pattern(case: MQuAKECase) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Write the curated real-fact MQuAKE candidate cases.")
     p.add_argument("--out", required=True)
-    p.add_argument("--max-per-pattern", type=int, default=30, help="cap per chain pattern (0 = all)")
+    p.add_argument("--max-per-pattern", type=int, default=None, help="cap per chain pattern")
+    p.add_argument("--all", action="store_true", help="ignore the per-pattern caps of chains.json")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    cases = generate_cases(max_per_pattern=a.max_per_pattern or None, seed=a.seed)
+    cases = generate_cases(max_per_pattern=a.max_per_pattern, seed=a.seed, pattern_caps=not a.all)
     save_mquake(cases, a.out)
     counts = Counter((c.n_hops, chain_pattern(c)) for c in cases)
     print(f"wrote {len(cases)} cases to {a.out}")

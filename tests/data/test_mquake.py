@@ -24,8 +24,10 @@ from ace_interp.data.prompts import (
     demonstrations_for_case,
     few_shot_prompt,
     multi_hop_prompts,
+    demonstrations_for_hop,
     real_demonstrations,
     select_demonstrations,
+    single_hop_demonstrations,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mquake_cf3k_small.json"
@@ -198,3 +200,12 @@ def test_case_prompts_never_leak_case_entities():
         assert "So the answer is" in prompts[0]
     d = Demonstration.from_case(cases[0])
     assert d.answer == "Paris" and d.steps[0] == "The Eiffel Tower is located in the country of France."
+
+
+def test_single_hop_demonstrations_match_the_relation_and_skip_the_hop_entities():
+    pool = single_hop_demonstrations()
+    assert {r for d in pool for r in d.path} >= {"P17", "P36", "P30", "P37", "P27", "P112", "P1376"}
+    demos = demonstrations_for_hop("What is the capital of Ecuador?", ["Quito"], "P36", pool, k=3)
+    assert demos[0].path == ("P36",) and all("Ecuador" not in d.entities for d in demos)
+    prompt = few_shot_prompt("What is the capital of Ecuador?", demos)
+    assert prompt.startswith("Q: What is the capital of Uruguay?\nA: Montevideo\n") and "Quito" not in prompt

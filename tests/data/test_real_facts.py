@@ -26,7 +26,7 @@ def kb():
 
 @pytest.fixture(scope="module")
 def cases(kb):
-    return generate_cases(kb, max_per_pattern=None)
+    return generate_cases(kb, pattern_caps=False)  # every chain
 
 
 def test_tables_are_consistent(kb):
@@ -58,12 +58,17 @@ def test_rewrite_templates_move_the_article_out_of_the_slot(kb):
 def test_candidates_cover_two_to_four_hops_and_are_deterministic(kb, cases):
     hops = Counter(c.n_hops for c in cases)
     assert hops[2] >= 1000 and hops[3] >= 400 and hops[4] >= 50
-    again = generate_cases(kb, max_per_pattern=None)
+    again = generate_cases(kb, pattern_caps=False)
     assert [c.to_dict() for c in again] == [c.to_dict() for c in cases]
-    capped = generate_cases(kb, max_per_pattern=30)
-    per_pattern = Counter((c.entities[0].type, c.path) for c in enumerate_chains(kb, max_per_pattern=30))
-    assert max(per_pattern.values()) == 30 and len(capped) == sum(per_pattern.values())
-    assert [c.to_dict() for c in generate_cases(kb, max_per_pattern=30)] == [c.to_dict() for c in capped]
+    capped = generate_cases(kb, max_per_pattern=20, pattern_caps=False)
+    per_pattern = Counter((c.entities[0].type, c.path) for c in enumerate_chains(kb, max_per_pattern=20))
+    assert max(per_pattern.values()) == 20 and len(capped) == sum(per_pattern.values())
+    assert [c.to_dict() for c in generate_cases(kb, max_per_pattern=20, pattern_caps=False)] == [c.to_dict() for c in capped]
+    # the curated candidate set: each pattern capped by its own "max"
+    curated = Counter((c.entities[0].type, c.path) for c in enumerate_chains(kb, pattern_caps=True))
+    caps = {(p["start_type"], tuple(p["path"])): p["max"] for p in kb.patterns}
+    assert all(n <= caps[k] for k, n in curated.items()) and len(curated) == len(caps)
+    assert len(generate_cases(kb)) == sum(curated.values()) >= 500
     assert len({c.case_id for c in cases}) == len(cases)
     assert len({tuple(c.questions) for c in cases}) == len(cases)
 
