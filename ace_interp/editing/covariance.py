@@ -114,9 +114,9 @@ def _context_limit(bridge: TransformerBridge, seq_len: int) -> int:
 
 def model_sampled_corpus(
     bridge: TransformerBridge,
-    n_tokens: int = 10_000,
-    seq_len: int = 128,
-    batch_size: int = 16,
+    n_tokens: int = 5_000,
+    seq_len: int = 64,
+    batch_size: int = 40,
     seed: int = 0,
     progress: bool = True,
 ) -> TextCorpus:
@@ -190,6 +190,14 @@ def _corpus_rows(bridge: TransformerBridge, corpus: TextCorpus, seq_len: int):
                 yield bos + chunk
 
 
+class _StopForward(Exception):
+    pass
+
+
+def _stop(module, args, output):
+    raise _StopForward
+
+
 def _collect(
     bridge: TransformerBridge,
     layers: list[int],
@@ -237,8 +245,12 @@ def _collect(
         mask = mask.reshape(len(batch), width).to(device)
         stores: dict[int, list] = {l: [] for l in layers}
         factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
+        factories.append(lambda: runner.down_proj[max(layers)].register_forward_hook(_stop))
         with torch.no_grad(), hooks(*factories):
-            runner.logits(tokens.to(device))
+            try:
+                runner.logits(tokens.to(device))
+            except _StopForward:  # nothing above the last wanted layer is needed
+                pass
         for l in layers:
             k = stores[l][0][mask].to(torch.float64)
             sums[l] += k.T @ k

@@ -42,7 +42,7 @@ def ft_updates(
             opt.zero_grad()
             lp = runner.head(runner.hidden(batch.tokens)[rows, cols]).float().log_softmax(-1)
             loss = -lp.gather(-1, targets.unsqueeze(-1)).mean()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if loss.item() < 1e-2:
                 break
             loss.backward()

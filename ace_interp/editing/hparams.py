@@ -155,20 +155,20 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     small = n <= 6  # tiny test models and the synthetic-world toy models
 
     cov_weight = 15_000.0 if is_gptj_6b else 0.9 * d_mlp
-    n_tokens = 100_000 if n >= 28 and d_mlp >= 8192 else (2_000 if small else 10_000)
+    n_tokens = 100_000 if n >= 28 and d_mlp >= 8192 else (2_000 if small else 5_000)
     covariance = CovarianceHParams(cov_weight=cov_weight, n_tokens=n_tokens)
     pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)  # PMET: 20,000 vs MEMIT's 15,000
     # Small models (tiny random test models, synthetic-world toys) have activations of norm ~0.01–1; the
     # reference decay ‖δ‖/‖z_0‖^p and clamp c·‖z_0‖ were tuned for GPT-J-sized norms and would freeze δ.
-    small_target = dict(v_weight_decay=1e-3, clamp_norm_factor=1000.0, v_lr=0.1, v_num_grad_steps=40)
+    small_target = dict(v_weight_decay=1e-3, decay_power=1, clamp_norm_factor=1000.0, v_lr=0.1, v_num_grad_steps=40)
 
     pmet_target = (
-        TargetHParams(decay_power=1, **small_target)
+        TargetHParams(**small_target)
         if small
         else TargetHParams(v_lr=0.2, decay_power=1, clamp_norm_factor=0.75, v_num_grad_steps=30)
     )
     if method == "ft":
-        hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 5e-2, norm_constraint=5e-5 if not small else 5e-2)
+        hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 0.1, norm_constraint=5e-5 if not small else 0.5)
     elif method == "rome":
         hp = ROMEHParams(
             layer=_map(5, n),

@@ -26,11 +26,13 @@ def tiny_corpus() -> TextCorpus:
 
 @pytest.fixture
 def fast_hparams(tiny_corpus):
-    """hparams(method, bridge, **overrides): defaults with the tiny corpus and two context prefixes."""
+    """hparams(method, bridge, **overrides): defaults with the tiny corpus, one context prefix, 25 steps."""
 
     def make(method, bridge, **overrides):
         hp = default_hparams(method, bridge)
-        hp = dataclasses.replace(hp, target=dataclasses.replace(hp.target, n_context=2, context_length=5))
+        hp = dataclasses.replace(
+            hp, target=dataclasses.replace(hp.target, n_context=1, context_length=4, v_num_grad_steps=25)
+        )
         if hasattr(hp, "covariance"):
             hp = dataclasses.replace(
                 hp, covariance=dataclasses.replace(hp.covariance, corpus=tiny_corpus, n_tokens=1000, progress=False)

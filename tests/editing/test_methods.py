@@ -1,0 +1,94 @@
+"""Every editor changes a tiny model's prediction for the edited prompt, writes only W_out, and undoes
+bit-exactly; batches and sequences of edits."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ace_interp.editing import HopPrompt, edit, edit_sequentially, undo_edits
+from ace_interp.model import hf_parameters
+
+from edit_cases import FRANCE, SPAIN
+
+
+def _snapshot(bridge):
+    return {k: v.detach().clone() for k, v in hf_parameters(bridge).items()}
+
+
+def _same(bridge, snapshot):
+    now = hf_parameters(bridge)
+    return all(torch.equal(snapshot[k], now[k]) for k in snapshot)
+
+
+def _prediction(bridge, request):
+    with torch.no_grad():
+        return int(bridge(bridge.to_tokens(request.text))[0, -1].argmax())
+
+
+def _target_id(bridge, request):
+    return bridge.tokenizer(" " + request.target_new, add_special_tokens=False)["input_ids"][0]
+
+
+def _changed(bridge, snapshot):
+    now = hf_parameters(bridge)
+    return {k for k in snapshot if not torch.equal(snapshot[k], now[k])}
+
+
+@pytest.mark.parametrize("method", ["ft", "rome", "memit", "pmet", "ace"])
+def test_method_edits_prediction_and_undoes_exactly(tiny_model, fast_hparams, method):
+    bridge = tiny_model
+    snapshot = _snapshot(bridge)
+    assert _prediction(bridge, FRANCE) != _target_id(bridge, FRANCE)
+    applied = edit(bridge, FRANCE, method=method, hparams=fast_hparams(method, bridge))
+    assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE), f"{method} did not make 'tokyo' the prediction"
+    changed = _changed(bridge, snapshot)
+    assert changed and all(("mlp" in k) and ("c_proj" in k or "fc_out" in k or "down_proj" in k) for k in changed), changed
+    assert applied.layers and applied.seconds > 0
+    applied.undo()
+    assert _same(bridge, snapshot)
+
+
+@pytest.mark.parametrize("method", ["memit", "pmet"])
+def test_batch_of_edits(tiny_model, fast_hparams, method):
+    bridge = tiny_model
+    snapshot = _snapshot(bridge)
+    with edit(bridge, [FRANCE, SPAIN], method=method, hparams=fast_hparams(method, bridge)) as applied:
+        for r in applied.requests:
+            assert _prediction(bridge, r) == _target_id(bridge, r)
+    assert _same(bridge, snapshot)
+
+
+def test_sequential_edits_undo_bit_exact(tiny_model, fast_hparams):
+    bridge = tiny_model
+    snapshot = _snapshot(bridge)
+    hp = fast_hparams("pmet", bridge)
+    applied = edit_sequentially(bridge, [FRANCE, SPAIN], method="pmet", hparams=hp)
+    assert [_prediction(bridge, r) == _target_id(bridge, r) for r in (FRANCE, SPAIN)] == [True, True]
+    with pytest.raises(RuntimeError, match="not the latest"):
+        applied[0].undo()
+    undo_edits(applied)
+    assert _same(bridge, snapshot)
+
+
+def test_ace_attribution_variant_with_explicit_groups(tiny_model_dir, fast_hparams):
+    from ace_interp.model import load_model
+
+    bridge = load_model(tiny_model_dir("gptj"), device="cpu")
+    snapshot = _snapshot(bridge)
+    hp = fast_hparams("ace", bridge)
+    hp = dataclasses.replace(hp, variant="attribution", rank_layers=False, query_layers=(0,), value_layers=(1, 2), query_target="own")
+    hops = [HopPrompt(0, "the language of the capital of france", "japanese")]
+    with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=hops) as applied:
+        assert applied.info["query_layers"] == [0] and applied.info["value_layers"] == [1, 2]
+        assert applied.info["n_hop_prompts"] == 1
+        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+        assert set(applied.layers) == {0, 1, 2}
+    assert _same(bridge, snapshot)
+
+
+def test_unknown_method_and_wrong_hparams(tiny_model, fast_hparams):
+    with pytest.raises(ValueError, match="unknown editing method"):
+        edit(tiny_model, FRANCE, method="knowledge-surgery")
+    with pytest.raises(TypeError, match="takes ROMEHParams"):
+        edit(tiny_model, FRANCE, method="rome", hparams=fast_hparams("pmet", tiny_model))
