@@ -272,22 +272,27 @@ def value_scores_for(
     norm: NormMode = "frozen",
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
 ) -> Float[Tensor, " n"]:
-    """I(v) for an explicit list of (layer, neuron) pairs of one prompt (same definition as `value_scores`)."""
+    """I(v) for an explicit list of (layer, neuron) pairs of one prompt (same definition as `value_scores`).
+
+    All pairs go through the final norm and unembedding together (chunked by `memory_budget`), whatever
+    their layers; log p(w | x^l) is computed once per layer."""
     _check_norm(norm)
     if not neurons:
         return activations.x.new_zeros(0)
     scale = _frozen_scale(bridge, activations, prompt, norm)
-    out = activations.x.new_zeros(len(neurons))
-    by_layer: dict[int, list[int]] = {}
-    for i, (l, _) in enumerate(neurons):
-        by_layer.setdefault(l, []).append(i)
+    layer_list = sorted({l for l, _ in neurons})
     with torch.no_grad():
-        for l, rows in by_layer.items():
-            j = activations.layers.index(l)
-            ks = torch.tensor([neurons[r][1] for r in rows])
-            vectors = activations.coefficients[prompt, j, ks, None] * sub_values(bridge, l)[ks]
-            out[rows] = log_prob_increase(bridge, activations.x[prompt, j], vectors, target, scale, memory_budget)
-    return out
+        rows = [activations.layers.index(l) for l in layer_list]
+        base = target_log_prob(bridge, activations.x[prompt, rows], target, scale, None)
+        resid = activations.x.new_empty(len(neurons), activations.x.shape[-1])
+        base_of_pair = activations.x.new_empty(len(neurons))
+        for i, l in enumerate(layer_list):
+            where = [r for r, (pl, _) in enumerate(neurons) if pl == l]
+            ks = torch.tensor([neurons[r][1] for r in where], device=resid.device)
+            j = rows[i]
+            resid[where] = activations.x[prompt, j] + activations.coefficients[prompt, j, ks, None] * sub_values(bridge, l)[ks]
+            base_of_pair[where] = base[i]
+        return target_log_prob(bridge, resid, target, scale, memory_budget) - base_of_pair
 
 
 # ----------------------------------------------------------------------------- exact top-k with pruning
@@ -311,16 +316,14 @@ def _linear_upper_bounds(
     cap = getattr(bridge.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:
         raise NotImplementedError("the linear bound assumes no logit soft cap")
-    bounds = []
-    for l in layers:
-        j = acts.layers.index(l)
-        x = acts.x[b, j]
-        p = unembed(bridge, apply_final_norm(bridge, x[None], scale))[0].softmax(-1)
-        direction = (W_U[target] - p @ W_U) * gamma / scale
-        if model_spec(bridge).normalization == "layernorm":
-            direction = direction - direction.mean()  # c(v)·d = v·c(d)
-        bounds.append(acts.coefficients[b, j] * (sub_values(bridge, l) @ direction))
-    return torch.stack(bounds)
+    rows = [acts.layers.index(l) for l in layers]
+    p = unembed(bridge, apply_final_norm(bridge, acts.x[b, rows], scale)).softmax(-1)  # [n_layers, vocab]
+    directions = (W_U[target] - p @ W_U) * gamma / scale
+    if model_spec(bridge).normalization == "layernorm":
+        directions = directions - directions.mean(-1, keepdim=True)  # c(v)·d = v·c(d)
+    return torch.stack(
+        [acts.coefficients[b, j] * (sub_values(bridge, l) @ d) for l, j, d in zip(layers, rows, directions)]
+    )
 
 
 def _pruned_search(
