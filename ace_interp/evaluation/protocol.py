@@ -81,6 +81,31 @@ def few_shot_style(
     )
 
 
+def _last_step_answer(generation: str) -> str:
+    """The toy world's chain of thought ends "... the capital of france is paris ." -> "paris"."""
+    steps = [step.strip() for step in generation.split(" .") if step.strip()]
+    return steps[-1].split()[-1] if steps else ""
+
+
+def toy_world_style() -> PromptStyle:
+    """Synthetic-world models: questions exactly as trained (zero-shot); chain of thought appends
+    "step by step :" to the question frames and reads the last step's object."""
+    from ace_interp.data.world import cot_prompt
+
+    def multi_hop(case: MQuAKECase, cot: bool) -> list[str]:
+        if not cot:
+            return list(case.questions)
+        return [cot_prompt(q) for q in case.questions if q.startswith("Q:")]
+
+    return PromptStyle("toy-world", multi_hop, single_hop=lambda q: q, max_new_tokens=3,
+                       cot_max_new_tokens=48, cot_answer=_last_step_answer)
+
+
+def style_for(model_name: str, out_of_distribution: bool = False) -> PromptStyle:
+    """The prompt style of a named model (toy models: as trained; real models: few-shot)."""
+    return toy_world_style() if str(model_name).startswith("toy-") else few_shot_style(out_of_distribution=out_of_distribution)
+
+
 # ----------------------------------------------------------------------------- one case
 
 
