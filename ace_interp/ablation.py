@@ -135,7 +135,10 @@ def ablate_neurons(
 ) -> Iterator[TransformerBridge]:
     """Within the block, every forward pass (bridge call, `run_with_cache`, the wrapped HF model,
     generation) sees m^l_k replaced by 0 (`mode="zero"`) or by `mean_values[l][k]` (`mode="mean"`)
-    for the chosen {layer: [neuron ids]}. The hooks are removed on exit, also after an exception."""
+    for the chosen {layer: [neuron ids]}. The hooks are removed on exit, also after an exception.
+
+    `positions` index the token axis of each forward's own activations: right for full-sequence forwards
+    (and cache-free generation); with a KV cache each step sees only its new token(s), so leave it None."""
     hooks = ablation_hooks(bridge, neurons, mode, mean_values, positions)
     with bridge.hooks(fwd_hooks=hooks):
         yield bridge
@@ -332,14 +335,18 @@ def vocabulary_rank(
     gamma = norm.weight + 1.0 if getattr(bridge.cfg, "rmsnorm_uses_offset", False) else norm.weight
     W_U = unembed_module(bridge).weight
     centre = model_spec(bridge).normalization == "layernorm"
-    ranks = []
+    if not neurons:
+        return []
     with torch.no_grad():
-        for i, (l, k) in enumerate(neurons):
-            v = sub_values(bridge, l)[k] * (1.0 if signs is None else float(signs[i]))
-            if centre:
-                v = v - v.mean()
-            logits = W_U @ (gamma * v)
-            ranks.append(int((logits > logits[target]).sum()) + 1)
+        V = torch.stack([sub_values(bridge, l)[k] for l, k in neurons])
+        if signs is not None:
+            V = V * torch.as_tensor(signs, dtype=V.dtype, device=V.device)[:, None]
+        if centre:
+            V = V - V.mean(-1, keepdim=True)
+        ranks = []
+        for start in range(0, len(V), 256):  # [256 × vocab] logits at a time
+            logits = (gamma * V[start : start + 256]) @ W_U.T
+            ranks += ((logits > logits[:, target : target + 1]).sum(-1) + 1).tolist()
     return ranks
 
 
