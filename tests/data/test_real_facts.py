@@ -124,6 +124,8 @@ def test_curated_smollm2_set_if_present():
     summary = json.loads((ASSETS / "smollm2_known.summary.json").read_text())
     assert summary["kept"] == len(kept)
     assert summary["single_hop_facts"]["known"] >= 300
+    candidates = {c.case_id: c.to_dict() for c in generate_cases()}
+    assert all(candidates[c.case_id] == c.to_dict() for c in kept)  # the asset is the generator's output
 
 
 # ----------------------------------------------------------------------------- filtering
