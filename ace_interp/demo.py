@@ -31,7 +31,7 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig) -> Path:
     from ace_interp.cli import model_summary
-    from ace_interp.model.generation import greedy_generate
+    from ace_interp.evaluation.answers import generate_greedy
     from ace_interp.model import load_model, model_spec
 
     config.out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def run_demo(config: DemoConfig) -> Path:
     bridge = load_model(config.model, device=config.device)
     print(model_summary(bridge))
 
-    answer = greedy_generate(bridge, MULTI_HOP_QUESTION, max_new_tokens=4)[0].strip()
+    answer = generate_greedy(bridge, [MULTI_HOP_QUESTION], max_new_tokens=4)[0].strip()
     print(f"\nMulti-hop question: {MULTI_HOP_QUESTION.splitlines()[-2]}\nModel answers: {answer}")
 
     spec = model_spec(bridge)

@@ -6,7 +6,7 @@ whose parameters and buffers are the bridge's own tensors (no copy, so edits sho
 TransformerLens 4.3 / transformers 5.24: `generate` on `bridge.original_model` itself yields garbage
 after the first token when the KV cache is on (the bridge's wrapped attention does not use it),
 while the parameter-sharing plain model gives exactly the cache-free recompute loop's tokens
-(`ace_interp.model.generation.greedy_generate`) about 3x faster. Prompts are tokenised with
+(a plain recompute loop; see tests/evaluation/test_answers.py) about 3x faster. Prompts are tokenised with
 `bridge.to_tokens` (the bridge's BOS convention) and left-padded.
 """
 

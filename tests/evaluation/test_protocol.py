@@ -1,0 +1,79 @@
+"""The MQuAKE protocol: bookkeeping on a real-schema fixture, and a full edit/measure/undo on a tiny model."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ace_interp.data.mquake import MQuAKECase, load_mquake
+from ace_interp.evaluation.protocol import (
+    PromptStyle,
+    SpecificityPool,
+    edited_hop_indices,
+    evaluate,
+    toy_world_style,
+)
+from ace_interp.model import hf_parameters
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mquake_cf3k_small.json"
+
+
+def _tiny_case(case_id, subject, country, new_country, capital, new_capital):
+    """A 2-hop case in the tiny models' vocabulary (city -P17-> country -P36-> capital), first hop edited."""
+    # subject last in the cloze: a random tiny model only moves the next token from the last position
+    hop = lambda c, a: {"question": f"q : which country is {c} in", "cloze": f"the country of the city {c}", "answer": a, "answer_alias": []}  # noqa: E731
+    cap = lambda c, a: {"question": f"q : what is the capital of {c}", "cloze": f"the capital of {c} is", "answer": a, "answer_alias": []}  # noqa: E731
+    return {
+        "case_id": case_id,
+        "requested_rewrite": [{"prompt": "the country of the city {}", "relation_id": "P17", "subject": subject,
+                               "target_new": {"str": new_country, "id": new_country}, "target_true": {"str": country, "id": country},
+                               "question": f"q : which country is {subject} in"}],
+        "questions": [f"the capital of the country of {subject} is", f"q : what is the capital of the country of {subject}"],
+        "answer": capital, "answer_alias": [], "new_answer": new_capital, "new_answer_alias": [],
+        "single_hops": [hop(subject, country), cap(country, capital)],
+        "new_single_hops": [hop(subject, new_country), cap(new_country, new_capital)],
+        "orig": {"triples": [[subject, "P17", country], [country, "P36", capital]],
+                 "triples_labeled": [[subject, "P17", country], [country, "P36", capital]],
+                 "new_triples": [[subject, "P17", new_country], [new_country, "P36", new_capital]],
+                 "new_triples_labeled": [[subject, "P17", new_country], [new_country, "P36", new_capital]],
+                 "edit_triples": [[subject, "P17", new_country]]},
+    }
+
+
+def test_edited_hops_and_specificity_pool_on_real_schema():
+    cases = load_mquake(FIXTURE)
+    for case in cases:
+        idx = edited_hop_indices(case)
+        assert len(idx) == case.n_edits
+        for i, rw in zip(idx, case.requested_rewrite):
+            assert case.new_single_hops[i].answer == rw.target_new.text or rw.target_new.text in case.new_single_hops[i].answers
+    pool = SpecificityPool.from_cases(cases)
+    for case in cases:
+        entities = {x.lower() for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        for fact in pool.sample(case, 10, seed=0):
+            assert fact["subject"].lower() not in entities
+            assert not {a.lower() for a in fact["answers"]} & entities
+
+
+def test_protocol_edits_measures_and_undoes(tiny_model):
+    cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")),
+             MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
+    before = {k: v.clone() for k, v in hf_parameters(tiny_model).items()}
+    result = evaluate(tiny_model, cases, [None, "rome"], style, n_specificity=2, progress=False)
+    df = result.per_case
+    assert list(df.method) == ["base", "base", "rome", "rome"]
+    edited = df[df.method == "rome"]
+    assert (edited.efficacy == 1.0).all()  # ROME writes the new country into the cloze prompt
+    assert edited[["multi_hop", "paraphrase"]].apply(lambda s: s.between(0, 1)).all().all()
+    for k, v in hf_parameters(tiny_model).items():
+        assert torch.equal(v, before[k]), f"{k} not restored after evaluation"
+    summary = result.summary
+    assert set(summary.n_edits) == {"1", "all"} and (summary.n_cases > 0).all()
+
+
+def test_toy_style_reads_the_last_chain_of_thought_step():
+    style = toy_world_style()
+    assert style.cot_answer("anna kovac is a citizen of france . the capital of france is paris .") == "paris"
+    assert style.cot_answer("") == ""
