@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.keys import capture_input, encode, hf_runner, hooks
+from ace_interp.editing.keys import capture_input, encode, hf_runner, hooks, run_until
 from ace_interp.model.architecture import check_layer, ffn_weight
 from ace_interp.model.loading import cache_dir
 
@@ -190,14 +190,6 @@ def _corpus_rows(bridge: TransformerBridge, corpus: TextCorpus, seq_len: int):
                 yield bos + chunk
 
 
-class _StopForward(Exception):
-    pass
-
-
-def _stop(module, args, output):
-    raise _StopForward
-
-
 def _collect(
     bridge: TransformerBridge,
     layers: list[int],
@@ -245,12 +237,8 @@ def _collect(
         mask = mask.reshape(len(batch), width).to(device)
         stores: dict[int, list] = {l: [] for l in layers}
         factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
-        factories.append(lambda: runner.down_proj[max(layers)].register_forward_hook(_stop))
         with torch.no_grad(), hooks(*factories):
-            try:
-                runner.logits(tokens.to(device))
-            except _StopForward:  # nothing above the last wanted layer is needed
-                pass
+            run_until(runner, tokens.to(device), runner.down_proj[max(layers)])  # nothing above is needed
         for l in layers:
             k = stores[l][0][mask].to(torch.float64)
             sums[l] += k.T @ k

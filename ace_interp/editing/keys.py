@@ -90,6 +90,49 @@ class HFRunner:
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return cap * torch.tanh(logits / cap) if cap else logits
 
+    # Families whose base model hands `inputs_embeds` to the first block unchanged (GPT-2 adds position
+    # embeddings first, which `_as_inputs_embeds` subtracts). Others run the full forward.
+    _RESUMABLE = ("llama", "qwen2", "qwen3", "mistral", "gptj", "gpt2")
+
+    def can_resume(self) -> bool:
+        config = self.model.config
+        types = getattr(config, "layer_types", None)
+        return config.model_type in self._RESUMABLE and (not types or len(set(types)) == 1)
+
+    def block_input(self, tokens: Int[Tensor, "batch seq"], layer: int) -> Float[Tensor, "batch seq d_model"]:
+        """The residual entering block `layer` (the forward stops there)."""
+        store: list = []
+
+        def grab(module, args, kwargs):
+            store.append(args[0] if args else kwargs["hidden_states"])
+            raise StopForward
+
+        with torch.no_grad(), hooks(lambda: self.blocks[layer].register_forward_pre_hook(grab, with_kwargs=True)):
+            try:
+                self.hidden(tokens)
+            except StopForward:
+                pass
+        return store[0]
+
+    def hidden_from(self, layer: int, resid: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+        """Final-norm outputs computed from the residual entering block `layer` (blocks layer.. only).
+
+        The base model is run on `inputs_embeds` with its block list temporarily cut to blocks[layer:]:
+        the earlier blocks do not depend on a delta inserted at `layer` or later, so an optimisation loop
+        computes them once (`block_input`) instead of every step.
+        """
+        base = self.model.base_model
+        attr = "layers" if hasattr(base, "layers") else "h"
+        full = getattr(base, attr)
+        embeds = resid
+        if self.model.config.model_type == "gpt2":  # GPT-2 adds learned position embeddings to inputs_embeds
+            embeds = resid - base.wpe(torch.arange(resid.shape[1], device=resid.device))
+        setattr(base, attr, nn.ModuleList(list(full)[layer:]))
+        try:
+            return base(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        finally:
+            setattr(base, attr, full)
+
     def logits(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_vocab"]:
         # Right padding: real tokens never attend to the padding after them, so no attention mask is needed.
         return self.model(input_ids=tokens, use_cache=False).logits
@@ -102,6 +145,28 @@ def hf_runner(bridge: TransformerBridge) -> HFRunner:
         runner = HFRunner(bridge)
         bridge.__dict__[_RUNNER_ATTR] = runner
     return runner
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass once everything needed has been captured."""
+
+
+def stop_after(module: nn.Module):
+    """A forward hook ending the forward pass after `module` ran; returns its handle."""
+
+    def hook(mod, args, output):
+        raise StopForward
+
+    return module.register_forward_hook(hook)
+
+
+def run_until(runner: "HFRunner", tokens: Tensor, module: nn.Module) -> None:
+    """Run the forward pass only as far as `module` (hooks registered on earlier modules fire)."""
+    with hooks(lambda: stop_after(module)):
+        try:
+            runner.hidden(tokens)
+        except StopForward:
+            pass
 
 
 @contextlib.contextmanager
@@ -329,7 +394,7 @@ def compute_keys(
     stores: dict[int, list] = {l: [] for l in layers}
     factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
     with torch.no_grad(), hooks(*factories):
-        runner.logits(batch.tokens)
+        run_until(runner, batch.tokens, runner.down_proj[max(layers)])
     return {l: batch.mean_per_owner(stores[l][0][batch.rows, batch.lookup], len(requests)) for l in layers}
 
 
@@ -348,5 +413,5 @@ def outputs_at_subject(
     batch = build_batch(bridge, requests, contexts)
     store: list = []
     with torch.no_grad(), hooks(lambda: capture_output(module, store)):
-        runner.logits(batch.tokens)
+        run_until(runner, batch.tokens, module)
     return batch.mean_per_owner(store[0][batch.rows, batch.lookup], len(requests))

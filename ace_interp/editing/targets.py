@@ -115,16 +115,23 @@ def compute_targets(
         (lambda s=s: add_at_positions(modules[s][layer], batch.rows, batch.lookup, lambda s=s: deltas[s][batch.owner].to(dtype)))
         for s in sites
     ]
+    # blocks below `layer` do not depend on δ: run them once and resume from the residual entering it
+    resume = runner.can_resume()
+    resid_in = runner.block_input(batch.tokens, layer) if resume else None
+
+    def forward():
+        return runner.hidden_from(layer, resid_in) if resume else runner.hidden(batch.tokens)
+
     with frozen_parameters(runner.model), hooks(*factories):
         for step in range(max(1, hp.v_num_grad_steps)):
             opt.zero_grad()
             if step == 0:
                 with hooks(*[(lambda s=s: capture_output(modules[s][layer], init_store[s])) for s in sites]):
-                    hidden = runner.hidden(batch.tokens)
+                    hidden = forward()
                 # δ is zero at step 0, so the captured outputs are the unedited z_0
                 initial = {s: init_store[s][0][first_row, batch.lookup[first_row]].detach().float() for s in sites}
             else:
-                hidden = runner.hidden(batch.tokens)
+                hidden = forward()
             # log-probs only where needed: target positions of NLL rows and the last position of KL rows
             pos_rows, pos_cols = mask.nonzero(as_tuple=True)
             lp = runner.head(hidden[pos_rows, pos_cols]).float().log_softmax(-1)

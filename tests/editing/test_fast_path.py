@@ -71,3 +71,18 @@ def test_injected_delta_matches_bridge_hook(tiny_model):
     with torch.no_grad():
         slow = bridge.run_with_hooks(batch.tokens, fwd_hooks=[("blocks.1.hook_mlp_out", add)])
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_resuming_from_a_block_matches_the_full_forward(tiny_model):
+    bridge = tiny_model
+    runner = hf_runner(bridge)
+    assert runner.can_resume()
+    batch = build_batch(bridge, PROMPTED, ("",))
+    with torch.no_grad():
+        full = runner.hidden(batch.tokens)
+        for layer in range(bridge.cfg.n_layers):
+            resumed = runner.hidden_from(layer, runner.block_input(batch.tokens, layer))
+            for j in range(batch.n):  # compare real tokens only
+                n = int(batch.lengths[j])
+                torch.testing.assert_close(resumed[j, :n], full[j, :n], rtol=1e-5, atol=1e-5)
+    assert len(runner.blocks) == bridge.cfg.n_layers  # the block list is restored
