@@ -98,6 +98,69 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace) -> int:
+    from ace_interp.editing import EditRequest, edit
+    from ace_interp.evaluation.answers import generate_greedy, target_scores
+    from ace_interp.model import load_model, save_model
+
+    bridge = load_model(args.model, device=args.device)
+    # the prompt may spell the subject out or mark it with {} (from_rewrite turns the first mention into {})
+    request = EditRequest.from_rewrite(
+        {"prompt": args.prompt, "subject": args.subject, "target_new": args.target_new, "target_true": args.target_true}
+    )
+    prompts = [request.text, *args.ask]
+
+    def show(when: str) -> None:
+        answers = generate_greedy(bridge, prompts, max_new_tokens=args.max_new_tokens)
+        probs = target_scores(bridge, [request.text], [request.target_new])
+        print(f"\n{when}: p(first token of {request.target_new!r} | {request.text!r}) = {float(probs['first_token_prob'][0]):.4f}")
+        for prompt, answer in zip(prompts, answers):
+            print(f"  {prompt.splitlines()[-1]!r} -> {answer.strip()!r}")
+
+    show("before")
+    applied = edit(bridge, [request], method=args.method)
+    print(f"\n{args.method} wrote layers {applied.layers} in {applied.seconds:.1f} s")
+    show("after")
+    if args.save:
+        print(f"saved the edited model to {save_model(bridge, args.save)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.evaluation.main_table import sample_by_edits
+    from ace_interp.evaluation.protocol import evaluate, style_for
+    from ace_interp.model import load_model
+
+    bridge = load_model(args.model, device=args.device)
+    cases = [c for c in load_mquake(args.cases or default_cases(args.model)) if c.n_edits in args.edits]
+    if args.per_edits:
+        cases = sample_by_edits(cases, args.per_edits, args.seed)
+    if not cases:
+        print(f"no cases with {args.edits} edits")
+        return 1
+    methods = [None if m == "base" else m for m in args.method]
+    style = style_for(args.model, out_of_distribution=args.ood)
+    result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed)
+    paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
+    print(result.summary.to_string(index=False))
+    print(f"\nwritten: {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_main_table(args: argparse.Namespace) -> int:
+    from ace_interp.evaluation.main_table import TableConfig, run_main_table
+    from ace_interp.model.loading import REPO_ROOT
+
+    config = TableConfig(models=tuple(args.models), per_edits=args.per_edits, out=Path(args.out),
+                         ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot)
+    cases = {m: default_cases(m) for m in config.models}
+    command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
+    readme = None if args.no_readme else REPO_ROOT / "README.md"
+    print(run_main_table(config, cases, readme, command))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ace", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -119,6 +182,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="a few prompts only (for tests)")
     p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("edit", help="apply one edit, show answers before/after, optionally save the edited model")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--prompt", required=True, help='e.g. "The capital of {} is" or "The capital of France is" (the subject is found in it)')
+    p.add_argument("--subject", required=True)
+    p.add_argument("--target-new", required=True)
+    p.add_argument("--target-true", default=None)
+    p.add_argument("--method", default="ace", choices=["ft", "rome", "memit", "pmet", "ace"])
+    p.add_argument("--ask", nargs="*", default=[], help="more prompts to answer before and after")
+    p.add_argument("--max-new-tokens", type=int, default=6)
+    p.add_argument("--save", default=None, help="folder to save the edited model to (save_pretrained format)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("evaluate", help="MQuAKE protocol on a case file (multi-hop, efficacy, paraphrase, specificity)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--cases", default=None, help="MQuAKE-format JSON (default: the model's own case set)")
+    p.add_argument("--method", nargs="+", default=["base", "pmet", "ace"], choices=["base", "ft", "rome", "memit", "pmet", "ace"])
+    p.add_argument("--edits", nargs="+", type=int, default=[1, 2, 3, 4])
+    p.add_argument("--per-edits", type=int, default=None, help="sample this many cases per number of edits")
+    p.add_argument("--cot", action="store_true", help="chain-of-thought prompting")
+    p.add_argument("--ood", action="store_true", help="few-shot demonstrations from other relations")
+    p.add_argument("--n-specificity", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("main-table", help="regenerate the main table into results/ and the README")
+    p.add_argument("--models", nargs="+", default=["smollm2-135m", "toy-gptj", "toy-qwen3"])
+    p.add_argument("--per-edits", type=int, default=6)
+    p.add_argument("--out", default="results")
+    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--no-cot", action="store_true")
+    p.add_argument("--no-readme", action="store_true")
+    p.set_defaults(func=cmd_main_table)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the real default model")
     p.add_argument("--model", default="smollm2-135m")

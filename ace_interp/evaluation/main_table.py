@@ -1,0 +1,130 @@
+"""The main table: Base, FT, ROME, MEMIT, PMET, ACE × 1/2/3/4 edits on each model's case set.
+
+`ace main-table` (this module's `run_main_table`) evaluates every method on a per-model sample of cases
+(balanced over the number of edits), writes `results/<model>/{per_case,summary}.csv`, a combined
+`results/main_table.md`, and rewrites the README's results section between its markers. ACE's layer
+ablations (skip the top-1 query layer, the top-1..3 query layers, the top-1 value layer, the top-1..2
+value layers) and the chain-of-thought out-of-distribution-demonstration setting run in the same command.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from ace_interp.data.mquake import MQuAKECase, load_mquake
+from ace_interp.editing import default_hparams
+from ace_interp.evaluation.protocol import EvalResult, evaluate, style_for
+from ace_interp.model import load_model
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str | None, ...] = (None, "ft", "rome", "memit", "pmet", "ace")
+README_BEGIN, README_END = "<!-- main-table:begin -->", "<!-- main-table:end -->"
+
+
+def sample_by_edits(cases: Sequence[MQuAKECase], per_edits: int, seed: int = 0) -> list[MQuAKECase]:
+    """Up to `per_edits` cases for each number of edits (1..4), seeded."""
+    rng = random.Random(seed)
+    out = []
+    for k in sorted({c.n_edits for c in cases}):
+        group = [c for c in cases if c.n_edits == k]
+        rng.shuffle(group)
+        out += group[:per_edits]
+    return out
+
+
+def ace_ablation_hparams(bridge, skip: str):
+    """ACE (ace-paper groups) with layers removed: 'q1' top-1 query layer, 'q1-3' the top three,
+    'v1' the top-1 value layer, 'v1-2' the top two. 'Top' = the group's layer that ranks best by
+    attribution; for the fixed paper groups we take the query layer nearest the value group and the
+    last value layer (where z is computed) as the top ones."""
+    hp = default_hparams("ace", bridge)
+    q, v = list(hp.query_layers), list(hp.value_layers)
+    drop_q = {"q1": 1, "q1-3": 3}.get(skip, 0)
+    drop_v = {"v1": 1, "v1-2": 2}.get(skip, 0)
+    q = q[: len(q) - drop_q] if drop_q else q
+    v = v[: len(v) - drop_v] if drop_v else v
+    if not v:
+        raise ValueError(f"skipping {skip} leaves no value layer")
+    return replace(hp, query_layers=tuple(q), value_layers=tuple(v))
+
+
+@dataclass
+class TableConfig:
+    models: tuple[str, ...] = ("smollm2-135m", "toy-gptj", "toy-qwen3")
+    methods: tuple[str | None, ...] = METHODS
+    per_edits: int = 6
+    n_specificity: int = 5
+    ablations: tuple[str, ...] = ("q1", "q1-3", "v1", "v1-2")
+    cot: bool = True
+    seed: int = 0
+    out: Path = Path("results")
+
+
+def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd.DataFrame:
+    bridge = load_model(model_name)
+    cases = sample_by_edits(load_mquake(cases_path), config.per_edits, config.seed)
+    log.info("%s: %d cases (%s edits)", model_name, len(cases), sorted({c.n_edits for c in cases}))
+    style = style_for(model_name)
+    frames = [evaluate(bridge, cases, list(config.methods), style, n_specificity=config.n_specificity, seed=config.seed).per_case]
+    for skip in config.ablations:
+        res = evaluate(bridge, cases, ["ace"], style, n_specificity=config.n_specificity,
+                       hparams={"ace": ace_ablation_hparams(bridge, skip)}, seed=config.seed)
+        frames.append(res.per_case.assign(method=f"ace -{skip}"))
+    if config.cot and style.supports_cot:
+        for ood in (False, True):
+            cot_style = style_for(model_name, out_of_distribution=ood) if not model_name.startswith("toy-") else style
+            if ood and model_name.startswith("toy-"):
+                continue  # toy models are asked zero-shot: there are no demonstrations to swap
+            res = evaluate(bridge, cases, [None, "pmet", "ace"], cot_style, cot=True, n_specificity=0, seed=config.seed)
+            frames.append(res.per_case.assign(method=lambda d, ood=ood: d.method + (" CoT-OOD" if ood else " CoT")))
+    per_case = pd.concat(frames, ignore_index=True).assign(model=model_name)
+    folder = config.out / Path(model_name).name
+    EvalResult(per_case).to_csv(folder)
+    return per_case
+
+
+def markdown_table(per_case: pd.DataFrame) -> str:
+    """One row per (model, method): multi-hop accuracy by number of edits, then efficacy/paraphrase/specificity."""
+    rows = []
+    for (model, method), df in per_case.groupby(["model", "method"], sort=False):
+        row = {"model": model, "method": method}
+        for k in sorted(df.n_edits.unique()):
+            sub = df[df.n_edits == k]
+            row[f"MH {k}-edit"] = f"{sub.multi_hop.mean():.0%} (n={len(sub)})"
+        row["MH all"] = f"{df.multi_hop.mean():.0%}"
+        for metric in ("efficacy", "paraphrase", "specificity"):
+            row[metric] = f"{df[metric].mean():.0%}" if metric in df and df[metric].notna().any() else "–"
+        if "edit_seconds" in df and df.edit_seconds.notna().any():
+            row["s/edit"] = f"{df.edit_seconds.mean():.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("–").to_markdown(index=False)
+
+
+def update_readme(readme: Path, table: str, command: str) -> None:
+    text = readme.read_text()
+    block = f"{README_BEGIN}\n_Regenerate with `{command}`._\n\n{table}\n{README_END}"
+    if README_BEGIN in text and README_END in text:
+        start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+        text = text[:start] + block + text[end:]
+    else:
+        text += f"\n## Main table (MQuAKE protocol)\n\n{block}\n"
+    readme.write_text(text)
+
+
+def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
+    frames = [evaluate_model(m, cases[m], config) for m in config.models]
+    per_case = pd.concat(frames, ignore_index=True)
+    table = markdown_table(per_case)
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "main_table.md").write_text(table + "\n")
+    per_case.to_csv(config.out / "main_table_per_case.csv", index=False)
+    if readme is not None:
+        update_readme(readme, table, command)
+    return table
