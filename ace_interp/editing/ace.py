@@ -111,7 +111,7 @@ def ace_updates(
             query, value, ranking = choose_layers(bridge, requests, hp, hops, ranking)
         else:
             query, value = sorted(hp.query_layers), sorted(hp.value_layers)
-        shared = hp.query_target == "shared"
+        shared = hp.query_target == "shared"  # None (default) means "own" in this variant
     else:
         raise ValueError(f"unknown ACE variant {hp.variant!r}; expected 'ace-paper' or 'attribution'")
     value = [check_layer(bridge, l) for l in value]

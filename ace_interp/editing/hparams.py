@@ -120,7 +120,7 @@ class ACEHParams:
     rank_layers: bool = True  # attribution variant: rank layers (False: use query_layers/value_layers as given)
     n_value_layers: int = 3  # attribution variant: how many top-ranked layers per group
     n_query_layers: int = 3
-    query_target: Literal["shared", "own"] = "shared"
+    query_target: Literal["shared", "own"] | None = None  # None: "shared" for ace-paper, "own" for attribution
     query_weight: float = 1.0  # scales the query group's residual (0 disables the query write)
     target: TargetHParams = field(
         default_factory=lambda: TargetHParams(v_num_grad_steps=30, v_lr=0.2, decay_power=1, clamp_norm_factor=0.75)

@@ -92,3 +92,19 @@ def test_unknown_method_and_wrong_hparams(tiny_model, fast_hparams):
         edit(tiny_model, FRANCE, method="knowledge-surgery")
     with pytest.raises(TypeError, match="takes ROMEHParams"):
         edit(tiny_model, FRANCE, method="rome", hparams=fast_hparams("pmet", tiny_model))
+
+
+def test_ace_attribution_variant_ranks_layers(tiny_model_dir, fast_hparams):
+    from ace_interp.model import load_model
+
+    bridge = load_model(tiny_model_dir("gpt2"), device="cpu")
+    snapshot = _snapshot(bridge)
+    hp = dataclasses.replace(fast_hparams("ace", bridge), variant="attribution", n_value_layers=1, n_query_layers=2)
+    hops = [HopPrompt(0, "the language of the capital of france", "japanese")]
+    with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=hops) as applied:
+        ranking = applied.info["ranking"]
+        assert applied.info["value_layers"] == ranking.value_layers[:1]
+        assert all(l < max(applied.info["value_layers"]) for l in applied.info["query_layers"])
+        assert set(applied.layers) == set(applied.info["value_layers"]) | set(applied.info["query_layers"])
+        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+    assert _same(bridge, snapshot)
