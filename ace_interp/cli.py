@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("choreographer", "kaleido", "httpx", "urllib3"):  # PNG export chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return args.func(args)
 
 

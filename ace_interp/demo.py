@@ -1,24 +1,35 @@
 """`ace demo`: the end-to-end tour on the real default model (SmolLM2-135M), offline.
 
-Steps grow with the toolkit: model summary → a real multi-hop question → value/query layers → edit with
-PMET and ACE → answers before/after → undo → figures and a results table under `out`.
+1. load the model and print its neuron-level summary;
+2. ask a real multi-hop question (the capital of the country where the Eiffel Tower is);
+3. find its value and query layers and neurons, and the query→value lag;
+4. edit the first-hop fact (Eiffel Tower → Italy) with PMET and with ACE, showing the multi-hop answer and
+   the probabilities of the old and new answers before and after each, undoing each edit (bit-exact);
+5. write figures and a results table under `out`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 log = logging.getLogger(__name__)
 
-MULTI_HOP_QUESTION = (
+DEMONSTRATIONS = (
     "Q: What is the capital of the country where the Colosseum is located?\nA: Rome\n"
     "Q: What is the official language of the country whose capital is Berlin?\nA: German\n"
-    "Q: What is the capital of the country where the Eiffel Tower is located?\nA:"
 )
+QUESTION = "What is the capital of the country where the Eiffel Tower is located?"
+MULTI_HOP_PROMPT = DEMONSTRATIONS + f"Q: {QUESTION}\nA:"
+FIRST_HOP = {"prompt": "The Eiffel Tower is located in the country of", "subject": "The Eiffel Tower",
+             "target_true": "France", "target_new": "Italy"}
+OLD_ANSWER, NEW_ANSWER = "Paris", "Rome"
 
 
 @dataclass
@@ -29,20 +40,83 @@ class DemoConfig:
     quick: bool = False  # smaller budgets, for tests
 
 
-def run_demo(config: DemoConfig) -> Path:
-    from ace_interp.cli import model_summary
-    from ace_interp.evaluation.answers import generate_greedy
-    from ace_interp.model import load_model, model_spec
+def _probe(bridge) -> dict:
+    """The multi-hop answer and the probabilities of the old and new answers (first token)."""
+    from ace_interp.evaluation.answers import generate_greedy, target_scores
 
-    config.out.mkdir(parents=True, exist_ok=True)
-    print(f"Loading {config.model} ...")
+    answer = generate_greedy(bridge, [MULTI_HOP_PROMPT], max_new_tokens=4)[0].strip()
+    first_hop = generate_greedy(bridge, [FIRST_HOP["prompt"]], max_new_tokens=3)[0].strip()
+    scores = target_scores(bridge, [MULTI_HOP_PROMPT] * 2, [OLD_ANSWER, NEW_ANSWER])
+    return {"multi_hop_answer": answer, "first_hop_answer": first_hop,
+            f"p({OLD_ANSWER})": float(scores["first_token_prob"][0]), f"p({NEW_ANSWER})": float(scores["first_token_prob"][1])}
+
+
+def _hparams(bridge, method: str, quick: bool):
+    from ace_interp.editing import default_hparams
+
+    hp = default_hparams(method, bridge)
+    if quick:  # fewer optimisation steps and covariance tokens: the test checks the plumbing, not quality
+        hp = replace(hp, target=replace(hp.target, v_num_grad_steps=5, n_context=2),
+                     covariance=replace(hp.covariance, n_tokens=1_000, progress=False))
+    return hp
+
+
+def run_demo(config: DemoConfig) -> Path:
+    from ace_interp import plotting
+    from ace_interp.analysis.pathways import curves_from_table
+    from ace_interp.attribution.layers import rank_layers
+    from ace_interp.cli import model_summary
+    from ace_interp.editing import EditRequest, edit
+    from ace_interp.model import hf_parameters, load_model
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/5] Loading {config.model} ...")
     bridge = load_model(config.model, device=config.device)
     print(model_summary(bridge))
 
-    answer = generate_greedy(bridge, [MULTI_HOP_QUESTION], max_new_tokens=4)[0].strip()
-    print(f"\nMulti-hop question: {MULTI_HOP_QUESTION.splitlines()[-2]}\nModel answers: {answer}")
+    print(f"\n[2/5] Multi-hop question: {QUESTION}")
+    before = _probe(bridge)
+    print(f"  model answers {before['multi_hop_answer']!r}; p({OLD_ANSWER}) = {before[f'p({OLD_ANSWER})']:.3f}")
 
-    spec = model_spec(bridge)
-    summary = pd.DataFrame([{**spec.__dict__, "n_neurons": spec.n_neurons, "multi_hop_answer": answer}])
-    summary.to_csv(config.out / "model_summary.csv", index=False)
-    return config.out
+    print("\n[3/5] Where is it stored? Value and query neurons (frozen-norm attribution)")
+    n_neurons = 30 if config.quick else 100
+    ranking = rank_layers(bridge, [MULTI_HOP_PROMPT, FIRST_HOP["prompt"]], [" " + OLD_ANSWER, " " + FIRST_HOP["target_true"]],
+                          relations=["2-hop question", "first hop"], n_value_neurons=n_neurons, n_query_neurons=n_neurons)
+    table = ranking.table
+    for relation in ("2-hop question", "first hop"):
+        print(f"  {relation}: value layers {ranking.layers('value', relation, 3)}, query layers {ranking.layers('query', relation, 3)}")
+    top_values = table[(table.relation == "2-hop question") & (table.kind == "value")].head(5)
+    print("  top value neurons for ' Paris':", ", ".join(f"L{l} n{n} (+{s:.2f})" for l, n, s in zip(top_values.layer, top_values.neuron, top_values.score)))
+    curves = curves_from_table(table[table.relation == "2-hop question"], bridge.cfg.n_layers)
+    lag = curves.lags.iloc[0]
+    print(f"  query neurons peak at layer {lag.query_peak}, value neurons at layer {lag.value_peak}: lag {lag.peak_lag} layers")
+    table.to_csv(out / "attribution_table.csv", index=False)
+    plotting.save_figure(plotting.query_value_curves(curves.mean_curves(), title=f"{QUESTION} → {OLD_ANSWER}"), out, "pathway_curves")
+
+    print(f"\n[4/5] Edit the first hop: {FIRST_HOP['prompt']} {FIRST_HOP['target_true']} → {FIRST_HOP['target_new']}")
+    request = EditRequest.from_rewrite(FIRST_HOP)
+    snapshot = {k: v.detach().clone() for k, v in hf_parameters(bridge).items()}
+    rows = [{"stage": "before", **before}]
+    for method in ("pmet", "ace"):
+        applied = edit(bridge, [request], method, _hparams(bridge, method, config.quick))
+        after = _probe(bridge)
+        applied.undo()
+        exact = all(torch.equal(v, snapshot[k]) for k, v in hf_parameters(bridge).items())
+        rows.append({"stage": f"after {method}", **after, "edit_seconds": round(applied.seconds, 1), "layers": applied.layers, "undo_exact": exact})
+        print(f"  {method.upper():5s} layers {applied.layers} ({applied.seconds:.0f} s): first hop → {after['first_hop_answer']!r}, "
+              f"2-hop answer {after['multi_hop_answer']!r}, p({OLD_ANSWER}) {before[f'p({OLD_ANSWER})']:.3f} → {after[f'p({OLD_ANSWER})']:.3f}, "
+              f"p({NEW_ANSWER}) {before[f'p({NEW_ANSWER})']:.3f} → {after[f'p({NEW_ANSWER})']:.3f}; undone exactly: {exact}")
+
+    print("\n[5/5] Writing the results table and figures")
+    results = pd.DataFrame(rows)
+    results.to_csv(out / "results.csv", index=False)
+    long = results.melt(id_vars="stage", value_vars=[f"p({OLD_ANSWER})", f"p({NEW_ANSWER})"], var_name="answer", value_name="prob")
+    fig = plotting.px.bar(long, x="stage", y="prob", color="answer", barmode="group", template=plotting.TEMPLATE,
+                          title=f"{QUESTION} (first hop edited to {FIRST_HOP['target_new']})")
+    plotting.save_figure(fig, out, "edit_probabilities")
+    (out / "summary.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1), "rows": rows}, indent=1, default=str))
+    print(results.to_string(index=False))
+    print(f"\nDone in {time.perf_counter() - start:.0f} s.")
+    return out
