@@ -39,8 +39,10 @@ def _changed(bridge, snapshot):
 def test_method_edits_prediction_and_undoes_exactly(tiny_model, fast_hparams, method):
     bridge = tiny_model
     snapshot = _snapshot(bridge)
+    grad_flags = [p.requires_grad for p in bridge.original_model.parameters()]
     assert _prediction(bridge, FRANCE) != _target_id(bridge, FRANCE)
     applied = edit(bridge, FRANCE, method=method, hparams=fast_hparams(method, bridge))
+    assert [p.requires_grad for p in bridge.original_model.parameters()] == grad_flags
     assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE), f"{method} did not make 'tokyo' the prediction"
     changed = _changed(bridge, snapshot)
     assert changed and all(("mlp" in k) and ("c_proj" in k or "fc_out" in k or "down_proj" in k) for k in changed), changed
