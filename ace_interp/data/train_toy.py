@@ -81,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # one thread: on a shared (contended) CPU two threads were up to 6x slower per step
     time_limit_s: float | None = None
+    init_from: str | None = None  # continue from a saved toy model (same world and architecture)
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def __post_init__(self):
@@ -304,6 +305,15 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, len(tokenizer))
+    if cfg.init_from:
+        from transformers import AutoModelForCausalLM
+
+        init = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        if type(init) is not type(model) or init.config.vocab_size != len(tokenizer):
+            raise ValueError(f"{cfg.init_from} is a {type(init).__name__} with vocabulary {init.config.vocab_size}; "
+                             f"expected {type(model).__name__} with {len(tokenizer)}")
+        model = init
+        log.info("continuing from %s", cfg.init_from)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d layers, d_model %d, d_mlp %d, %.2fM parameters", type(model).__name__, cfg.n_layers,
              cfg.d_model, cfg.d_mlp, n_params / 1e6)
@@ -400,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=TrainConfig.threads,
                    help="torch threads (2 is faster on an idle 2-core machine, much slower on a busy one)")
     p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--init-from", help="continue training a saved toy model (same world and architecture)")
+    p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -409,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = TrainConfig(
         arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=args.d_mlp, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, stop_at_bars=not args.no_stop_at_bars,
-        seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, world=wcfg,
+        seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, world=wcfg, init_from=args.init_from,
+        warmup=args.warmup,
     )
     world = world or generate_world(wcfg)
     if args.write_world:

@@ -13,24 +13,29 @@ A world (`generate_world(WorldConfig(...))`, seeded and deterministic) holds
     e.g. (anna kovac, P641, P495, P36). A seeded share (`heldout_fraction`, default 20%) of the 2-hop and
     of the 3-hop compositions is *held out*: it never appears in the training corpus, in any form.
 
-Exact text formats (word-level: tokens are separated by single spaces; the model prepends [BOS]):
+Exact text formats (word-level: tokens are separated by single spaces; the model prepends [BOS]). Chains
+are possessive and subject-first, so the relations follow the subject in hop order:
 
-  single-hop cloze      "{subject} is a citizen of" -> "france"        (2 cloze templates / relation)
-  single-hop question   "Q: what is the country of {subject} ? A:" -> "france"
-                        "Q: which country is {subject} a citizen of ? A:" -> "france"
-                        (2 question templates / relation; the first is the 1-hop case of the frame below)
-  multi-hop direct      a noun phrase nests the relations' noun phrases, innermost first:
-                        "the capital of the country of anna kovac" (2 noun-phrase variants per relation,
-                        e.g. "the capital city of the homeland of anna kovac"), in one of two frames
-                          "{np} is"               -> "paris"
-                          "Q: what is {np} ? A:"  -> "paris"
-  chain of thought      the question frame + " step by step :", then each hop in its first cloze template:
-                        "Q: what is the capital of the country of anna kovac ? A: step by step :"
-                        -> "anna kovac is a citizen of france . the capital of france is paris ." + [EOS].
+  single-hop cloze      "anna kovac 's country is" -> "france"   (canonical: CoT steps, MQuAKE cloze/edits)
+                        "anna kovac is a citizen of" -> "france"
+  single-hop question   "Q: what is anna kovac 's country ? A:" -> "france"
+                        "Q: which country is anna kovac a citizen of ? A:" -> "france"
+  multi-hop direct      a possessive chain, one noun per hop (2 variants per relation, e.g. country /
+                        homeland, capital / capital city), in one of two frames
+                          "anna kovac 's country 's capital is"            -> "paris"
+                          "Q: what is anna kovac 's country 's capital ? A:" -> "paris"
+  chain of thought      the question frame + " step by step :", then each hop in its canonical cloze:
+                        "Q: what is anna kovac 's country 's capital ? A: step by step :"
+                        -> "anna kovac 's country is france . france 's capital is paris ." + [EOS].
                         The bridge entities are the objects of all hops but the last.
 
-The answer (and thus the attribution target) is the first token after the prompt. Single-hop questions
-are the 1-hop case of the multi-hop frames' language, so single-hop and multi-hop prompts share words.
+Relation nouns: P27 country/homeland, P641 sport/game, P19 birthplace/hometown, P36 capital/capital city,
+P30 continent/landmass, P37 language/tongue, P38 currency/money, P17 (city) country/nation,
+P495 origin/country of origin.
+
+The answer (and thus the attribution target) is the first token after the prompt. The canonical
+single-hop cloze and question are the 1-hop case of the multi-hop frames, so a multi-hop prompt starts with
+its first hop's cloze prefix ("anna kovac 's country").
 
 `world_corpus(world)` lists every training sentence (prompt + " " + target). `eval_split(world)` lists the
 evaluation prompts (every single-hop fact in every template; the held-out compositions in direct and
@@ -133,41 +138,41 @@ RELATIONS: dict[str, Relation] = {
     r.rid: r
     for r in [
         Relation("P27", "country of citizenship", "person", "country",
-                 ("{} is a citizen of", "{} holds the passport of"),
-                 ("Q: what is the country of {} ? A:", "Q: which country is {} a citizen of ? A:"),
-                 ("the country of {}", "the homeland of {}")),
+                 ("{} 's country is", "{} is a citizen of"),
+                 ("Q: what is {} 's country ? A:", "Q: which country is {} a citizen of ? A:"),
+                 ("{} 's country", "{} 's homeland")),
         Relation("P641", "sport", "person", "sport",
-                 ("{} plays the sport of", "{} is a professional player of"),
-                 ("Q: what is the sport of {} ? A:", "Q: which sport does {} play ? A:"),
-                 ("the sport of {}", "the game of {}")),
+                 ("{} 's sport is", "{} plays the sport of"),
+                 ("Q: what is {} 's sport ? A:", "Q: which sport does {} play ? A:"),
+                 ("{} 's sport", "{} 's game")),
         Relation("P19", "place of birth", "person", "city",
-                 ("{} was born in", "the birthplace of {} is"),
-                 ("Q: what is the birthplace of {} ? A:", "Q: where was {} born ? A:"),
-                 ("the birthplace of {}", "the hometown of {}")),
+                 ("{} 's birthplace is", "{} was born in"),
+                 ("Q: what is {} 's birthplace ? A:", "Q: where was {} born ? A:"),
+                 ("{} 's birthplace", "{} 's hometown")),
         Relation("P36", "capital", "country", "city",
-                 ("the capital of {} is", "{} has its capital in"),
-                 ("Q: what is the capital of {} ? A:", "Q: which city is the capital of {} ? A:"),
-                 ("the capital of {}", "the capital city of {}")),
+                 ("{} 's capital is", "the capital of {} is"),
+                 ("Q: what is {} 's capital ? A:", "Q: which city is the capital of {} ? A:"),
+                 ("{} 's capital", "{} 's capital city")),
         Relation("P30", "continent", "country", "continent",
-                 ("{} is located in", "{} is part of the continent of"),
-                 ("Q: what is the continent of {} ? A:", "Q: on which continent is {} ? A:"),
-                 ("the continent of {}", "the landmass of {}")),
+                 ("{} 's continent is", "{} is located in"),
+                 ("Q: what is {} 's continent ? A:", "Q: on which continent is {} ? A:"),
+                 ("{} 's continent", "{} 's landmass")),
         Relation("P37", "official language", "country", "language",
-                 ("the official language of {} is", "in {} , people speak"),
-                 ("Q: what is the language of {} ? A:", "Q: which language is spoken in {} ? A:"),
-                 ("the language of {}", "the tongue of {}")),
+                 ("{} 's language is", "the official language of {} is"),
+                 ("Q: what is {} 's language ? A:", "Q: which language is spoken in {} ? A:"),
+                 ("{} 's language", "{} 's tongue")),
         Relation("P38", "currency", "country", "currency",
-                 ("the currency of {} is the", "in {} , people pay with the"),
-                 ("Q: what is the currency of {} ? A:", "Q: which currency is used in {} ? A:"),
-                 ("the currency of {}", "the money of {}")),
+                 ("{} 's currency is", "the currency of {} is the"),
+                 ("Q: what is {} 's currency ? A:", "Q: which currency is used in {} ? A:"),
+                 ("{} 's currency", "{} 's money")),
         Relation("P17", "country", "city", "country",
-                 ("{} is a city in", "the city of {} lies in"),
-                 ("Q: what is the country of {} ? A:", "Q: which country is {} in ? A:"),
-                 ("the country of {}", "the nation of {}")),
+                 ("{} 's country is", "{} is a city in"),
+                 ("Q: what is {} 's country ? A:", "Q: which country is {} in ? A:"),
+                 ("{} 's country", "{} 's nation")),
         Relation("P495", "country of origin", "sport", "country",
-                 ("{} originated in", "the sport of {} was invented in"),
-                 ("Q: what is the origin of {} ? A:", "Q: where was {} invented ? A:"),
-                 ("the origin of {}", "the country of origin of {}")),
+                 ("{} 's origin is", "{} originated in"),
+                 ("Q: what is {} 's origin ? A:", "Q: where was {} invented ? A:"),
+                 ("{} 's origin", "{} 's country of origin")),
     ]
 }
 
@@ -192,7 +197,7 @@ THREE_HOP_PATHS = (
 
 @dataclass(frozen=True)
 class WorldConfig:
-    n_persons: int = 300
+    n_persons: int = 500
     heldout_fraction: float = 0.2
     seed: int = 0
     n_countries: int | None = None  # None: all of COUNTRIES (the first n otherwise; sports follow)
@@ -419,7 +424,7 @@ def generate_world(config: WorldConfig = WorldConfig()) -> World:
 
 
 def noun_phrase(world: World, subject: str, path: Sequence[str], variants: Sequence[int]) -> str:
-    """Nest the relations' noun phrases: path (P27, P36) -> "the capital of the country of citizenship of s"."""
+    """Chain the relations' noun phrases: path (P27, P36) -> "s 's country 's capital" (variants 0, 0)."""
     np = subject
     for rid, v in zip(path, variants, strict=True):
         np = world.relations[rid].noun_phrases[v].format(np)
@@ -693,6 +698,6 @@ def load_eval_split(path: str | os.PathLike) -> dict[str, list[Example]]:
 
 
 def sentences_mention(corpus: Iterable[str], world: World, comp: Composition) -> bool:
-    """Whether any sentence states `comp` in direct or CoT form (any noun-phrase variant)."""
-    nps = {noun_phrase(world, comp.subject, comp.path, v) for v in _variant_sets(2, comp.hops)}
-    return any(np in s for s in corpus for np in nps)
+    """Whether any sentence states `comp` in direct or CoT form (any noun-phrase variant; whole words)."""
+    nps = [f" {noun_phrase(world, comp.subject, comp.path, v)} " for v in _variant_sets(2, comp.hops)]
+    return any(np in f" {s} " for s in corpus for np in nps)

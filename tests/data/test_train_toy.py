@@ -144,9 +144,10 @@ def test_shipped_models_meet_the_bars(name):
 
 @pytest.mark.slow
 def test_training_command_reproduces_the_bars_within_15_minutes(tmp_path):
-    """The full recipe on the shipped world (2 threads): must meet the bars within 900 s of training."""
+    """The full recipe on the shipped world must meet the bars within 900 s of training on 2 idle cores
+    (2 threads; on a busy machine two threads are much slower than one -- run this one alone)."""
     world = load_world(ASSETS / "world")
-    cfg = TrainConfig(arch="gptj", world=world.config, time_limit_s=900)
+    cfg = TrainConfig(arch="gptj", world=world.config, time_limit_s=900, threads=2)
     result = train(cfg, world, progress=False)
     assert result.train_seconds <= 900 + 120  # the last periodic evaluation may run past the limit
     assert meets_bars(result.metrics), result.metrics
