@@ -11,7 +11,11 @@ from ace_interp.model.random_init import _TINY_WORDS
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
+def isolated_cache(request, tmp_path, monkeypatch):
+    """Statistics go to a temporary cache, except for real-model tests (which reuse the user cache where
+    the converted model and its covariance live)."""
+    if request.node.get_closest_marker("real_model"):
+        return None
     monkeypatch.setenv("ACE_INTERP_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
