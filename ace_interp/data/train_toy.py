@@ -235,14 +235,16 @@ def correct(model, tokenizer, examples: Sequence[Example], batch_size: int = 512
 
 def evaluate(
     model, tokenizer, split: dict[str, list[Example]], sample: int | None = None, seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 512, by_path: bool = False,
 ) -> dict[str, Any]:
     """Accuracy by kind on `split` (e.g. `eval_split(world)` or `load_eval_split("assets/world")`), `sample`
     items per kind when given. Keys: single_hop, two_hop_direct_heldout, three_hop_direct_heldout,
     two_hop_cot_heldout, three_hop_cot_heldout, cot_heldout (2- and 3-hop pooled) -- "_heldout" names the
-    items of held-out compositions; items of shown compositions count under "_shown" -- plus "n" (counts)."""
+    items of held-out compositions; items of shown compositions count under "_shown" -- plus "n" (counts) and,
+    with `by_path`, "by_path" (accuracy per relation path within each of those keys)."""
     rng = random.Random(seed)
     hits: dict[str, list[bool]] = {}
+    path_hits: dict[str, dict[str, list[bool]]] = {}
     for kind, exs in split.items():
         if sample is not None and len(exs) > sample:
             exs = rng.sample(exs, sample)
@@ -250,12 +252,34 @@ def evaluate(
         for ex, c in zip(exs, ok, strict=True):
             name = kind if kind == "single_hop" else f"{kind}_{'heldout' if ex.heldout else 'shown'}"
             hits.setdefault(name, []).append(c)
+            if by_path:
+                path_hits.setdefault(name, {}).setdefault("-".join(ex.path), []).append(c)
     for suffix in ("heldout", "shown"):
         pooled = hits.get(f"two_hop_cot_{suffix}", []) + hits.get(f"three_hop_cot_{suffix}", [])
         if pooled:
             hits[f"cot_{suffix}"] = pooled
     metrics: dict[str, Any] = {k: sum(v) / len(v) for k, v in sorted(hits.items())}
     metrics["n"] = {k: len(v) for k, v in sorted(hits.items())}
+    if by_path:
+        metrics["by_path"] = {
+            k: {p: round(sum(v) / len(v), 4) for p, v in paths.items()} for k, paths in sorted(path_hits.items())
+        }
+    return metrics
+
+
+def evaluate_folder(folder: str | os.PathLike, world_folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Full evaluation of a saved toy model on the shipped eval split (default: assets/world); also rewrites
+    `folder/metrics.json`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ace_interp.data.world import load_eval_split
+
+    folder = Path(folder)
+    world_folder = Path(world_folder) if world_folder else Path(__file__).resolve().parents[2] / "assets" / "world"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    metrics = evaluate(model, tokenizer, load_eval_split(world_folder), by_path=True)
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "meets_bars": meets_bars(metrics), "bars": BARS}, indent=1))
     return metrics
 
 
@@ -362,9 +386,9 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
     train_seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
     model.eval()
-    metrics = evaluate(model, tokenizer, split)
+    metrics = evaluate(model, tokenizer, split, by_path=True)
     log.info("final (%d steps, %.0f s): %s", step, train_seconds,
-             " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n"))
+             " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("n", "by_path")))
     return TrainResult(model, tokenizer, world, metrics, step, train_seconds, cpu_seconds, history)
 
 
@@ -431,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train(cfg, world, progress=not args.no_progress)
     command = "python -m ace_interp.data.train_toy " + " ".join(argv if argv is not None else os.sys.argv[1:])
     save_result(result, cfg, args.out, command)
-    print(json.dumps({k: v for k, v in result.metrics.items() if k != "n"}, indent=1))
+    print(json.dumps({k: v for k, v in result.metrics.items() if k not in ("n", "by_path")}, indent=1))
     print(f"steps {result.steps}, {result.train_seconds:.0f} s; saved to {args.out}; meets bars: "
           f"{meets_bars(result.metrics)}")
     return 0 if meets_bars(result.metrics) else 1
