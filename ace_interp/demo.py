@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -53,12 +53,10 @@ def _probe(bridge) -> dict:
 
 def _hparams(bridge, method: str, quick: bool):
     from ace_interp.editing import default_hparams
+    from ace_interp.editing.hparams import small_budget
 
     hp = default_hparams(method, bridge)
-    if quick:  # fewer optimisation steps and covariance tokens: the test checks the plumbing, not quality
-        hp = replace(hp, target=replace(hp.target, v_num_grad_steps=5, n_context=2),
-                     covariance=replace(hp.covariance, n_tokens=1_000, progress=False))
-    return hp
+    return small_budget(hp) if quick else hp  # quick: the test checks the plumbing, not quality
 
 
 def run_demo(config: DemoConfig) -> Path:

@@ -62,7 +62,7 @@ NOTEBOOKS = {
                  'cases = load_mquake(ASSETS / "world" / "mquake_cases.json")\n'
                  'config = FigureConfig.quick() if QUICK else FigureConfig()\n'
                  'out = tempfile.mkdtemp() if QUICK else "../figures"'),
-        ("code", 'summaries = {}\nfor name in ["toy-gptj", "toy-qwen3"]:\n    model = ai.load_model(name)\n'
+        ("code", 'summaries = {}\nshipped = [n for n in ["toy-gptj", "toy-qwen3"] if (ASSETS / n / "config.json").exists()]\nfor name in shipped:\n    model = ai.load_model(name)\n'
                  '    summaries[name] = make_figures(model, cases[: 40 if QUICK else 200], f"{out}/{name}", config)\n'
                  'print(json.dumps(summaries, indent=1, default=str))'),
         ("md", "Knowledge types live in consistent layers: the value-layer heatmap per relation."),
@@ -76,18 +76,20 @@ NOTEBOOKS = {
         ("md", "# Editing: PMET vs ACE, before/after, undo, save\n\nEvery editor writes the wrapped HF model's "
                "real `W_out` weights through a transactional write that can be undone bit for bit."),
         ("code", SETUP),
-        ("code", 'from ace_interp.editing import EditRequest, edit, default_hparams\n'
+        ("code", 'from ace_interp.editing import EditRequest, edit, default_hparams\nfrom ace_interp.editing.hparams import small_budget\n'
                  'from ace_interp.evaluation.answers import generate_greedy\nfrom ace_interp.data.prompts import few_shot_prompt, real_demonstrations\n'
                  'model = ai.load_model("smollm2-135m")\n'
                  'request = EditRequest("The Eiffel Tower is located in the country of", "The Eiffel Tower", "Italy", "France")\n'
                  'question = few_shot_prompt("What is the capital of the country where the Eiffel Tower is located?", real_demonstrations()[:4])\n'
-                 'def ask():\n    return generate_greedy(model, [request.text, question], max_new_tokens=4)\nprint("before:", ask())'),
+                 'def ask():\n    return generate_greedy(model, [request.text, question], max_new_tokens=4)\nprint("before:", ask())\n'
+                 '# quick mode (the test suite): a small optimisation/covariance budget\n'
+                 'def hparams(method):\n    hp = default_hparams(method, model)\n    return small_budget(hp) if QUICK else hp'),
         ("code", 'snapshot = {k: v.clone() for k, v in ai.model.hf_parameters(model).items()}\n'
-                 'for method in ["pmet", "ace"]:\n    applied = edit(model, [request], method=method)\n'
+                 'for method in ["pmet", "ace"]:\n    applied = edit(model, [request], method=method, hparams=hparams(method))\n'
                  '    print(method, "layers", applied.layers, f"{applied.seconds:.1f}s ->", ask())\n    applied.undo()\n'
                  'print("undo exact:", all(torch.equal(v, snapshot[k]) for k, v in ai.model.hf_parameters(model).items()))'),
         ("md", "Save an edited model as a plain HF checkpoint (and reload it)."),
-        ("code", 'import tempfile\napplied = edit(model, [request], method="pmet")\nfolder = ai.save_model(model, tempfile.mkdtemp() + "/edited")\n'
+        ("code", 'import tempfile\napplied = edit(model, [request], method="pmet", hparams=hparams("pmet"))\nfolder = ai.save_model(model, tempfile.mkdtemp() + "/edited")\n'
                  'applied.undo()\nreloaded = ai.load_model(folder)\nprint(generate_greedy(reloaded, [request.text], max_new_tokens=3))'),
     ],
     "04_real_hub_models.ipynb": [

@@ -170,9 +170,12 @@ def default_corpus(bridge: TransformerBridge, n_tokens: int = 10_000, progress: 
     it. Any other model gets text sampled from itself (`model_sampled_corpus`).
     """
     source = bridge.__dict__.get("ace_source")
-    if source is not None and (Path(source) / WORLD_CORPUS_FILE).exists():
-        lines = (Path(source) / WORLD_CORPUS_FILE).read_text(encoding="utf-8").splitlines()
-        return TextCorpus.from_texts("world-corpus", [l for l in lines if l.strip()])
+    # the model's own folder, or the shipped world next to it (assets/toy-*/ beside assets/world/)
+    candidates = [Path(source) / WORLD_CORPUS_FILE, Path(source).parent / "world" / WORLD_CORPUS_FILE] if source else []
+    for path in candidates:
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return TextCorpus.from_texts("world-corpus", [l for l in lines if l.strip()])
     return model_sampled_corpus(bridge, n_tokens=n_tokens, progress=progress)
 
 

@@ -203,3 +203,12 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             covariance=pmet_covariance,
         )
     return replace(hp, **overrides) if overrides else hp
+
+
+def small_budget(hp: HParams, steps: int = 5, n_context: int = 2, n_tokens: int = 1_000) -> HParams:
+    """The same method with a small compute budget (few optimisation steps, contexts and covariance
+    tokens): for smoke tests, demos and notebooks in quick mode, not for quality numbers."""
+    hp = replace(hp, target=replace(hp.target, v_num_grad_steps=steps, n_context=n_context))
+    if hasattr(hp, "covariance"):
+        hp = replace(hp, covariance=replace(hp.covariance, n_tokens=n_tokens, progress=False))
+    return hp
