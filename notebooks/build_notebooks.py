@@ -79,7 +79,7 @@ NOTEBOOKS = {
         ("code", 'from ace_interp.editing import EditRequest, edit, default_hparams\nfrom ace_interp.editing.hparams import small_budget\n'
                  'from ace_interp.evaluation.answers import generate_greedy\nfrom ace_interp.data.prompts import few_shot_prompt, real_demonstrations\n'
                  'model = ai.load_model("smollm2-135m")\n'
-                 'request = EditRequest("The Eiffel Tower is located in the country of", "The Eiffel Tower", "Italy", "France")\n'
+                 'request = EditRequest("{} is located in the country of", "The Eiffel Tower", "Italy", "France")\n'
                  'question = few_shot_prompt("What is the capital of the country where the Eiffel Tower is located?", real_demonstrations()[:4])\n'
                  'def ask():\n    return generate_greedy(model, [request.text, question], max_new_tokens=4)\nprint("before:", ask())\n'
                  '# quick mode (the test suite): a small optimisation/covariance budget\n'
