@@ -21,7 +21,18 @@ from ace_interp.model import load_model
 TOY_GPTJ_NOT_REPRODUCED = pytest.mark.xfail(
     strict=True, reason="measured 2026-11-25: findings not reproduced on the shipped toy-gptj (see comment)"
 )
-MODELS = ["smollm2-135m", pytest.param("toy-gptj", marks=TOY_GPTJ_NOT_REPRODUCED), "toy-qwen3"]
+# toy-qwen3 (also below the bars: 2-hop direct 0.70, CoT 0.80) reproduces them only in part: top-1% ablation
+# drops single-hop accuracy by 0.33 (random 1%: 0.00; the test asks for >= 0.4) and its top query layer (0)
+# precedes its top value layer (5), but knocking out layer 0's top query neurons *raises* the activated value
+# neurons downstream (9.2 -> 10.7 per prompt).
+TOY_QWEN3_NOT_REPRODUCED = pytest.mark.xfail(
+    strict=True, reason="measured 2026-11-25: findings only partly reproduced on the shipped toy-qwen3 (see comment)"
+)
+MODELS = [
+    "smollm2-135m",
+    pytest.param("toy-gptj", marks=TOY_GPTJ_NOT_REPRODUCED),
+    pytest.param("toy-qwen3", marks=TOY_QWEN3_NOT_REPRODUCED),
+]
 
 
 @pytest.fixture(scope="module", params=MODELS)
