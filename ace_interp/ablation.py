@@ -37,6 +37,7 @@ from ace_interp.attribution.value import (
     top_value_neurons,
     value_neurons_above,
 )
+from ace_interp.model.architecture import resolve_layers
 from ace_interp.model import (
     check_layer,
     model_spec,
@@ -149,7 +150,7 @@ def mean_activations(
 ) -> Float[Tensor, "n_layers d_mlp"]:
     """Mean of m^l over every real (non-padding) token of `prompts`, for mean ablation. Rows are all
     layers (zeros for layers not in `layers`)."""
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     tokens, lengths = tokenize_prompts(bridge, prompts)
     names = {f"blocks.{l}.mlp.hook_post" for l in layers}
     with torch.no_grad():

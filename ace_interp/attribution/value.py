@@ -36,6 +36,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from ace_interp.model.architecture import resolve_layers
 from ace_interp.model import (
     NeuronActivations,
     apply_final_norm,
@@ -209,7 +210,7 @@ def _prepare(
     activations: NeuronActivations | None,
 ) -> tuple[list[str], NeuronActivations, Tensor]:
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     target_ids = target_token_ids(bridge, targets, len(prompts))
     if activations is None:
         activations = neuron_activations(bridge, prompts, positions, layers)
@@ -246,7 +247,7 @@ def value_scores(
     """
     _check_norm(norm)
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     index = [acts.layers.index(l) for l in layers]
     scores = torch.zeros(len(prompts), len(layers), bridge.cfg.d_mlp, dtype=acts.x.dtype, device=acts.x.device)
     base = torch.zeros(len(prompts), len(layers), dtype=acts.x.dtype, device=acts.x.device)
@@ -404,7 +405,7 @@ def top_value_neurons(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     return _pruned_search(bridge, acts, target_ids, layers, memory_budget, k, None)
 
 
@@ -421,7 +422,7 @@ def value_neurons_above(
     """Every neuron whose value score (frozen norm) exceeds `threshold`, per prompt, exactly: neurons whose
     linear upper bound is below the threshold are never evaluated. Rows: prompt, layer, neuron, score, rank."""
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     return _pruned_search(bridge, acts, target_ids, layers, memory_budget, None, float(threshold))
 
 
@@ -505,7 +506,7 @@ def component_scores(
     (added to x^l) in place of a neuron's vector. For parallel blocks A^l is still added to h^{l-1}."""
     _check_norm(norm)
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     attn = torch.zeros(len(prompts), len(layers))
     ffn = torch.zeros(len(prompts), len(layers))
     for b in range(len(prompts)):
@@ -540,7 +541,7 @@ def additivity_check(
     """
     _check_norm(norm)
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     if scores is None:
         scores = value_scores(bridge, prompts, target_ids.tolist(), positions, layers, norm, memory_budget, acts)
     elif scores.norm != norm:

@@ -113,6 +113,11 @@ def check_layer(bridge: TransformerBridge, layer: int) -> int:
     return layer % n
 
 
+def resolve_layers(bridge: TransformerBridge, layers=None) -> list[int]:
+    """All layers when `layers` is None, else each one validated (negative indices count from the end)."""
+    return list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+
+
 def _ffn_module(bridge: TransformerBridge, layer: int, part: str) -> nn.Module:
     mlp = bridge.blocks[check_layer(bridge, layer)].mlp
     if not hasattr(mlp, part):

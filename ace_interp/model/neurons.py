@@ -25,6 +25,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.model.architecture import (
     check_layer,
+    resolve_layers,
     ffn_weight,
     final_norm_module,
     model_spec,
@@ -128,7 +129,7 @@ def neuron_activations(
     layers: Sequence[int] | None = None,
 ) -> NeuronActivations:
     """Run prompts once (batched) and collect neuron coefficients and residual inputs at `positions`."""
-    layers = list(range(bridge.cfg.n_layers)) if layers is None else [check_layer(bridge, l) for l in layers]
+    layers = resolve_layers(bridge, layers)
     tokens, lengths = tokenize_prompts(bridge, prompts)
     pos = resolve_positions(lengths, positions)
     wanted = {"ln_final.hook_in"}
