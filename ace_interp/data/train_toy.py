@@ -82,6 +82,7 @@ class TrainConfig:
     threads: int = 1  # one thread: on a shared (contended) CPU two threads were up to 6x slower per step
     time_limit_s: float | None = None
     init_from: str | None = None  # continue from a saved toy model (same world and architecture)
+    device: str = "cpu"  # "cuda" trains on a GPU (not bit-identical to a CPU run of the same seed)
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def __post_init__(self):
@@ -158,7 +159,7 @@ def item_loss(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> 
     labels = ids[:, 1:][mask[:, :-1]]
     tok_loss = F.cross_entropy(logits, labels, reduction="none")
     item = mask.nonzero()[:, 0]
-    per_item = torch.zeros(ids.shape[0]).index_add_(0, item, tok_loss)
+    per_item = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, item, tok_loss)
     return (per_item / mask.sum(1).clamp(min=1)).mean()
 
 
@@ -338,6 +339,7 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
                              f"expected {type(model).__name__} with {len(tokenizer)}")
         model = init
         log.info("continuing from %s", cfg.init_from)
+    model.to(cfg.device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d layers, d_model %d, d_mlp %d, %.2fM parameters", type(model).__name__, cfg.n_layers,
              cfg.d_model, cfg.d_mlp, n_params / 1e6)
@@ -356,7 +358,7 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, step)
-        ids, mask = sampler.next()
+        ids, mask = (t.to(cfg.device) for t in sampler.next())
         loss = item_loss(model, ids, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -396,7 +398,7 @@ def save_result(result: TrainResult, cfg: TrainConfig, out: str | os.PathLike, c
     """Write the HF checkpoint (config, safetensors, tokenizer), metrics.json and training.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result.model.save_pretrained(out, safe_serialization=True)
+    result.model.to("cpu").save_pretrained(out, safe_serialization=True)
     result.tokenizer.save_pretrained(out)
     metrics = {**result.metrics, "meets_bars": meets_bars(result.metrics), "bars": BARS}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -407,6 +409,7 @@ def save_result(result: TrainResult, cfg: TrainConfig, out: str | os.PathLike, c
         "train_seconds": round(result.train_seconds, 1),
         "train_cpu_seconds": round(result.cpu_seconds, 1),
         "threads": cfg.threads,
+        "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu",
         "torch": torch.__version__,
         "history": result.history,
     }
@@ -423,12 +426,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--world", help="world spec (world.json or its folder) to train on; default: generate it")
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--n-persons", type=int, default=WorldConfig.n_persons)
+    p.add_argument("--distinct-nouns", action=argparse.BooleanOptionalAction, default=WorldConfig.distinct_nouns,
+                   help="P17 (city -> country) says 'nation', not P27's 'country'")
+    p.add_argument("--bridge-relations", action=argparse.BooleanOptionalAction,
+                   default=WorldConfig.bridge_relations,
+                   help="sports get P2283 equipment and cities P30/P37/P38, so every bridge has several continuations")
     p.add_argument("--write-world", help="also write the world assets (spec, eval split, MQuAKE cases) here")
     p.add_argument("--n-layers", type=int, default=TrainConfig.n_layers)
     p.add_argument("--d-model", type=int, default=TrainConfig.d_model)
     p.add_argument("--d-mlp", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU")
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--no-stop-at-bars", action="store_true", help="run all --steps even once the bars are met")
     p.add_argument("--threads", type=int, default=TrainConfig.threads,
@@ -441,12 +451,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     world = load_world(args.world) if args.world else None
-    wcfg = world.config if world else WorldConfig(n_persons=args.n_persons, seed=args.world_seed)
+    wcfg = world.config if world else WorldConfig(
+        n_persons=args.n_persons, seed=args.world_seed, distinct_nouns=args.distinct_nouns,
+        bridge_relations=args.bridge_relations,
+    )
     cfg = TrainConfig(
         arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=args.d_mlp, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, stop_at_bars=not args.no_stop_at_bars,
         seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, world=wcfg, init_from=args.init_from,
-        warmup=args.warmup,
+        warmup=args.warmup, weight_decay=args.weight_decay, device=args.device,
     )
     world = world or generate_world(wcfg)
     if args.write_world:

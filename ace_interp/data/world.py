@@ -106,6 +106,15 @@ SPORTS: dict[str, str] = {
     "skiing": "norway", "capoeira": "brazil", "pelota": "spain", "hurling": "ireland", "wrestling": "greece",
 }
 
+# sport: the equipment it is played with (Wikidata P2283 "uses"); many-to-one like continents
+SPORT_EQUIPMENT: dict[str, str] = {
+    "football": "ball", "cricket": "bat", "rugby": "ball", "tennis": "racket", "cycling": "bicycle",
+    "handball": "ball", "gymnastics": "mat", "basketball": "hoop", "baseball": "bat", "volleyball": "net",
+    "hockey": "stick", "lacrosse": "stick", "judo": "mat", "karate": "belt", "sumo": "ring", "taekwondo": "belt",
+    "kabaddi": "mat", "badminton": "racket", "polo": "mallet", "skiing": "skis", "capoeira": "berimbau",
+    "pelota": "glove", "hurling": "stick", "wrestling": "mat",
+}
+
 FIRST_NAMES = (
     "anna boris carla dmitri elena farid greta hugo ines jonas kenji lara marco nadia oscar priya quentin "
     "rosa samir tara umar vera wei ximena yusuf zoe alma bruno chloe diego emil fatima gustav hana ivan "
@@ -176,6 +185,22 @@ RELATIONS: dict[str, Relation] = {
     ]
 }
 
+# `WorldConfig.distinct_nouns`: P17 (city -> country) gets nouns of its own, so that "s 's birthplace 's
+# nation" does not share its last noun with P27's "s 's country" (the two compete in the person frame).
+P17_DISTINCT = Relation("P17", "country", "city", "country",
+                        ("{} 's nation is", "{} is a city in"),
+                        ("Q: what is {} 's nation ? A:", "Q: which country is {} in ? A:"),
+                        ("{} 's nation", "{} 's state"))
+# `WorldConfig.bridge_relations`: a second relation out of sports, so that a person's sport, like their
+# country, is a bridge with several continuations (a single continuation gets memorised, not composed).
+P2283 = Relation("P2283", "uses", "sport", "equipment",
+                 ("{} 's equipment is", "{} is played with a"),
+                 ("Q: what is {} 's equipment ? A:", "Q: what is {} played with ? A:"),
+                 ("{} 's equipment", "{} 's gear"))
+# ... and cities carry the country-level relations P30/P37/P38 themselves (a city's continent, language and
+# currency are its country's), so a birthplace also has four continuations.
+CITY_RELATIONS = ("P30", "P37", "P38")
+
 # Multi-hop frames over a (nested) noun phrase; single-hop questions[0] is the 1-hop case of frame 1.
 MULTI_HOP_FRAMES = ("{np} is", "Q: what is {np} ? A:")
 QUESTION_FRAMES = (1,)  # the frames that are questions (chain of thought starts from these)
@@ -192,6 +217,8 @@ THREE_HOP_PATHS = (
     ("P641", "P495", "P36"), ("P641", "P495", "P30"), ("P641", "P495", "P37"), ("P641", "P495", "P38"),
 )
 
+BRIDGE_TWO_HOP_PATHS = (("P19", "P30"), ("P19", "P37"), ("P19", "P38"), ("P641", "P2283"))
+
 # ----------------------------------------------------------------------------- world
 
 
@@ -202,6 +229,8 @@ class WorldConfig:
     seed: int = 0
     n_countries: int | None = None  # None: all of COUNTRIES (the first n otherwise; sports follow)
     three_hop: bool = True
+    distinct_nouns: bool = False  # P17 says "nation" instead of P27's "country" (see P17_DISTINCT)
+    bridge_relations: bool = False  # sports P2283 equipment; cities P30/P37/P38 (see CITY_RELATIONS)
 
     def __post_init__(self):
         if not 1 <= self.n_persons <= len(FIRST_NAMES) * len(LAST_NAMES):
@@ -339,6 +368,22 @@ class World:
         return path
 
 
+def world_relations(config: WorldConfig) -> dict[str, Relation]:
+    """The relations a world of this config uses (the module table, adjusted by the config's knobs)."""
+    rels = dict(RELATIONS)
+    if config.distinct_nouns:
+        rels["P17"] = P17_DISTINCT
+    if config.bridge_relations:
+        rels["P2283"] = P2283
+    return rels
+
+
+def world_paths(config: WorldConfig) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """(2-hop paths, 3-hop paths) composed by a world of this config."""
+    two = TWO_HOP_PATHS + (BRIDGE_TWO_HOP_PATHS if config.bridge_relations else ())
+    return two, THREE_HOP_PATHS if config.three_hop else ()
+
+
 def load_world(path: str | os.PathLike) -> World:
     """Read a world spec written by `World.save` (e.g. assets/world/world.json)."""
     path = Path(path)
@@ -381,6 +426,13 @@ def generate_world(config: WorldConfig = WorldConfig()) -> World:
     for s, origin in sports.items():
         add(s, "sport")
         facts[(s, "P495")] = origin
+    if config.bridge_relations:
+        for s in sports:
+            add(SPORT_EQUIPMENT[s], "equipment")
+            facts[(s, "P2283")] = SPORT_EQUIPMENT[s]
+        for city, country in [(c, o) for (c, r), o in facts.items() if r == "P17"]:
+            for rid in CITY_RELATIONS:
+                facts[(city, rid)] = facts[(country, rid)]
 
     object_words = set(entities)
     names = [f"{f} {l}" for f, l in itertools.product(FIRST_NAMES, LAST_NAMES)]
@@ -397,11 +449,12 @@ def generate_world(config: WorldConfig = WorldConfig()) -> World:
     subjects_of = {t: [e.name for e in entities.values() if e.type == t] for t in ("person", "city", "sport")}
     compositions: list[Composition] = []
     heldout: set[Composition] = set()
-    for paths in (TWO_HOP_PATHS, THREE_HOP_PATHS if config.three_hop else ()):
+    relations = world_relations(config)
+    for paths in world_paths(config):
         comps = [
             Composition(s, path)
             for path in paths
-            for s in subjects_of[RELATIONS[path[0]].subject_type]
+            for s in subjects_of[relations[path[0]].subject_type]
         ]
         compositions += comps
         # A 3-hop question nests its 2-hop prefix's noun phrase ("the capital of [the country of the
@@ -412,7 +465,7 @@ def generate_world(config: WorldConfig = WorldConfig()) -> World:
         share = config.heldout_fraction if not forced else config.heldout_fraction / 2
         heldout.update(forced)
         heldout.update(rng.sample(rest, round(share * len(rest))))
-    world = World(config, entities, dict(RELATIONS), facts, compositions, frozenset(heldout))
+    world = World(config, entities, relations, facts, compositions, frozenset(heldout))
     log.info(
         "world: %d entities (%d persons), %d facts, %d compositions (%d held out)",
         len(entities), len(persons), len(facts), len(compositions), len(heldout),
