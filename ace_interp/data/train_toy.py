@@ -81,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # one thread: on a shared (contended) CPU two threads were up to 6x slower per step
     time_limit_s: float | None = None
+    stop_after: int | None = None  # stop after this many steps while the lr schedule still spans `steps`
     init_from: str | None = None  # continue from a saved toy model (same world and architecture)
     device: str = "cpu"  # "cuda" trains on a GPU (not bit-identical to a CPU run of the same seed)
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -369,7 +370,7 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
         elapsed = time.perf_counter() - t0
-        out_of_time = cfg.time_limit_s is not None and elapsed > cfg.time_limit_s
+        out_of_time = (cfg.time_limit_s is not None and elapsed > cfg.time_limit_s) or step == cfg.stop_after
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             m = evaluate(model, tokenizer, split, sample=cfg.eval_sample, seed=step)
             model.train()
@@ -382,7 +383,7 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
                 log.info("sampled accuracies clear the bars with margin at step %d: stopping", step)
                 break
             if out_of_time:
-                log.warning("time limit %.0f s reached at step %d", cfg.time_limit_s, step)
+                log.warning("stopping at step %d (time limit %s s, stop-after %s)", step, cfg.time_limit_s, cfg.stop_after)
                 break
     bar.close()
     train_seconds = time.perf_counter() - t0
@@ -444,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=TrainConfig.threads,
                    help="torch threads (2 is faster on an idle 2-core machine, much slower on a busy one)")
     p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many steps; the learning-rate schedule still spans --steps")
     p.add_argument("--init-from", help="continue training a saved toy model (same world and architecture)")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
     p.add_argument("--no-progress", action="store_true")
@@ -458,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = TrainConfig(
         arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=args.d_mlp, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, stop_at_bars=not args.no_stop_at_bars,
-        seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, world=wcfg, init_from=args.init_from,
+        seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, stop_after=args.stop_after, world=wcfg, init_from=args.init_from,
         warmup=args.warmup, weight_decay=args.weight_decay, device=args.device,
     )
     world = world or generate_world(wcfg)

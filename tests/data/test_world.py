@@ -58,7 +58,7 @@ def test_bad_config_is_rejected():
 
 def test_entities_objects_single_token_persons_multi_token(small_world):
     types = {e.type for e in small_world.entities.values()}
-    assert types == {"person", "country", "city", "continent", "language", "currency", "sport"}
+    assert types == {"person", "country", "city", "continent", "language", "currency", "sport", "equipment"}
     for e in small_world.entities.values():
         assert (len(e.name.split()) >= 2) == (e.type == "person"), e
     qids = [e.qid for e in small_world.entities.values()]
@@ -66,7 +66,7 @@ def test_entities_objects_single_token_persons_multi_token(small_world):
     # every fact is typed as its relation says
     for (s, rid), o in small_world.facts.items():
         r = small_world.relations[rid]
-        assert small_world.entities[s].type == r.subject_type and small_world.entities[o].type == r.object_type
+        assert r.takes(small_world.entities[s].type) and small_world.entities[o].type == r.object_type
 
 
 def test_relation_ids_and_templates(small_world):
