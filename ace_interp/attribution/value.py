@@ -21,6 +21,17 @@ where N is the model's final norm. Two choices for N:
 
 Every function here evaluates the full-vocabulary log-softmax; neurons are processed in chunks so that
 no `[neurons × vocab]` block exceeds `memory_budget` bytes.
+
+With the frozen norm (and no logit soft cap) the logits are affine in v, which gives the *projected* path
+(`method="projected"`, the default there):
+
+    logits(x + m_k fc2_k) = logits(x) + (m_k / s) · P_l[k],   P_l[k] = W_U (γ ⊙ c(fc2_k))
+    I(v_k) = a_k P_l[k, w] − logsumexp_j( log p(j | x) + a_k P_l[k, j] ),   a_k = m_k / s
+
+P_l does not depend on the prompt: one `[d_mlp × vocab]` GEMM per layer (in chunks) serves every prompt
+and position of a batch, each of which then costs one element-wise exp/sum pass over the chunk. The
+`"direct"` path (norm, unembedding and log-softmax of every x + v, as written in the definition) is kept
+for the recomputed norm and soft-capped logits, and as the reference the projected path is tested against.
 """
 
 from __future__ import annotations
@@ -32,11 +43,12 @@ from typing import Literal
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.model.architecture import resolve_layers
+from ace_interp.model.architecture import final_norm_module, model_spec, resolve_layers, unembed_module
 from ace_interp.model import (
     NeuronActivations,
     apply_final_norm,
@@ -51,7 +63,17 @@ log = logging.getLogger(__name__)
 
 NormMode = Literal["frozen", "recomputed"]
 NORM_MODES: tuple[str, ...] = ("frozen", "recomputed")
+ScoreMethod = Literal["auto", "projected", "direct"]
+SCORE_METHODS: tuple[str, ...] = ("auto", "projected", "direct")
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes for one [chunk × vocab] block of logits (and its logsumexp temp)
+# Rows with |Δ| = |a_k| · max_j |P_l[k, j]| ≤ this many nats get lse(log p + Δ) as log Σ_j p_j e^{Δ_j} (exp, then
+# a mat-vec with p; no max-shift pass): e^{Δ} ≤ e^20 cannot overflow, and tokens whose p_j underflows float32
+# (p_j < e^-87) add < e^{-67} to a sum that is ≥ e^{E_p[Δ]} ≥ e^-20 (Jensen). Other rows take the shifted logsumexp.
+_UNSHIFTED_EXP_LIMIT = 20.0
+# top-k pruning compares float32 bounds with float32 exact scores: a bound within this many nats of the
+# cutoff is treated as clearing it, so rounding can never drop a neuron the full sweep would keep
+BOUND_SLACK = 1e-4
+DEFAULT_HEAD_TOKENS = 16  # the likeliest tokens the top-k bound treats exactly (see `value_upper_bounds`)
 
 
 # ----------------------------------------------------------------------------- targets
@@ -102,13 +124,126 @@ def _check_norm(norm: str) -> None:
         raise ValueError(f"unknown norm mode {norm!r}; expected one of {NORM_MODES}")
 
 
+def _check_method(method: str) -> None:
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; expected one of {SCORE_METHODS}")
+
+
+def _soft_capped(bridge: TransformerBridge) -> bool:
+    return (getattr(bridge.cfg, "output_logits_soft_cap", -1.0) or -1.0) > 0
+
+
+def _use_projection(bridge: TransformerBridge, norm: str, method: str) -> bool:
+    """Whether scores go through the prompt-independent projections P_l (frozen norm, no soft cap)."""
+    _check_norm(norm)
+    _check_method(method)
+    possible = norm == "frozen" and not _soft_capped(bridge)
+    if method == "projected" and not possible:
+        raise ValueError("method='projected' needs norm='frozen' and a model without a logit soft cap")
+    return possible and method != "direct"
+
+
+def _score_dtype(bridge: TransformerBridge) -> torch.dtype:
+    """Scores, log-probabilities and the exp/sum pass are at least float32 (bf16 log p ≈ −12 has 0.06 steps)."""
+    return torch.promote_types(bridge.cfg.dtype, torch.float32)
+
+
 def _rows_per_chunk(bridge: TransformerBridge, memory_budget: int | None, n: int) -> int:
+    """Rows of a `[rows × vocab]` block such that the block and its one temporary fit `memory_budget` bytes:
+    logits + logsumexp temp (direct path), or P chunk (model dtype) + the float32 exp/sum block (projected)."""
     if memory_budget is None:
         return max(n, 1)
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be positive (bytes), got {memory_budget}")
-    per_row = 2 * bridge.cfg.d_vocab * torch.finfo(bridge.cfg.dtype).bits // 8  # logits + logsumexp temp
-    return max(1, int(memory_budget // per_row))
+    bytes_per_entry = bridge.cfg.dtype.itemsize + _score_dtype(bridge).itemsize
+    return max(1, int(memory_budget // (bridge.cfg.d_vocab * bytes_per_entry)))
+
+
+def final_norm_gamma(bridge: TransformerBridge) -> Float[Tensor, " d_model"]:
+    """γ of the final norm (1 + w for Gemma-style offset RMSNorm)."""
+    weight = final_norm_module(bridge).weight
+    return weight + 1.0 if getattr(bridge.cfg, "rmsnorm_uses_offset", False) else weight
+
+
+def norm_linear_part(bridge: TransformerBridge, vectors: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """γ ⊙ c(v): with the divisor s frozen, N(x + v) = N(x) + γ ⊙ c(v) / s (c = mean-centring for
+    LayerNorm, identity for RMSNorm; β belongs to N(x))."""
+    if model_spec(bridge).normalization == "layernorm":
+        vectors = vectors - vectors.mean(-1, keepdim=True)
+    return vectors * final_norm_gamma(bridge)
+
+
+def sub_value_logits(
+    bridge: TransformerBridge, layer: int, neurons: Int[Tensor, " n"] | None = None
+) -> Float[Tensor, "n d_vocab"]:
+    """P_l[k] = W_U (γ ⊙ c(fc2^l_k)): the logit change per unit of m_k / s under the frozen final norm
+    (no unembedding bias: it belongs to logits(x)). All neurons of the layer when `neurons` is None."""
+    fc2 = sub_values(bridge, layer)
+    if neurons is not None:
+        fc2 = fc2[neurons]
+    return F.linear(norm_linear_part(bridge, fc2), unembed_module(bridge).weight)
+
+
+def frozen_log_probs(
+    bridge: TransformerBridge, resid: Float[Tensor, "n d_model"], scale: Float[Tensor, "n 1"]
+) -> Float[Tensor, "n d_vocab"]:
+    """log p(· | resid) with the frozen divisor `scale` (one row per residual), in at least float32.
+
+    The log-softmax itself runs in float64: torch's float32 one leaves Σ_j p_j − 1 up to ~1e-5 on a 49k
+    vocabulary with logits ~30, an offset every projected score (and bound) would inherit."""
+    logits = unembed(bridge, apply_final_norm(bridge, resid, scale))
+    return logits.double().log_softmax(-1).to(_score_dtype(bridge))
+
+
+def _log_mean_exp(
+    P: Float[Tensor, "n d_vocab"],
+    steps: Float[Tensor, " n"],
+    log_probs: Float[Tensor, " d_vocab"],
+    reach: Float[Tensor, " n"],
+    work: Float[Tensor, "rows d_vocab"],
+) -> Float[Tensor, " n"]:
+    """log E_p[e^{Δ_k}] = lse_j(log p_j + a_k P[k, j]) per row k (= lse(L + Δ_k) − lse(L)).
+
+    `work` is a reusable float32 buffer of at least n rows (a fresh [n × vocab] tensor costs page faults on
+    every call); `reach` = max_j |P[k, j]| decides which rows may skip the max-shift (`_UNSHIFTED_EXP_LIMIT`)."""
+    delta = torch.mul(P, steps[:, None], out=work[: len(P)])  # Δ = a P
+    lse = torch.mv(delta.exp_(), log_probs.exp()).log_()  # log Σ_j p_j e^{Δ_j}; wild rows may overflow here
+    wild = (steps.abs() * reach > _UNSHIFTED_EXP_LIMIT).nonzero()[:, 0]
+    if len(wild):
+        lse[wild] = torch.logsumexp(torch.addcmul(log_probs, steps[wild, None], P[wild]), -1)
+    return lse
+
+
+def _projected_scores(
+    bridge: TransformerBridge,
+    layer: int,
+    neurons: Int[Tensor, " n"] | None,
+    steps: Float[Tensor, "batch n"],
+    log_probs: Float[Tensor, "batch d_vocab"],
+    targets: Int[Tensor, " batch"],
+    memory_budget: int | None,
+) -> Float[Tensor, "batch n"]:
+    """I(v_k) for neurons of one layer and a batch of prompts, through the shared projections P_l:
+
+        I_bk = a_bk P_l[k, w_b] − logsumexp_j( log p_b(j | x) + a_bk P_l[k, j] ),  a_bk = m_bk / s_b
+
+    (log p(w | x + v) − log p(w | x) = Δ_w − [lse(L + Δ) − lse(L)] and lse(L + Δ) − lse(L) = lse(log p + Δ)).
+    Each chunk of P_l is computed once and reused by every prompt; chunk rows fit `memory_budget`."""
+    n = steps.shape[1]
+    rows = _rows_per_chunk(bridge, memory_budget, n)
+    out = torch.empty_like(steps)
+    work = steps.new_empty(min(rows, n), log_probs.shape[-1])  # the float32 exp block, reused
+    for start in range(0, n, rows):
+        chunk = slice(start, start + rows)
+        ids = torch.arange(start, min(start + rows, n), device=steps.device) if neurons is None else neurons[chunk]
+        P = sub_value_logits(bridge, layer, ids)  # [rows, vocab], shared by the whole batch
+        low, high = torch.aminmax(P, dim=-1)
+        reach = torch.maximum(high, -low).to(steps.dtype)  # max_j |P_l[k, j]|
+        for b in range(len(steps)):
+            a = steps[b, chunk]
+            lse = _log_mean_exp(P, a, log_probs[b], reach, work)
+            out[b, chunk] = a * P[:, int(targets[b])] - lse
+    return out
 
 
 def target_log_prob(
@@ -236,22 +371,41 @@ def value_scores(
     norm: NormMode = "frozen",
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
     activations: NeuronActivations | None = None,
+    method: ScoreMethod = "auto",
 ) -> ValueScores:
     """I(v^l_k) for every neuron k of every layer in `layers` (all by default), per prompt.
 
     One batched forward collects m^l and x^l (`neuron_activations`; pass `activations` to reuse a run,
-    e.g. one taken under ablation hooks). Then for each prompt and layer the d_mlp residuals
-    x^l + m^l_k fc2^l_k go through the final norm (frozen divisor s of the actual final residual, or
-    recomputed), the unembedding and an exact log-softmax, `memory_budget` bytes of logits at a time
-    (None: a whole layer at once). Cost per prompt ≈ n_layers · d_mlp · d_model · d_vocab multiply-adds.
+    e.g. one taken under ablation hooks). Then, `memory_budget` bytes of `[neurons × vocab]` at a time
+    (None: a whole layer at once):
+
+    * projected path (`method="auto"` with the frozen norm, or `"projected"`): per layer, chunks of
+      P_l = (γ ⊙ c(fc2_l)) W_Uᵀ are computed once for the whole batch, and each prompt costs one
+      element-wise exp/sum pass over them (`_projected_scores`). A batch of B prompts costs about one
+      prompt's GEMMs (n_layers · d_mlp · d_model · d_vocab multiply-adds) plus B · n_layers · d_mlp · d_vocab
+      exponentials.
+    * direct path (`"direct"`, and always for the recomputed norm or soft-capped logits): per prompt and
+      layer the d_mlp residuals x^l + m^l_k fc2^l_k go through the final norm, the unembedding and an exact
+      log-softmax — the GEMMs are repeated for every prompt.
+
+    Both give the same numbers up to float32 rounding (tested). Scores are at least float32.
     """
-    _check_norm(norm)
+    projected = _use_projection(bridge, norm, method)
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
     layers = resolve_layers(bridge, layers)
     index = [acts.layers.index(l) for l in layers]
-    scores = torch.zeros(len(prompts), len(layers), bridge.cfg.d_mlp, dtype=acts.x.dtype, device=acts.x.device)
-    base = torch.zeros(len(prompts), len(layers), dtype=acts.x.dtype, device=acts.x.device)
+    dtype = _score_dtype(bridge)
+    scores = torch.zeros(len(prompts), len(layers), bridge.cfg.d_mlp, dtype=dtype, device=acts.x.device)
+    base = torch.zeros(len(prompts), len(layers), dtype=dtype, device=acts.x.device)
     with torch.no_grad():
+        if projected:
+            scales = final_norm_scale(bridge, acts.final_resid)  # [batch, 1], frozen per prompt
+            for i, j in enumerate(index):
+                log_probs = frozen_log_probs(bridge, acts.x[:, j], scales)
+                base[:, i] = log_probs.gather(1, target_ids[:, None])[:, 0]
+                steps = (acts.coefficients[:, j] / scales).to(dtype)  # a = m / s
+                scores[:, i] = _projected_scores(bridge, layers[i], None, steps, log_probs, target_ids, memory_budget)
+            return ValueScores(layers, acts.positions, target_ids, scores, base, norm)
         for i, (l, j) in enumerate(zip(layers, index)):
             fc2 = sub_values(bridge, l)
             for b in range(len(prompts)):
@@ -264,6 +418,47 @@ def value_scores(
     return ValueScores(layers, acts.positions, target_ids, scores, base, norm)
 
 
+def _group_by_layer(neurons: Sequence[tuple[int, int]]) -> dict[int, tuple[list[int], list[int]]]:
+    """{layer: (positions in `neurons`, neuron ids)} in order of first appearance."""
+    groups: dict[int, tuple[list[int], list[int]]] = {}
+    for r, (l, k) in enumerate(neurons):
+        where, ks = groups.setdefault(l, ([], []))
+        where.append(r)
+        ks.append(k)
+    return groups
+
+
+def _projected_scores_for(
+    bridge: TransformerBridge,
+    activations: NeuronActivations,
+    prompts: Sequence[int],
+    target_ids: Int[Tensor, " batch"],
+    neurons: Sequence[tuple[int, int]],
+    memory_budget: int | None,
+    log_probs_of: dict[int, Float[Tensor, "batch d_vocab"]] | None = None,
+) -> Float[Tensor, "batch n"]:
+    """Projected-path I(v) of explicit (layer, neuron) pairs for several prompts of `activations`: per layer,
+    the rows of P_l for the pairs' neurons are computed once and shared by all the prompts.
+    `log_probs_of[layer]` may hold log p(· | x^l) of these prompts already (else computed here)."""
+    acts, device = activations, activations.x.device
+    rows = torch.as_tensor(list(prompts), device=device)
+    dtype = _score_dtype(bridge)
+    out = torch.empty(len(rows), len(neurons), dtype=dtype, device=device)
+    scales = final_norm_scale(bridge, acts.final_resid[rows])
+    for l, (where, ks) in _group_by_layer(neurons).items():
+        j = acts.layers.index(l)
+        ks_t = torch.tensor(ks, device=device)
+        if log_probs_of is not None and l in log_probs_of:
+            log_probs = log_probs_of[l]
+        else:
+            log_probs = frozen_log_probs(bridge, acts.x[rows, j], scales)
+        steps = (acts.coefficients[rows, j][:, ks_t] / scales).to(dtype)
+        out[:, torch.tensor(where, device=device)] = _projected_scores(
+            bridge, l, ks_t, steps, log_probs, target_ids, memory_budget
+        )
+    return out
+
+
 def value_scores_for(
     bridge: TransformerBridge,
     activations: NeuronActivations,
@@ -272,17 +467,23 @@ def value_scores_for(
     neurons: Sequence[tuple[int, int]],
     norm: NormMode = "frozen",
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    method: ScoreMethod = "auto",
 ) -> Float[Tensor, " n"]:
-    """I(v) for an explicit list of (layer, neuron) pairs of one prompt (same definition as `value_scores`).
+    """I(v) for an explicit list of (layer, neuron) pairs of one prompt (same definition and paths as
+    `value_scores`).
 
-    All pairs go through the final norm and unembedding together (chunked by `memory_budget`), whatever
-    their layers; log p(w | x^l) is computed once per layer."""
-    _check_norm(norm)
+    Projected path: per layer, the rows of P_l for the listed neurons. Direct path: all pairs go through the
+    final norm and unembedding together (chunked by `memory_budget`), whatever their layers; log p(w | x^l)
+    is computed once per layer."""
+    projected = _use_projection(bridge, norm, method)
     if not neurons:
-        return activations.x.new_zeros(0)
-    scale = _frozen_scale(bridge, activations, prompt, norm)
-    layer_list = sorted({l for l, _ in neurons})
+        return activations.x.new_zeros(0, dtype=_score_dtype(bridge))
     with torch.no_grad():
+        if projected:
+            target_ids = torch.tensor([target], device=activations.x.device)
+            return _projected_scores_for(bridge, activations, [prompt], target_ids, neurons, memory_budget)[0]
+        scale = _frozen_scale(bridge, activations, prompt, norm)
+        layer_list = sorted({l for l, _ in neurons})
         rows = [activations.layers.index(l) for l in layer_list]
         base = target_log_prob(bridge, activations.x[prompt, rows], target, scale, None)
         resid = activations.x.new_empty(len(neurons), activations.x.shape[-1])
@@ -293,38 +494,63 @@ def value_scores_for(
             j = rows[i]
             resid[where] = activations.x[prompt, j] + activations.coefficients[prompt, j, ks, None] * sub_values(bridge, l)[ks]
             base_of_pair[where] = base[i]
-        return target_log_prob(bridge, resid, target, scale, memory_budget) - base_of_pair
+        return (target_log_prob(bridge, resid, target, scale, memory_budget) - base_of_pair).to(_score_dtype(bridge))
 
 
 # ----------------------------------------------------------------------------- exact top-k with pruning
 
 
-def _linear_upper_bounds(
-    bridge: TransformerBridge, acts: NeuronActivations, b: int, target: int, layers: Sequence[int], scale: Tensor
+@torch.no_grad()
+def value_upper_bounds(
+    bridge: TransformerBridge,
+    acts: NeuronActivations,
+    b: int,
+    target: int,
+    layers: Sequence[int],
+    scale: Float[Tensor, "1"],
+    head_tokens: int = DEFAULT_HEAD_TOKENS,
+    log_probs: Float[Tensor, "n_layers d_vocab"] | None = None,
 ) -> Float[Tensor, "n_layers d_mlp"]:
-    """An upper bound on I(v) for every neuron, with the frozen norm, from two mat-vecs per layer.
+    """An upper bound on I(v) for every neuron of `layers` (frozen norm), far cheaper than the exact scores.
 
-    With s frozen, logits(x + v) = L + Δ(v), Δ(v) = W_U (γ ⊙ c(v) / s) linear in v. By convexity of
-    logsumexp, lse(L + Δ) ≥ lse(L) + Σ_i p_i Δ_i with p = softmax(L), hence
-        I(v) = Δ_w − [lse(L + Δ) − lse(L)] ≤ Δ_w − E_p[Δ] = v · c(γ ⊙ (u_w − U^T p)) / s.
-    The bound is tight to second order for small v.
+    With s frozen, logits(x + v_k) = L + Δ_k with Δ_k = a_k P_l[k] (see `sub_value_logits`), and
+    I(v_k) = Δ_kw − lse(log p + Δ_k), p = p(· | x). Split the vocabulary into a head S (the `head_tokens`
+    likeliest tokens and w) and the tail T with mass q = p(T). Jensen's inequality on the tail,
+    Σ_{j∈T} p_j e^{Δ_j} ≥ q · exp(μ), μ = Σ_{j∈T} (p_j / q) Δ_j, gives
+
+        lse(log p + Δ_k) ≥ log( Σ_{j∈S} p_j e^{Δ_kj} + q e^{μ_k} )   ⇒   I(v_k) ≤ Δ_kw − that,
+
+    which needs Δ_k only on S (one [d_mlp × d_model] × [d_model × |S|] GEMM per layer) and μ_k = a_k (γ ⊙
+    c(fc2_k)) · W_Uᵀ p_T / q (one mat-vec). S = ∅ would be the plain linear bound Δ_w − E_p[Δ]; every head
+    token only tightens it (convexity), and it is exact when S is the whole vocabulary. `log_probs` may hold
+    log p(· | x^l) for `layers` already (`frozen_log_probs`).
     """
-    from ace_interp.model.architecture import final_norm_module, model_spec, unembed_module
-
-    norm = final_norm_module(bridge)
-    gamma = norm.weight + 1.0 if getattr(bridge.cfg, "rmsnorm_uses_offset", False) else norm.weight
+    if _soft_capped(bridge):
+        raise NotImplementedError("the upper bound assumes logits affine in v (no logit soft cap)")
+    dtype = _score_dtype(bridge)
     W_U = unembed_module(bridge).weight  # [vocab, d_model]
-    cap = getattr(bridge.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    if cap > 0:
-        raise NotImplementedError("the linear bound assumes no logit soft cap")
     rows = [acts.layers.index(l) for l in layers]
-    p = unembed(bridge, apply_final_norm(bridge, acts.x[b, rows], scale)).softmax(-1)  # [n_layers, vocab]
-    directions = (W_U[target] - p @ W_U) * gamma / scale
-    if model_spec(bridge).normalization == "layernorm":
-        directions = directions - directions.mean(-1, keepdim=True)  # c(v)·d = v·c(d)
-    return torch.stack(
-        [acts.coefficients[b, j] * (sub_values(bridge, l) @ d) for l, j, d in zip(layers, rows, directions)]
-    )
+    if log_probs is None:
+        log_probs = frozen_log_probs(bridge, acts.x[b, rows], scale.reshape(1, 1).expand(len(rows), 1))
+    probs = log_probs.exp()  # [n_layers, vocab]
+    others = probs.index_fill(1, torch.tensor([target], device=probs.device), -1.0)  # w is always in S
+    n_head = min(head_tokens, probs.shape[-1] - 1)
+    heads = torch.cat([torch.full_like(probs[:, :1], target, dtype=torch.long), others.topk(n_head, dim=-1).indices], 1)
+    in_head = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, heads, True)
+    tail = probs.masked_fill(in_head, 0.0)
+    tail_mass = tail.sum(-1)  # q per layer
+    tail_dir = (tail.to(W_U.dtype) @ W_U).to(dtype)  # W_Uᵀ p_T per layer, [n_layers, d_model]
+    out = []
+    for l, j, lp, head, q, u_tail in zip(layers, rows, log_probs, heads, tail_mass, tail_dir):
+        a = (acts.coefficients[b, j] / scale).to(dtype)  # [d_mlp]
+        G = norm_linear_part(bridge, sub_values(bridge, l)).to(dtype)  # P_l = G W_Uᵀ
+        delta_head = a[:, None] * (G @ W_U[head].to(dtype).T)  # Δ_kj for j ∈ S (the first column is w)
+        terms = lp[head][None] + delta_head
+        if float(q) > 0:
+            mu = a * (G @ u_tail) / q
+            terms = torch.cat([terms, (q.log() + mu)[:, None]], 1)
+        out.append(delta_head[:, 0] - torch.logsumexp(terms, -1))
+    return torch.stack(out)
 
 
 def _pruned_search(
@@ -336,34 +562,45 @@ def _pruned_search(
     k: int | None,
     threshold: float | None,
 ) -> pd.DataFrame:
-    """Exact scores for the neurons that can matter, visited in decreasing order of the linear bound:
-    stop once the next bound is below the k-th best exact score (top-k) or below `threshold`."""
+    """Exact scores for the neurons that can matter, visited in decreasing order of `value_upper_bounds`.
+
+    Top-k: the first round scores the k best-bounded neurons exactly; the k-th best exact score found so
+    far is the cutoff, and each further round scores (at most twice as many as the last round) the next
+    neurons whose bound still clears it; it stops when the next bound is below the cutoff — no neuron left
+    can enter the top k. Threshold: every neuron whose bound clears the threshold is scored, in one round.
+    Bounds within `BOUND_SLACK` of the cutoff count as clearing it (float32 rounding)."""
     d_mlp = bridge.cfg.d_mlp
-    chunk = max(_rows_per_chunk(bridge, memory_budget, 1), k or 1)
     frames = []
     with torch.no_grad():
         for b in range(len(target_ids)):
             w = int(target_ids[b])
             scale = final_norm_scale(bridge, acts.final_resid[b])
-            bounds = _linear_upper_bounds(bridge, acts, b, w, layers, scale).reshape(-1)
-            order = bounds.argsort(descending=True)
-            exact_idx: list[Tensor] = []
-            exact_val: list[Tensor] = []
+            rows = [acts.layers.index(l) for l in layers]
+            log_probs = frozen_log_probs(bridge, acts.x[b, rows], scale.reshape(1, 1).expand(len(rows), 1))
+            log_probs_of = {l: log_probs[i : i + 1] for i, l in enumerate(layers)}  # shared by bound and rounds
+            bounds = value_upper_bounds(bridge, acts, b, w, layers, scale, log_probs=log_probs).reshape(-1)
+            sorted_bounds, order = bounds.sort(descending=True)
+            sorted_bounds = (sorted_bounds + BOUND_SLACK).cpu()
             cutoff = -float("inf") if threshold is None else threshold
-            for start in range(0, len(order), chunk):
-                n_done = sum(len(i) for i in exact_idx)
-                if (k is None or n_done >= k) and float(bounds[order[start]]) < cutoff:
+            done, values = 0, []
+            round_size = k or len(order)
+            while done < len(order):
+                # bounds are sorted: the neurons that still clear the cutoff are a prefix of those left
+                clearing = int((sorted_bounds[done:] >= cutoff).sum())
+                if clearing == 0:
                     break
-                idx = order[start : start + chunk]
-                pairs = [(layers[i // d_mlp], i % d_mlp) for i in idx.tolist()]
-                exact_idx.append(idx)
-                exact_val.append(value_scores_for(bridge, acts, b, w, pairs, "frozen", memory_budget))
-                if k is not None and n_done + len(idx) >= k:
-                    cutoff = max(cutoff, float(torch.cat(exact_val).topk(k).values[-1]))
-            if not exact_idx:  # every bound is below the threshold: no neuron qualifies
-                exact_idx, exact_val = [order[:0]], [bounds[:0]]
-            idx, val = torch.cat(exact_idx), torch.cat(exact_val)
-            log.debug("prompt %d: exact scores for %d of %d neurons", b, len(idx), len(order))
+                take = min(clearing, round_size)
+                pairs = [(layers[i // d_mlp], i % d_mlp) for i in order[done : done + take].tolist()]
+                values.append(
+                    _projected_scores_for(bridge, acts, [b], target_ids[b : b + 1], pairs, memory_budget, log_probs_of)[0]
+                )
+                done += take
+                if k is not None and done >= k:
+                    cutoff = max(cutoff, float(torch.cat(values).topk(k).values[-1]))
+                round_size *= 2
+            idx = order[:done]
+            val = torch.cat(values) if values else bounds[:0]
+            log.debug("prompt %d: exact scores for %d of %d neurons", b, done, len(order))
             if threshold is not None:
                 keep = val > threshold
                 idx, val = idx[keep], val[keep]
@@ -397,10 +634,10 @@ def top_value_neurons(
 ) -> pd.DataFrame:
     """The exact top-k value neurons per prompt (frozen norm), computing exact scores only where needed.
 
-    Neurons are visited in order of the upper bound of `_linear_upper_bounds`; once the next bound is
+    Neurons are visited in order of the upper bound of `value_upper_bounds`; once the next bound is
     below the k-th best exact score found so far, no remaining neuron can enter the top k. Returns the
     same rows (prompt, layer, neuron, score, rank) as `value_scores(...).to_frame(k)` (ties aside),
-    typically at a small fraction of the cost of the full sweep.
+    typically at a small fraction of the cost of the full sweep. Exact scores use the projected path.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -420,7 +657,7 @@ def value_neurons_above(
     activations: NeuronActivations | None = None,
 ) -> pd.DataFrame:
     """Every neuron whose value score (frozen norm) exceeds `threshold`, per prompt, exactly: neurons whose
-    linear upper bound is below the threshold are never evaluated. Rows: prompt, layer, neuron, score, rank."""
+    upper bound (`value_upper_bounds`) is below the threshold are never evaluated. Rows: prompt, layer, neuron, score, rank."""
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, layers, activations)
     layers = resolve_layers(bridge, layers)
     return _pruned_search(bridge, acts, target_ids, layers, memory_budget, None, float(threshold))
@@ -453,12 +690,8 @@ def top_mean_value_neurons(
         tops = _pruned_search(bridge, acts, target_ids, layers, memory_budget, M, None)
         bound = tops.groupby("prompt").score.min().mean() if M < n_total else -float("inf")
         union = sorted(set(zip(tops.layer.tolist(), tops.neuron.tolist())))
-        exact = torch.stack(
-            [
-                value_scores_for(bridge, acts, b, int(target_ids[b]), union, "frozen", memory_budget)
-                for b in range(len(prompts))
-            ]
-        ).mean(0)
+        with torch.no_grad():  # every prompt on the union, sharing each layer's P_l rows
+            exact = _projected_scores_for(bridge, acts, range(len(prompts)), target_ids, union, memory_budget).mean(0)
         values, idx = exact.topk(min(count, len(union)))
         if len(union) >= count and float(values[-1]) >= bound:
             break

@@ -13,7 +13,15 @@ from ace_interp.attribution import (
     value_neurons_above,
     value_scores,
 )
-from ace_interp.attribution.value import _linear_upper_bounds
+from ace_interp.attribution.value import (
+    BOUND_SLACK,
+    _log_mean_exp,
+    frozen_log_probs,
+    sub_value_logits,
+    value_scores_for,
+    value_upper_bounds,
+)
+from ace_interp.model import final_norm_scale
 from ace_interp.model import neuron_activations
 from ace_interp.model.architecture import final_norm_module, unembed_module
 
@@ -44,10 +52,10 @@ def reference_log_prob(bridge, resid, target, frozen_from=None):
     return head(normed).log_softmax(-1)[target]
 
 
-@pytest.mark.parametrize("norm", ["frozen", "recomputed"])
-def test_value_scores_equal_brute_force(tiny_model, norm):
+@pytest.mark.parametrize("norm,method", [("frozen", "projected"), ("frozen", "direct"), ("recomputed", "auto")])
+def test_value_scores_equal_brute_force(tiny_model, norm, method):
     bridge = tiny_model
-    vs = value_scores(bridge, PROMPTS, TARGETS, norm=norm)
+    vs = value_scores(bridge, PROMPTS, TARGETS, norm=norm, method=method)
     acts = neuron_activations(bridge, PROMPTS)
     W_out = bridge.W_out  # TL's own stacked copy, independent of ffn_weight
     assert vs.scores.shape == (2, bridge.cfg.n_layers, bridge.cfg.d_mlp)
@@ -88,25 +96,109 @@ def test_frozen_and_recomputed_differ(tiny_model):
     assert not torch.allclose(a, b, atol=1e-6)
 
 
-def test_linear_bound_is_an_upper_bound(tiny_model):
+def test_projected_path_equals_direct_path(tiny_model):
+    """P_l = (γ ⊙ c(fc2_l)) W_Uᵀ shared by the batch gives the direct path's numbers, chunked or not, for
+    whole layers (`value_scores`) and explicit neuron lists (`value_scores_for`)."""
+    acts = neuron_activations(tiny_model, PROMPTS)
+    direct = value_scores(tiny_model, PROMPTS, TARGETS, activations=acts, method="direct")
+    one_row = 2 * tiny_model.cfg.d_vocab * 4
+    for budget in (None, one_row, 5 * one_row):
+        projected = value_scores(tiny_model, PROMPTS, TARGETS, activations=acts, memory_budget=budget)
+        torch.testing.assert_close(projected.scores, direct.scores, atol=1e-6, rtol=0)
+        torch.testing.assert_close(projected.base_log_probs, direct.base_log_probs, atol=1e-6, rtol=0)
+    pairs = [(2, 5), (0, 1), (2, 0), (1, 7), (0, 1)]  # any order, repeats allowed
+    for b in range(2):
+        w = int(direct.target_ids[b])
+        got = value_scores_for(tiny_model, acts, b, w, pairs, memory_budget=one_row)
+        ref = value_scores_for(tiny_model, acts, b, w, pairs, method="direct")
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got, direct.scores[b][[l for l, _ in pairs], [k for _, k in pairs]], atol=1e-6, rtol=0)
+
+
+def test_sub_value_logits_are_the_logit_change(tiny_model):
+    # logits(x + m fc2_k) − logits(x) = (m / s) P_l[k] under the frozen norm (norm bias and b_U cancel)
+    from ace_interp.model import apply_final_norm, sub_values, unembed
+
+    x, s = torch.randn(tiny_model.cfg.d_model), torch.tensor([1.7])
+    with torch.no_grad():
+        fc2 = sub_values(tiny_model, 1)[:4]
+        change = unembed(tiny_model, apply_final_norm(tiny_model, x + 0.3 * fc2, s)) - unembed(
+            tiny_model, apply_final_norm(tiny_model, x[None], s)
+        )
+        torch.testing.assert_close(change, 0.3 / 1.7 * sub_value_logits(tiny_model, 1, torch.arange(4)), atol=1e-5, rtol=1e-4)
+
+
+def test_log_mean_exp_shifted_and_unshifted_rows():
+    # rows with |a|·max|P| > 20 nats take the max-shifted logsumexp; both kinds equal the float64 reference
+    torch.manual_seed(0)
+    P = torch.randn(6, 50) * 3
+    steps = torch.tensor([0.0, 0.01, -1.0, 2.0, 30.0, -50.0])
+    log_probs = (torch.randn(50) * 4).double().log_softmax(-1).float()
+    reach = P.abs().amax(-1)
+    got = _log_mean_exp(P, steps, log_probs, reach, torch.empty(8, 50))
+    ref = torch.logsumexp(log_probs.double() + steps.double()[:, None] * P.double(), -1)
+    torch.testing.assert_close(got.double(), ref, atol=2e-5, rtol=1e-6)
+    assert torch.isfinite(got).all()
+
+
+def test_projected_path_needs_frozen_norm_without_soft_cap(tiny_model):
+    with pytest.raises(ValueError, match="projected"):
+        value_scores(tiny_model, PROMPTS, TARGETS, norm="recomputed", method="projected")
+    with pytest.raises(ValueError, match="scoring method"):
+        value_scores(tiny_model, PROMPTS, TARGETS, method="fast")
+    # a soft-capped model falls back to the direct path (logits are no longer affine in v)
+    uncapped = value_scores(tiny_model, PROMPTS, TARGETS)
+    tiny_model.cfg.output_logits_soft_cap = 0.5
+    capped = value_scores(tiny_model, PROMPTS, TARGETS)
+    torch.testing.assert_close(capped.scores, value_scores(tiny_model, PROMPTS, TARGETS, method="direct").scores)
+    assert not torch.allclose(capped.scores, uncapped.scores, atol=1e-4)
+    with pytest.raises(ValueError, match="soft cap"):
+        value_scores(tiny_model, PROMPTS, TARGETS, method="projected")
+
+
+@pytest.mark.parametrize("head_tokens", [0, 3, 16, 10**6])
+def test_upper_bound_holds_and_tightens_with_the_head(tiny_model, head_tokens):
     acts = neuron_activations(tiny_model, PROMPTS)
     vs = value_scores(tiny_model, PROMPTS, TARGETS, activations=acts)
-    from ace_interp.model import final_norm_scale
-
     layers = list(range(tiny_model.cfg.n_layers))
     for b in range(2):
-        scale = final_norm_scale(tiny_model, acts.final_resid[b])
-        bound = _linear_upper_bounds(tiny_model, acts, b, int(vs.target_ids[b]), layers, scale)
+        w, scale = int(vs.target_ids[b]), final_norm_scale(tiny_model, acts.final_resid[b])
+        bound = value_upper_bounds(tiny_model, acts, b, w, layers, scale, head_tokens=head_tokens)
         assert (vs.scores[b] <= bound + 1e-6).all()
+        # never looser than the plain linear (Jensen) bound Δ_w − E_p[Δ]
+        with torch.no_grad():
+            p = frozen_log_probs(tiny_model, acts.x[b], scale.expand(len(layers), 1)).exp()
+            linear = torch.stack(
+                [(acts.coefficients[b, l] / scale) * (sub_value_logits(tiny_model, l) @ (torch.eye(len(p[l]))[w] - p[l])) for l in layers]
+            )
+        assert (bound <= linear + 1e-6).all()
+        if head_tokens >= tiny_model.cfg.d_vocab:  # the head is the whole vocabulary: the bound is exact
+            torch.testing.assert_close(bound, vs.scores[b], atol=1e-5, rtol=0)
 
 
-def test_pruned_top_k_equals_full_sort(tiny_model):
-    vs = value_scores(tiny_model, PROMPTS, TARGETS)
-    budget = 3 * 2 * tiny_model.cfg.d_vocab * 4  # 3-row chunks: the pruning loop really iterates
-    top = top_value_neurons(tiny_model, PROMPTS, TARGETS, k=15, memory_budget=budget)
-    full = vs.to_frame(15)
-    assert list(zip(top.prompt, top.layer, top.neuron)) == list(zip(full.prompt, full.layer, full.neuron))
-    assert top.score.to_numpy() == pytest.approx(full.score.to_numpy(), abs=1e-6)
+def assert_same_top_k(got, scores, k, tol=1e-6):
+    """`got` (rows prompt, layer, neuron, score) is the top-k of `scores` [batch, n_layers, d_mlp]: the same
+    scores in the same order, and the same neurons except where two scores tie within `tol`."""
+    d = scores.shape[-1]
+    for b in range(len(scores)):
+        mine = got[got.prompt == b]
+        flat = scores[b].reshape(-1)
+        want = flat.topk(k).values
+        assert mine.score.to_numpy() == pytest.approx(want.numpy(), abs=tol)
+        chosen = torch.tensor([l * d + n for l, n in zip(mine.layer, mine.neuron)])
+        assert len(set(chosen.tolist())) == k
+        assert flat[chosen].numpy() == pytest.approx(mine.score.to_numpy(), abs=tol)  # each is its neuron's score
+        assert float(flat[chosen].min()) >= float(want[-1]) - tol  # nothing outside beats what was chosen
+
+
+@pytest.mark.parametrize("k", [1, 15, 100])
+def test_pruned_top_k_equals_full_sort(tiny_model, k):
+    # the top-k of the full sweep (direct path, an independent computation); 3-row chunks make the exact
+    # rescoring iterate
+    vs = value_scores(tiny_model, PROMPTS, TARGETS, method="direct")
+    budget = 3 * 2 * tiny_model.cfg.d_vocab * 4
+    top = top_value_neurons(tiny_model, PROMPTS, TARGETS, k=k, memory_budget=budget)
+    assert_same_top_k(top, vs.scores, k)
 
 
 def test_value_neurons_above_threshold(tiny_model):
