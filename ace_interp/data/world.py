@@ -30,8 +30,12 @@ are possessive and subject-first, so the relations follow the subject in hop ord
                         The bridge entities are the objects of all hops but the last.
 
 Relation nouns: P27 country/homeland, P641 sport/game, P19 birthplace/hometown, P36 capital/capital city,
-P30 continent/landmass, P37 language/tongue, P38 currency/money, P17 (city) country/nation,
-P495 origin/country of origin.
+P30 continent/landmass, P37 language/tongue, P38 currency/money, P17 (city) country/nation (nation/state
+with `WorldConfig.distinct_nouns`), P495 origin/country of origin, P2283 equipment/gear.
+
+`WorldConfig.bridge_relations` (on by default) adds sport -P2283-> equipment and gives cities their country's
+P30/P37/P38, so that a person's birthplace and sport are bridges with several continuations (2-hop paths
+P19->{P17,P30,P37,P38}, P641->{P495,P2283}); with a single continuation they were memorised, not composed.
 
 The answer (and thus the attribution target) is the first token after the prompt. The canonical
 single-hop cloze and question are the 1-hop case of the multi-hop frames, so a multi-hop prompt starts with
