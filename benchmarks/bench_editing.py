@@ -1,87 +1,143 @@
-"""Editing speed: seconds per edit and per batch of k edits for ROME, MEMIT, PMET, ACE, with efficacy.
+"""Editing speed and efficacy: ROME, MEMIT, PMET, ACE, per edit and per batch of k edits, split by stage.
 
-For each method and k: a cold run (empty statistics cache: includes sampling covariance text and the
-key-statistics pass) and a warm run (statistics cached), both on the same requests; efficacy = share of
-the k requests whose prompt's greedy continuation now starts with target_new.
+    python -m benchmarks.bench_editing --model smollm2-135m --k 1 10
+    python -m benchmarks.bench_editing --model toy-gptj --k 1 10 100
+
+One run prints, per method and k:
+
+* covariance, cold: the key-statistics pass over the method's layers with an empty statistics cache
+  (a temporary cache folder; the model itself stays in the user cache), and once per model the corpus
+  text (sampling it from the model for real models; toy models read their world corpus);
+* the warm edit (statistics cached, context prefixes computed): total seconds and its stages
+  (`AppliedEdit.info["timings"]`: covariance read from the cache, target-value optimisation, keys and
+  current site outputs, solve = Cholesky + key→value solves + intermediate writes, write = the final
+  transactional write);
+* efficacy of the batch, as the MQuAKE protocol measures it (`evaluation.protocol.edit_efficacy`):
+  `top1` = greedy continuation of the cloze prompt names target_new, `p>p` = p(target_new) > p(target_true).
+
+Requests: the first k distinct-subject `requested_rewrite`s of the model's case file (SmolLM2: the filtered
+real facts `assets/real_facts/smollm2_known.json`; toy models: `assets/world/mquake_cases.json`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 
-from ace_interp.editing import EditRequest, edit
-from ace_interp.evaluation.answers import answer_matches, generate_greedy
+from ace_interp.data.mquake import Rewrite, load_mquake
+from ace_interp.editing import EditRequest, default_hparams, edit
+from ace_interp.editing.covariance import default_corpus, second_moments
+from ace_interp.evaluation.protocol import edit_efficacy, style_for
 from ace_interp.model import load_model
+from ace_interp.model.loading import ASSETS
 from benchmarks.common import machine_description
 
 log = logging.getLogger(__name__)
 
-REAL_REQUESTS = [
-    ("The capital of {} is", "France", "Rome", "Paris"),
-    ("The Eiffel Tower is located in the country of", "The Eiffel Tower", "Italy", "France"),
-    ("The official language of {} is", "Spain", "German", "Spanish"),
-    ("{} is located in the continent of", "Japan", "Europe", "Asia"),
-]
+METHODS = ("rome", "memit", "pmet", "ace")
+STAGES = ("targets", "keys", "solve", "write", "covariance", "contexts")
 
 
-def requests_for(model: str, k: int) -> list[EditRequest]:
-    if model.startswith("toy-"):
-        from ace_interp.data.mquake import load_mquake
-        from ace_interp.model.loading import ASSETS
+def case_file(model: str):
+    return ASSETS / "world" / "mquake_cases.json" if model.startswith("toy-") else ASSETS / "real_facts" / "smollm2_known.json"
 
-        cases = load_mquake(ASSETS / "world" / "mquake_cases.json")
-        rws = [rw for c in cases for rw in c.requested_rewrite]
-        seen, out = set(), []
-        for rw in rws:
+
+def rewrites_for(model: str, k: int) -> list[Rewrite]:
+    """The first k requested rewrites of the model's case file with distinct subjects."""
+    seen, out = set(), []
+    for case in load_mquake(case_file(model)):
+        for rw in case.requested_rewrite:
             if rw.subject not in seen:
                 seen.add(rw.subject)
-                out.append(EditRequest.from_rewrite(rw.to_dict()))
-        return out[:k]
-    base = [EditRequest.from_rewrite({"prompt": p if "{}" in p else p, "subject": s, "target_new": n, "target_true": t})
-            for p, s, n, t in REAL_REQUESTS]
-    return (base * (k // len(base) + 1))[:k] if k <= len(base) else base[:k]
+                out.append(rw)
+    if len(out) < k:
+        raise ValueError(f"{case_file(model)} has only {len(out)} distinct subjects; asked for {k}")
+    return out[:k]
 
 
-def run(model: str = "smollm2-135m", methods=("rome", "memit", "pmet", "ace"), ks=(1,)) -> pd.DataFrame:
+def method_layers(hp) -> list[int]:
+    if hasattr(hp, "layer"):
+        return [hp.layer]
+    if hasattr(hp, "value_layers"):
+        return sorted(set(hp.query_layers) | set(hp.value_layers))
+    return sorted(hp.layers)
+
+
+@contextlib.contextmanager
+def _cache_folder(path: str) -> Iterator[None]:
+    old = os.environ.get("ACE_INTERP_CACHE")
+    os.environ["ACE_INTERP_CACHE"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ACE_INTERP_CACHE", None)
+        else:
+            os.environ["ACE_INTERP_CACHE"] = old
+
+
+def cold_covariance(bridge, methods: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """(seconds for the corpus text, {method: seconds of the statistics pass over its layers}), cold."""
+    per_method = {}
+    with tempfile.TemporaryDirectory(prefix="ace-bench-stats-") as tmp, _cache_folder(tmp):
+        hps = {m: default_hparams(m, bridge) for m in methods}
+        n_tokens = next(iter(hps.values())).covariance.n_tokens
+        t = time.perf_counter()
+        corpus = default_corpus(bridge, n_tokens=n_tokens, progress=False)
+        corpus_seconds = time.perf_counter() - t
+        for m, hp in hps.items():
+            cov = hp.covariance
+            t = time.perf_counter()
+            second_moments(bridge, method_layers(hp), corpus=cov.corpus or corpus, n_tokens=cov.n_tokens,
+                           seq_len=cov.seq_len, progress=False, use_cache=False)
+            per_method[m] = time.perf_counter() - t
+    return corpus_seconds, per_method
+
+
+def run(model: str = "smollm2-135m", methods: Sequence[str] = METHODS, ks: Sequence[int] = (1,), cold: bool = True) -> pd.DataFrame:
+    bridge = load_model(model)
+    style = style_for(model)
+    corpus_s, cold_s = cold_covariance(bridge, methods) if cold else (float("nan"), {})
     rows = []
-    for cold in (True, False):
-        cache = tempfile.mkdtemp(prefix="ace-bench-cache-") if cold else None
-        if cache:
-            os.environ["ACE_INTERP_CACHE"] = cache
-        bridge = load_model(model)
-        for method in methods:
-            for k in ks:
-                reqs = requests_for(model, k)
-                t = time.perf_counter()
-                applied = edit(bridge, reqs, method)
-                seconds = time.perf_counter() - t
-                gens = generate_greedy(bridge, [r.text for r in reqs], max_new_tokens=3)
-                efficacy = sum(answer_matches(g, [r.target_new]) for g, r in zip(gens, reqs)) / len(reqs)
+    for method in methods:
+        warm_up = rewrites_for(model, 1)  # fills the user statistics cache and the context prefixes, untimed
+        edit(bridge, [EditRequest.from_rewrite(rw.to_dict()) for rw in warm_up], method).undo()
+        for k in ks:
+            rws = rewrites_for(model, k)
+            applied = edit(bridge, [EditRequest.from_rewrite(rw.to_dict()) for rw in rws], method)
+            try:
+                top1, prob = edit_efficacy(bridge, rws, style)
+            finally:
                 applied.undo()
-                rows.append({"model": model, "method": method, "k": len(reqs), "cache": "cold" if cold else "warm",
-                             "seconds": round(seconds, 2), "seconds_per_edit": round(seconds / len(reqs), 2),
-                             "efficacy": efficacy})
-                log.info("%s", rows[-1])
-            if cold:  # later methods reuse statistics the earlier ones computed: only the first is truly cold
-                pass
-        os.environ.pop("ACE_INTERP_CACHE", None)
+            t = applied.info["timings"]
+            row = {"method": method, "k": k, "seconds": applied.seconds, "s/edit": applied.seconds / k}
+            row.update({s: t.get(s, 0.0) for s in STAGES})
+            row["cov cold"] = cold_s.get(method, float("nan"))
+            row["top1"] = sum(top1) / k
+            row["p>p"] = sum(prob) / k
+            rows.append(row)
+            log.info("%s", row)
     frame = pd.DataFrame(rows)
-    print(f"\n## Editing ({model}, {machine_description()})\n")
-    print(frame.to_string(index=False))
+    load = os.getloadavg()
+    print(f"\n## Editing ({model}; {machine_description()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})\n")
+    print(f"covariance corpus text, cold: {corpus_s:.2f} s (once per model)")
+    print(frame.to_markdown(index=False, floatfmt=".2f"))
     return frame
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--methods", nargs="+", default=["rome", "memit", "pmet", "ace"])
-    parser.add_argument("--k", nargs="+", type=int, default=[1])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--k", nargs="+", type=int, default=[1, 10])
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold covariance measurement")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    run(args.model, args.methods, args.k)
+    logging.basicConfig(level=logging.WARNING)
+    run(args.model, args.methods, args.k, cold=not args.no_cold)

@@ -41,6 +41,7 @@ from ace_interp.editing.pmet import pmet_updates
 from ace_interp.editing.requests import EditRequest, EditRequestError, as_requests, validate_requests
 from ace_interp.editing.rome import rome_updates
 from ace_interp.editing.solver import solve_key_value
+from ace_interp.editing.timing import stage, stage_timer
 from ace_interp.editing.targets import compute_targets, compute_z, compute_z_pmet
 from ace_interp.model.weights import WeightEdit, apply_weight_updates
 
@@ -100,24 +101,29 @@ def edit(
     if not isinstance(hp, _HPARAM_TYPES[method]):
         raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
     start = time.perf_counter()
-    if contexts is None:
-        t = hp.target
-        contexts = context_templates(bridge, t.n_context, t.context_length, t.seed)
-    contexts = list(contexts)
-    if method == "ft":
-        result = ft_updates(bridge, requests, hp, contexts)
-    elif method == "rome":
-        result = rome_updates(bridge, requests, hp, contexts)
-    elif method == "memit":
-        result = memit_updates(bridge, requests, hp, contexts)
-    elif method == "pmet":
-        result = pmet_updates(bridge, requests, hp, contexts)
-    else:
-        result = ace_updates(bridge, requests, hp, contexts, hop_prompts, ranking)
-    label = f"{method}: " + "; ".join(r.describe() for r in requests)
-    weight_edit = apply_weight_updates(bridge, result.updates, label=label[:500])
+    with stage_timer() as timings:
+        if contexts is None:
+            t = hp.target
+            with stage("contexts"):
+                contexts = context_templates(bridge, t.n_context, t.context_length, t.seed)
+        contexts = list(contexts)
+        if method == "ft":
+            result = ft_updates(bridge, requests, hp, contexts)
+        elif method == "rome":
+            result = rome_updates(bridge, requests, hp, contexts)
+        elif method == "memit":
+            result = memit_updates(bridge, requests, hp, contexts)
+        elif method == "pmet":
+            result = pmet_updates(bridge, requests, hp, contexts)
+        else:
+            result = ace_updates(bridge, requests, hp, contexts, hop_prompts, ranking)
+        label = f"{method}: " + "; ".join(r.describe() for r in requests)
+        with stage("write"):
+            weight_edit = apply_weight_updates(bridge, result.updates, label=label[:500])
     seconds = time.perf_counter() - start
-    log.info("%s edited layers %s in %.2f s", method, result.layers, seconds)
+    result.info["timings"] = dict(timings)
+    log.info("%s edited layers %s in %.2f s (%s)", method, result.layers, seconds,
+             ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info)
 
 

@@ -32,6 +32,7 @@ from ace_interp.editing.hparams import ACEHParams
 from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
+from ace_interp.editing.timing import stage
 from ace_interp.model.architecture import check_layer
 from ace_interp.model.weights import apply_weight_updates
 
@@ -108,7 +109,8 @@ def ace_updates(
         shared = True
     elif hp.variant == "attribution":
         if ranking is not None or hp.rank_layers:
-            query, value, ranking = choose_layers(bridge, requests, hp, hops, ranking)
+            with stage("ranking"):
+                query, value, ranking = choose_layers(bridge, requests, hp, hops, ranking)
         else:
             query, value = sorted(hp.query_layers), sorted(hp.value_layers)
         shared = hp.query_target == "shared"  # None (default) means "own" in this variant

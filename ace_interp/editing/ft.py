@@ -17,6 +17,7 @@ from ace_interp.editing.hparams import FTHParams
 from ace_interp.editing.keys import build_batch, frozen_parameters, hf_runner, hooks
 from ace_interp.editing.memit import MethodResult
 from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.timing import stage
 from ace_interp.model.architecture import check_layer, ffn_weight
 
 
@@ -37,7 +38,7 @@ def ft_updates(
 
     opt = torch.optim.Adam([delta], lr=hp.lr, weight_decay=hp.weight_decay)
     losses = []
-    with frozen_parameters(runner.model), hooks(lambda: runner.down_proj[layer].register_forward_hook(add_delta)):
+    with stage("targets"), frozen_parameters(runner.model), hooks(lambda: runner.down_proj[layer].register_forward_hook(add_delta)):
         for step in range(hp.num_steps):
             opt.zero_grad()
             lp = runner.head(runner.hidden(batch.tokens)[rows, cols]).float().log_softmax(-1)

@@ -39,7 +39,7 @@ class TargetHParams:
     clamp_norm_factor: float = 0.75
     kl_factor: float = 0.0625
     kl_prompt: str = "{} is a"
-    early_stop_loss: float = 5e-2
+    early_stop_loss: float = 5e-2  # stop when every request's NLL term (mean over prompts) is below this
     n_context: int = 5  # sampled context prefixes (plus the empty one)
     context_length: int = 10
     seed: int = 0

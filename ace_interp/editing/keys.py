@@ -114,28 +114,109 @@ class HFRunner:
                 pass
         return store[0]
 
-    def hidden_from(self, layer: int, resid: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+    def hidden_from(
+        self, layer: int, resid: Float[Tensor, "batch seq d_model"], position_ids: Tensor | None = None, **kwargs
+    ) -> Float[Tensor, "batch seq d_model"]:
         """Final-norm outputs computed from the residual entering block `layer` (blocks layer.. only).
 
         The base model is run on `inputs_embeds` with its block list temporarily cut to blocks[layer:]:
         the earlier blocks do not depend on a delta inserted at `layer` or later, so an optimisation loop
-        computes them once (`block_input`) instead of every step.
+        computes them once (`block_input`) instead of every step. `position_ids` and `kwargs` (a KV
+        `cache`, an `attention_mask`) go to the base model; blocks keep their own layer index into a cache.
         """
         base = self.model.base_model
         attr = "layers" if hasattr(base, "layers") else "h"
         full = getattr(base, attr)
         embeds = resid
         if self.model.config.model_type == "gpt2":  # GPT-2 adds learned position embeddings to inputs_embeds
-            embeds = resid - base.wpe(torch.arange(resid.shape[1], device=resid.device))
+            pos = torch.arange(resid.shape[1], device=resid.device) if position_ids is None else position_ids
+            embeds = resid - base.wpe(pos)
         setattr(base, attr, nn.ModuleList(list(full)[layer:]))
         try:
-            return base(inputs_embeds=embeds, use_cache=False).last_hidden_state
+            return base(inputs_embeds=embeds, position_ids=position_ids, **kwargs).last_hidden_state
         finally:
             setattr(base, attr, full)
 
     def logits(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq d_vocab"]:
         # Right padding: real tokens never attend to the padding after them, so no attention mask is needed.
         return self.model(input_ids=tokens, use_cache=False).logits
+
+
+class SuffixForward:
+    """The forward pass of a target optimisation, computing only what a delta can change.
+
+    A delta added at layer L at the subject's last token (row j's position `lookup_j`) changes nothing
+    at earlier positions (causal attention) and nothing below block L. So, once: the prefix
+    tokens[j, :lookup_j] of every row run through the whole model with a KV cache (left-padded to a
+    common width), and the suffix tokens[j, lookup_j:] through blocks 0..L−1 on top of it (the residual
+    entering block L). Every step then runs only blocks L.. on the suffix, attending to the cached
+    prefix keys/values: rows hold `len_j − lookup_j` tokens instead of `len_j`, and context prefixes
+    cost nothing per step. `batch` is the suffix batch (lookup 0, target ids shifted), so losses are
+    computed on it exactly as on the full batch. `tests/editing/test_fast_path.py` checks its outputs
+    and gradients against the full forward.
+    """
+
+    def __init__(self, runner: HFRunner, full: "PromptBatch", layer: int):
+        from transformers import DynamicCache
+
+        self.runner, self.layer, self._cache_type = runner, layer, DynamicCache
+        device = full.tokens.device
+        split = full.lookup
+        n, width_p = full.n, int(split.max())
+        width_s = int((full.lengths - split).max())
+        cols_s = torch.arange(width_s, device=device)
+        src = (split[:, None] + cols_s).clamp(max=full.tokens.shape[1] - 1)
+        real_s = cols_s[None, :] < (full.lengths - split)[:, None]
+        cols_p = torch.arange(width_p, device=device)
+        src_p = (split[:, None] - width_p + cols_p).clamp(min=0)  # left-aligned prefix: pads first
+        real_p = cols_p[None, :] >= (width_p - split)[:, None]
+        pad = full.tokens.new_zeros(())
+        self.batch = PromptBatch(
+            tokens=torch.where(real_s, full.tokens.gather(1, src), pad),
+            lengths=full.lengths - split,
+            lookup=torch.zeros_like(split),
+            owner=full.owner,
+            target_ids=torch.where(real_s, full.target_ids.gather(1, src), torch.full_like(src, -100)),
+        )
+        # positions as in the full rows; suffix padding repeats the row's last position
+        self.positions = torch.minimum(split[:, None] + cols_s, (full.lengths - 1)[:, None])
+        self.mask = torch.cat([real_p, real_s], 1).long()
+        self.prefix_kv: list[tuple[Tensor, Tensor]] = []
+        with torch.no_grad():
+            if width_p > 0:
+                cache = DynamicCache(config=runner.model.config)
+                runner.model.base_model(
+                    input_ids=torch.where(real_p, full.tokens.gather(1, src_p), pad), attention_mask=real_p.long(),
+                    position_ids=(real_p.long().cumsum(1) - 1).clamp(min=0), cache=cache, use_cache=True,
+                )
+                # padding rows of the prefix may hold non-finite values; they are masked, keep them finite
+                self.prefix_kv = [(l.keys.nan_to_num(), l.values.nan_to_num()) for l in cache.layers]
+            store: list = []
+
+            def grab(module, args, kwargs):
+                store.append(args[0] if args else kwargs["hidden_states"])
+                raise StopForward
+
+            with hooks(lambda: runner.blocks[layer].register_forward_pre_hook(grab, with_kwargs=True)):
+                try:
+                    runner.model.base_model(input_ids=self.batch.tokens, **self._cache_kwargs())
+                except StopForward:
+                    pass
+            self.resid = store[0]
+        self.n_tokens_full, self.n_tokens_suffix = int(full.lengths.sum()), int(self.batch.lengths.sum())
+
+    def _cache_kwargs(self) -> dict:
+        kwargs = {"attention_mask": self.mask, "position_ids": self.positions}
+        if self.prefix_kv:
+            cache = self._cache_type(config=self.runner.model.config)
+            for i, (k, v) in enumerate(self.prefix_kv):  # a fresh cache holding the prefix only, each call
+                cache.update(k, v, i)
+            kwargs.update(cache=cache, use_cache=True)
+        return kwargs
+
+    def hidden(self) -> Float[Tensor, "batch suffix d_model"]:
+        """Final-norm outputs at the suffix positions (hooks on blocks ≥ layer see suffix positions only)."""
+        return self.runner.hidden_from(self.layer, self.resid, **self._cache_kwargs())
 
 
 def hf_runner(bridge: TransformerBridge) -> HFRunner:
@@ -167,6 +248,53 @@ def run_until(runner: "HFRunner", tokens: Tensor, module: nn.Module) -> None:
             runner.hidden(tokens)
         except StopForward:
             pass
+
+
+class IncrementalForward:
+    """Forward passes over one token batch while a spread write edits the model layer by layer.
+
+    `read(module, layer)` runs the batch until `module` has run and returns its input or output; on the
+    way it keeps the residual entering block `layer`. A write at layer w changes nothing that enters
+    block w, so after `written(w)` a kept residual entering block a ≤ w is still exact, and the next
+    `read` resumes from it instead of recomputing blocks 0..a−1 (MEMIT's sequential spread over layers
+    l_1 < l_2 < … then costs one forward up to l_n instead of Σ l_j). Non-resumable architectures and
+    reads below the kept layer run the full forward. `tests/editing/test_fast_path.py` checks the
+    resumed reads against full forwards.
+    """
+
+    def __init__(self, runner: HFRunner, tokens: Int[Tensor, "batch seq"]):
+        self.runner, self.tokens = runner, tokens
+        self.kept: tuple[int, Tensor] | None = None  # (block index a, residual entering block a)
+
+    def read(self, module: nn.Module, layer: int, what: str = "output") -> Tensor:
+        """`module`'s output (or first input, what="input") for the whole batch; keep the residual
+        entering block `layer` (module must run inside or after block `layer`)."""
+        runner, store, entering = self.runner, [], []
+
+        def grab_residual(mod, args, kwargs):
+            entering.append(args[0] if args else kwargs["hidden_states"])
+
+        capture = capture_input if what == "input" else capture_output
+        factories = [lambda: capture(module, store), lambda: stop_after(module)]
+        start = self.kept[0] if (self.kept is not None and self.runner.can_resume() and self.kept[0] <= layer) else None
+        if start != layer:
+            factories.append(lambda: runner.blocks[layer].register_forward_pre_hook(grab_residual, with_kwargs=True))
+        with torch.no_grad(), hooks(*factories):
+            try:
+                if start is None:
+                    runner.hidden(self.tokens)
+                else:
+                    runner.hidden_from(start, self.kept[1])
+            except StopForward:
+                pass
+        if start != layer:
+            self.kept = (layer, entering[0])
+        return store[0]
+
+    def written(self, layer: int) -> None:
+        """Layer `layer` was written: a kept residual entering a later block is stale."""
+        if self.kept is not None and self.kept[0] > layer:
+            self.kept = None
 
 
 @contextlib.contextmanager

@@ -25,10 +25,11 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import second_moments
 from ace_interp.editing.hparams import CovarianceHParams, MEMITHParams
-from ace_interp.editing.keys import compute_keys, outputs_at_subject
+from ace_interp.editing.keys import IncrementalForward, build_batch, hf_runner
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import regularised_cholesky, solve_key_value
 from ace_interp.editing.targets import compute_targets
+from ace_interp.editing.timing import stage
 from ace_interp.model.weights import apply_weight_updates
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,10 @@ def spread_divisors(n_layers: int, kind: str) -> list[float]:
 
 
 def load_second_moments(bridge: TransformerBridge, layers: Sequence[int], cov: CovarianceHParams) -> dict[int, Tensor]:
-    return second_moments(
-        bridge, layers, corpus=cov.corpus, n_tokens=cov.n_tokens, seq_len=cov.seq_len, progress=cov.progress
-    )
+    with stage("covariance"):
+        return second_moments(
+            bridge, layers, corpus=cov.corpus, n_tokens=cov.n_tokens, seq_len=cov.seq_len, progress=cov.progress
+        )
 
 
 def spread_write(
@@ -81,28 +83,52 @@ def spread_write(
     contexts: Sequence[str],
     cov: CovarianceHParams,
 ) -> MethodResult:
-    """Run the layer-by-layer key→value writes; return the summed deltas (the model is left unchanged)."""
+    """Run the layer-by-layer key→value writes; return the summed deltas (the model is left unchanged).
+
+    Per step: K^l = keys at l averaged over `contexts` and the current site output at the subject's last
+    token of the bare prompts, both on the model with the earlier steps written (`IncrementalForward`
+    resumes each from the residual entering the previously written layer; `compute_keys` and
+    `outputs_at_subject` are the from-scratch reference the tests compare against).
+    """
     moments = load_second_moments(bridge, sorted({s.layer for s in steps}), cov)
-    factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+    with stage("solve"):
+        factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+    runner = hf_runner(bridge)
+    key_batch, bare = build_batch(bridge, requests, contexts), build_batch(bridge, requests, ("",))
+    key_pass, bare_pass = IncrementalForward(runner, key_batch.tokens), IncrementalForward(runner, bare.tokens)
+    sites = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}
+
+    def current_output(step: SpreadStep) -> Tensor:
+        out = bare_pass.read(sites[step.site][step.z_layer], min(step.layer, step.z_layer))
+        return out[bare.rows, bare.lookup]
+
     updates: dict[tuple[int, str], Tensor] = {}
     residual_norms = []
     temporary = []
     try:
         for step in steps:
-            keys = compute_keys(bridge, requests, [step.layer], contexts)[step.layer]
-            current = outputs_at_subject(bridge, requests, step.z_layer, step.site)
-            residual = step.scale * (step.z - current) / step.divisor
-            delta = solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[step.layer])
-            residual_norms.append(float((step.z - current).norm(dim=-1).mean()))
-            temporary.append(apply_weight_updates(bridge, {(step.layer, "W_out"): delta}, label="spread-write step"))
+            with stage("keys"):
+                m = key_pass.read(runner.down_proj[step.layer], step.layer, what="input")
+                keys = key_batch.mean_per_owner(m[key_batch.rows, key_batch.lookup], len(requests))
+                current = current_output(step)
+            with stage("solve"):
+                residual = step.scale * (step.z - current) / step.divisor
+                delta = solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[step.layer])
+                residual_norms.append(float((step.z - current).norm(dim=-1).mean()))
+                temporary.append(apply_weight_updates(bridge, {(step.layer, "W_out"): delta}, label="spread-write step"))
+                key_pass.written(step.layer)
+                bare_pass.written(step.layer)
             key = (step.layer, "W_out")
             updates[key] = updates[key] + delta if key in updates else delta
         if steps:
             last = steps[-1]
-            residual_norms.append(float((last.z - outputs_at_subject(bridge, requests, last.z_layer, last.site)).norm(dim=-1).mean()))
+            with stage("keys"):
+                final = current_output(last)
+            residual_norms.append(float((last.z - final).norm(dim=-1).mean()))
     finally:
-        for e in reversed(temporary):
-            e.undo()
+        with stage("solve"):
+            for e in reversed(temporary):
+                e.undo()
     return MethodResult(updates, {"residual_norms": residual_norms})
 
 

@@ -20,6 +20,7 @@ from ace_interp.editing.memit import MethodResult, load_second_moments
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import solve_key_value
 from ace_interp.editing.targets import compute_targets
+from ace_interp.editing.timing import stage
 from ace_interp.model.architecture import check_layer, ffn_weight
 
 
@@ -28,13 +29,15 @@ def rome_updates(
 ) -> MethodResult:
     layer = check_layer(bridge, hp.layer)
     target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",))
-    keys = compute_keys(bridge, requests, [layer], contexts)[layer]
+    with stage("keys"):
+        keys = compute_keys(bridge, requests, [layer], contexts)[layer]
     w_out = ffn_weight(bridge, layer, "W_out")
     b_out = ffn_weight(bridge, layer, "b_out")
-    current = keys @ w_out + (0 if b_out is None else b_out)
     second = load_second_moments(bridge, [layer], hp.covariance)[layer]
-    weight = 0.0 if hp.exact else hp.covariance.cov_weight
-    delta = solve_key_value(keys, target.targets["mlp"] - current, second, cov_weight=weight, ridge=hp.covariance.ridge)
+    with stage("solve"):
+        current = keys @ w_out + (0 if b_out is None else b_out)
+        weight = 0.0 if hp.exact else hp.covariance.cov_weight
+        delta = solve_key_value(keys, target.targets["mlp"] - current, second, cov_weight=weight, ridge=hp.covariance.ridge)
     return MethodResult(
         {(layer, "W_out"): delta},
         {"target_prob": target.target_prob, "target_losses": target.losses, "keys": keys, "values": target.targets["mlp"]},

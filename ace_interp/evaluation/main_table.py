@@ -91,7 +91,8 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
 
 
 def markdown_table(per_case: pd.DataFrame) -> str:
-    """One row per (model, method): multi-hop accuracy by number of edits, then efficacy/paraphrase/specificity."""
+    """One row per (model, method): multi-hop accuracy by number of edits, then efficacy (greedy top-1),
+    efficacy_prob (p(new) > p(true)), paraphrase, specificity."""
     rows = []
     for (model, method), df in per_case.groupby(["model", "method"], sort=False):
         row = {"model": model, "method": method}
@@ -99,7 +100,7 @@ def markdown_table(per_case: pd.DataFrame) -> str:
             sub = df[df.n_edits == k]
             row[f"MH {k}-edit"] = f"{sub.multi_hop.mean():.0%} (n={len(sub)})"
         row["MH all"] = f"{df.multi_hop.mean():.0%}"
-        for metric in ("efficacy", "paraphrase", "specificity"):
+        for metric in ("efficacy", "efficacy_prob", "paraphrase", "specificity"):
             row[metric] = f"{df[metric].mean():.0%}" if metric in df and df[metric].notna().any() else "–"
         if "edit_seconds" in df and df.edit_seconds.notna().any():
             row["s/edit"] = f"{df.edit_seconds.mean():.1f}"

@@ -6,7 +6,11 @@ For every case (its k = 1..4 `requested_rewrite`s applied at once with one metho
   alias (MQuAKE's definition); with `cot=True` the question is asked chain-of-thought and the committed
   answer is read off;
 * efficacy — fraction of the case's edits whose cloze prompt (`prompt.format(subject)`) is now
-  continued with `target_new`;
+  continued with `target_new` by greedy decoding (MQuAKE's edit-wise success: the new object is the
+  model's top-1 answer, aliases of the new object not counted); `efficacy_prob` — the CounterFact
+  efficacy score of ROME/MEMIT: fraction whose mean per-token log-probability of `target_new` exceeds
+  that of `target_true` on the same prompt (a weaker criterion: p(new) > p(true) also holds when a third
+  answer stays on top);
 * paraphrase — fraction of the edited hops whose *question* form (`new_single_hops`) yields the new
   answer (asked few-shot, as the single-hop demonstrations show);
 * specificity — of the unrelated facts of the edited relations (other cases' single hops, not about
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -40,7 +45,14 @@ from ace_interp.data.prompts import (
     single_hop_demonstrations,
 )
 from ace_interp.editing import AppliedEdit, EditRequest, HopPrompt, edit
-from ace_interp.evaluation.answers import answer_matches, check_answers, cot_final_answer, generate_greedy
+from ace_interp.evaluation.answers import (
+    answer_matches,
+    check_answers,
+    cot_final_answer,
+    generate_greedy,
+    target_scores,
+    target_token_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +192,8 @@ def evaluate_case(
         prompts = style.multi_hop(case, cot)
         row["multi_hop"] = float(any(_check(bridge, prompts, [answers] * len(prompts), style, cot)))
         if method is not None:
-            rewrites = case.requested_rewrite
-            row["efficacy"] = _mean(_check(bridge, [rw.prompt_text() for rw in rewrites],
-                                           [[rw.target_new.text] for rw in rewrites], style))
+            top1, prob = edit_efficacy(bridge, case.requested_rewrite, style)
+            row["efficacy"], row["efficacy_prob"] = _mean(top1), _mean(prob)
             hops = [case.new_single_hops[i] for i in edited_hop_indices(case)]
             row["paraphrase"] = _mean(_check(bridge, [style.single_hop(h.question) for h in hops],
                                              [h.answers for h in hops], style))
@@ -193,6 +204,27 @@ def evaluate_case(
         if applied is not None:
             applied.undo()
     return row
+
+
+def edit_efficacy(bridge: TransformerBridge, rewrites, style: PromptStyle) -> tuple[list[bool], list[bool]]:
+    """Per rewrite (an `mquake.Rewrite`): (greedy continuation of its cloze prompt names target_new,
+    p(target_new) > p(target_true)) — the `efficacy` and `efficacy_prob` columns."""
+    rewrites = list(rewrites)
+    top1 = _check(bridge, [rw.prompt_text() for rw in rewrites], [[rw.target_new.text] for rw in rewrites], style)
+    return top1, new_beats_true(bridge, rewrites)
+
+
+def new_beats_true(bridge: TransformerBridge, rewrites) -> list[bool]:
+    """Per rewrite: mean log p(target_new token | prompt, earlier tokens) > the same for target_true
+    (ROME/MEMIT's CounterFact efficacy score, per-token mean as in their `test_batch_prediction`)."""
+    if not rewrites:
+        return []
+    prompts = [rw.prompt_text() for rw in rewrites]
+    targets = [rw.target_new.text for rw in rewrites] + [rw.target_true.text for rw in rewrites]
+    log_prob = target_scores(bridge, prompts + prompts, targets)["log_prob"]
+    per_token = log_prob / torch.tensor([len(target_token_ids(bridge, t)) for t in targets], dtype=log_prob.dtype)
+    n = len(rewrites)
+    return [bool(per_token[i] > per_token[n + i]) for i in range(n)]
 
 
 def _mean(xs: Sequence[bool]) -> float:
@@ -209,7 +241,8 @@ class EvalResult:
     @property
     def summary(self) -> pd.DataFrame:
         """Means by method, chain-of-thought flag and number of edits (and 'all')."""
-        metrics = [c for c in ("multi_hop", "efficacy", "paraphrase", "specificity", "edit_seconds") if c in self.per_case]
+        metrics = [c for c in ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "edit_seconds")
+                   if c in self.per_case]
         df = self.per_case
         by_edits = df.groupby(["method", "cot", "n_edits"])[metrics].mean().reset_index()
         overall = df.groupby(["method", "cot"])[metrics].mean().reset_index().assign(n_edits="all")
