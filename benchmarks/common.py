@@ -1,7 +1,8 @@
 """Timing and peak-memory measurement shared by the benchmarks.
 
-Peak memory: on CUDA, `torch.cuda.max_memory_allocated` during the stage; on CPU, the peak resident set
-size above the stage's starting RSS, sampled every 2 ms by a background thread (allocations shorter than
+Peak memory: on CUDA, `torch.cuda.max_memory_allocated` during the stage above what was allocated at its
+start (`peak_mib`), and the absolute peak including the model (`total_peak_mib`); on CPU, the peak resident
+set size above the stage's starting RSS, sampled every 2 ms by a background thread (allocations shorter than
 that can be missed, so CPU peaks are lower bounds).
 """
 
@@ -23,6 +24,7 @@ class Measurement:
     seconds: float
     peak_mib: float
     note: str = ""
+    total_peak_mib: float = float("nan")  # CUDA only: absolute peak, model included
 
 
 class _RssSampler:
@@ -52,6 +54,7 @@ def measure(name: str, fn: Callable[[], object], device: str = "cpu", repeat: in
     """Best-of-`repeat` wall time of `fn()` and its peak memory above the starting point (MiB)."""
     best = float("inf")
     peak = 0.0
+    total = 0.0
     for _ in range(repeat):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -62,13 +65,14 @@ def measure(name: str, fn: Callable[[], object], device: str = "cpu", repeat: in
             torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t)
             peak = max(peak, (torch.cuda.max_memory_allocated() - base) / 2**20)
+            total = max(total, torch.cuda.max_memory_allocated() / 2**20)
         else:
             with _RssSampler() as sampler:
                 t = time.perf_counter()
                 fn()
                 best = min(best, time.perf_counter() - t)
             peak = max(peak, (sampler.peak - sampler.start_rss) / 2**20)
-    return Measurement(name, best, peak, note)
+    return Measurement(name, best, peak, note, total if device.startswith("cuda") else float("nan"))
 
 
 def machine_description() -> str:
@@ -81,4 +85,14 @@ def format_table(rows: list[Measurement]) -> str:
     lines = [f"{'stage':58s} {'seconds':>10s} {'peak MiB':>9s}  note", "-" * 100]
     for r in rows:
         lines.append(f"{r.name:58s} {r.seconds:10.3f} {r.peak_mib:9.1f}  {r.note}")
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[Measurement]) -> str:
+    """The same rows as a Markdown table (with the absolute CUDA peak where measured)."""
+    lines = ["| stage | seconds | peak MiB (stage) | peak MiB (total) | note |", "|---|---:|---:|---:|---|"]
+    for r in rows:
+        total = "" if r.total_peak_mib != r.total_peak_mib else f"{r.total_peak_mib:,.0f}"
+        peak = "" if r.peak_mib != r.peak_mib else f"{r.peak_mib:,.1f}"
+        lines.append(f"| {r.name} | {r.seconds:.3f} | {peak} | {total} | {r.note} |")
     return "\n".join(lines)

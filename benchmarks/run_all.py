@@ -18,17 +18,17 @@ from benchmarks import bench_attribution, bench_editing
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one prompt, fewer reference neurons, toy model edits only")
+    parser.add_argument("--quick", action="store_true", help="four prompts, fewer reference neurons, toy model edits only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    bench_attribution.run("smollm2-135m", n_prompts=1 if args.quick else 2, n_reference=64 if args.quick else 256)
+    bench_attribution.run("smollm2-135m", n_prompts=4 if args.quick else 8, n_reference=64 if args.quick else 256)
     bench_editing.run("toy-gptj", ks=(1, 10))
     if not args.quick:
         bench_editing.run("smollm2-135m", ks=(1, 4))
     if torch.cuda.is_available():
         from benchmarks import bench_gpu
 
-        bench_gpu.run()
+        bench_gpu.run([])
     else:
         print("\n## GPU: skipped (no CUDA device)")
 
