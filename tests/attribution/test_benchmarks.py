@@ -1,0 +1,50 @@
+"""The benchmarks' own logic on tiny models: the GPU benchmark's full code path on a CPU (so a single run on a
+lent GPU does not fail for a silly reason) and the attribution stages' consistency checks."""
+
+import pytest
+import torch
+
+from benchmarks import bench_gpu
+from benchmarks.bench_attribution import measure_attribution
+
+
+def test_measure_attribution_stages_agree(tiny_model):
+    prompts = ["the capital of france is", "the language of spain is", "tokyo is the capital of"]
+    res = measure_attribution(tiny_model, prompts, ["paris", "spanish", "japan"], n_reference=16, k=10)
+    names = [r.name for r in res.rows]
+    for stage in ("(c) forward", "(c) forward+backward", "(a) value_scores", "(a0) direct", "(b) per-neuron", "(d) top_value"):
+        assert any(n.startswith(stage) for n in names), stage
+    assert res.top_sets_identical
+    assert res.max_error < 1e-5 and res.max_error64 < 1e-5
+    assert all(v > 0 for v in res.ratios.values())
+
+
+def test_bench_gpu_tiny_on_cpu(tmp_path):
+    out = tmp_path / "bench_gpu.md"
+    reports = bench_gpu.run(["--device", "cpu", "--tiny", "--shapes", "qwen3-8b", "--no-edit", "--prompts", "3",
+                             "--reference-neurons", "8", "--out", str(out)])
+    text = out.read_text()
+    assert "ERROR" not in text and "skipped" not in text, text
+    assert "## qwen3-8b" in text and "(d) top_value_neurons" in text
+    assert "top-100 sets identical (d) vs (a): True" in text
+    (report,) = reports
+    assert report.rows[0].name.startswith("build random qwen3-8b")
+
+
+def test_bench_gpu_reports_a_failing_stage_and_goes_on(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench_gpu, "measure_attribution", broken)
+    out = tmp_path / "bench_gpu.md"
+    bench_gpu.run(["--device", "cpu", "--tiny", "--shapes", "gptj-6b", "qwen3-8b", "--no-edit", "--out", str(out)])
+    text = out.read_text()
+    assert text.count("attribution: ERROR RuntimeError: boom") == 2  # both shapes were still built and tried
+    assert text.count("build random") == 2
+
+
+def test_bench_gpu_skips_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert bench_gpu.run([]) == []
+    assert "skipped (no CUDA device)" in capsys.readouterr().out
