@@ -37,7 +37,7 @@ for the recomputed norm and soft-capped logits, and as the reference the project
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -148,14 +148,15 @@ def _score_dtype(bridge: TransformerBridge) -> torch.dtype:
     return torch.promote_types(bridge.cfg.dtype, torch.float32)
 
 
-def _rows_per_chunk(bridge: TransformerBridge, memory_budget: int | None, n: int) -> int:
-    """Rows of a `[rows × vocab]` block such that the block and its one temporary fit `memory_budget` bytes:
-    logits + logsumexp temp (direct path), or P chunk (model dtype) + the float32 exp/sum block (projected)."""
+def _rows_per_chunk(bridge: TransformerBridge, memory_budget: int | None, n: int, extra_blocks: int = 0) -> int:
+    """Rows of a `[rows × vocab]` block such that the block and its temporaries fit `memory_budget` bytes:
+    logits + logsumexp temp (direct path), or P chunk (model dtype) + the float32 exp/sum block (projected),
+    plus `extra_blocks` float32 blocks (per-row log p)."""
     if memory_budget is None:
         return max(n, 1)
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be positive (bytes), got {memory_budget}")
-    bytes_per_entry = bridge.cfg.dtype.itemsize + _score_dtype(bridge).itemsize
+    bytes_per_entry = bridge.cfg.dtype.itemsize + (1 + extra_blocks) * _score_dtype(bridge).itemsize
     return max(1, int(memory_budget // (bridge.cfg.d_vocab * bytes_per_entry)))
 
 
@@ -173,21 +174,32 @@ def norm_linear_part(bridge: TransformerBridge, vectors: Float[Tensor, "... d_mo
     return vectors * final_norm_gamma(bridge)
 
 
-def sub_value_logits(
-    bridge: TransformerBridge, layer: int, neurons: Int[Tensor, " n"] | None = None
-) -> Float[Tensor, "n d_vocab"]:
-    """P_l[k] = W_U (γ ⊙ c(fc2^l_k)): the logit change per unit of m_k / s under the frozen final norm
-    (no unembedding bias: it belongs to logits(x)). All neurons of the layer when `neurons` is None."""
-    fc2 = sub_values(bridge, layer)
-    if neurons is not None:
-        fc2 = fc2[neurons]
+def norm_linear_adjoint(bridge: TransformerBridge, directions: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """c(γ ⊙ u), the adjoint of `norm_linear_part`: (γ ⊙ c(v)) · u = v · c(γ ⊙ u) (centring is symmetric)."""
+    out = directions * final_norm_gamma(bridge)
+    if model_spec(bridge).normalization == "layernorm":
+        out = out - out.mean(-1, keepdim=True)
+    return out
+
+
+def _logit_changes(bridge: TransformerBridge, fc2: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
+    """P[k] = W_U (γ ⊙ c(fc2_k)) for each row (no unembedding bias: it belongs to logits(x))."""
     return F.linear(norm_linear_part(bridge, fc2), unembed_module(bridge).weight)
 
 
-def frozen_log_probs(
-    bridge: TransformerBridge, resid: Float[Tensor, "n d_model"], scale: Float[Tensor, "n 1"]
+def sub_value_logits(
+    bridge: TransformerBridge, layer: int, neurons: Int[Tensor, " n"] | None = None
 ) -> Float[Tensor, "n d_vocab"]:
-    """log p(· | resid) with the frozen divisor `scale` (one row per residual), in at least float32.
+    """P_l[k] = W_U (γ ⊙ c(fc2^l_k)): the logit change per unit of m_k / s under the frozen final norm,
+    logits(x + m_k fc2_k) = logits(x) + (m_k / s) P_l[k]. All neurons of the layer when `neurons` is None."""
+    fc2 = sub_values(bridge, layer)
+    return _logit_changes(bridge, fc2 if neurons is None else fc2[neurons])
+
+
+def frozen_log_probs(
+    bridge: TransformerBridge, resid: Float[Tensor, "*rows d_model"], scale: Float[Tensor, "*rows 1"]
+) -> Float[Tensor, "*rows d_vocab"]:
+    """log p(· | resid) with the frozen divisor `scale` (broadcast against the rows), in at least float32.
 
     The log-softmax itself runs in float64: torch's float32 one leaves Σ_j p_j − 1 up to ~1e-5 on a 49k
     vocabulary with logits ~30, an offset every projected score (and bound) would inherit."""
@@ -198,51 +210,56 @@ def frozen_log_probs(
 def _log_mean_exp(
     P: Float[Tensor, "n d_vocab"],
     steps: Float[Tensor, " n"],
-    log_probs: Float[Tensor, " d_vocab"],
+    log_probs: Float[Tensor, " d_vocab"] | Float[Tensor, "n d_vocab"],
     reach: Float[Tensor, " n"],
     work: Float[Tensor, "rows d_vocab"],
 ) -> Float[Tensor, " n"]:
-    """log E_p[e^{Δ_k}] = lse_j(log p_j + a_k P[k, j]) per row k (= lse(L + Δ_k) − lse(L)).
+    """log E_p[e^{Δ_k}] = lse_j(log p_j + a_k P[k, j]) per row k (= lse(L + Δ_k) − lse(L)); log p is one
+    distribution for all rows, or one per row.
 
     `work` is a reusable float32 buffer of at least n rows (a fresh [n × vocab] tensor costs page faults on
     every call); `reach` = max_j |P[k, j]| decides which rows may skip the max-shift (`_UNSHIFTED_EXP_LIMIT`)."""
     delta = torch.mul(P, steps[:, None], out=work[: len(P)])  # Δ = a P
-    lse = torch.mv(delta.exp_(), log_probs.exp()).log_()  # log Σ_j p_j e^{Δ_j}; wild rows may overflow here
+    if log_probs.dim() == 1:
+        lse = torch.mv(delta.exp_(), log_probs.exp()).log_()  # log Σ_j p_j e^{Δ_j}; wild rows may overflow
+    else:
+        lse = delta.add_(log_probs).exp_().sum(-1).log_()  # log Σ_j e^{log p_j + Δ_j}
     wild = (steps.abs() * reach > _UNSHIFTED_EXP_LIMIT).nonzero()[:, 0]
     if len(wild):
-        lse[wild] = torch.logsumexp(torch.addcmul(log_probs, steps[wild, None], P[wild]), -1)
+        wild_log_probs = log_probs if log_probs.dim() == 1 else log_probs[wild]
+        lse[wild] = torch.logsumexp(torch.addcmul(wild_log_probs, steps[wild, None], P[wild]), -1)
     return lse
 
 
 def _projected_scores(
     bridge: TransformerBridge,
-    layer: int,
-    neurons: Int[Tensor, " n"] | None,
+    fc2: Float[Tensor, "n d_model"],
     steps: Float[Tensor, "batch n"],
-    log_probs: Float[Tensor, "batch d_vocab"],
+    log_probs: Float[Tensor, "batch groups d_vocab"],
     targets: Int[Tensor, " batch"],
     memory_budget: int | None,
+    group: Int[Tensor, " n"] | None = None,
 ) -> Float[Tensor, "batch n"]:
-    """I(v_k) for neurons of one layer and a batch of prompts, through the shared projections P_l:
+    """I(v_k) for the neurons with sub-values `fc2` (rows, any layers) and a batch of prompts:
 
-        I_bk = a_bk P_l[k, w_b] − logsumexp_j( log p_b(j | x) + a_bk P_l[k, j] ),  a_bk = m_bk / s_b
+        I_bk = a_bk P[k, w_b] − log Σ_j p_b(j | x^{l(k)}) e^{a_bk P[k, j]},   P[k] = W_U (γ ⊙ c(fc2_k)),  a_bk = m_bk / s_b
 
-    (log p(w | x + v) − log p(w | x) = Δ_w − [lse(L + Δ) − lse(L)] and lse(L + Δ) − lse(L) = lse(log p + Δ)).
-    Each chunk of P_l is computed once and reused by every prompt; chunk rows fit `memory_budget`."""
-    n = steps.shape[1]
-    rows = _rows_per_chunk(bridge, memory_budget, n)
+    (log p(w | x + v) − log p(w | x) = Δ_w − [lse(L + Δ) − lse(L)] and lse(L + Δ) − lse(L) = log E_p[e^Δ]).
+    Row k reads log_probs[b, group[k]] (the layer it belongs to; group None: the single group 0). Each chunk
+    of P is one GEMM, computed once and reused by every prompt of the batch; chunk rows fit `memory_budget`."""
+    n = len(fc2)
+    rows = _rows_per_chunk(bridge, memory_budget, n, extra_blocks=0 if group is None else 1)
     out = torch.empty_like(steps)
     work = steps.new_empty(min(rows, n), log_probs.shape[-1])  # the float32 exp block, reused
     for start in range(0, n, rows):
         chunk = slice(start, start + rows)
-        ids = torch.arange(start, min(start + rows, n), device=steps.device) if neurons is None else neurons[chunk]
-        P = sub_value_logits(bridge, layer, ids)  # [rows, vocab], shared by the whole batch
+        P = _logit_changes(bridge, fc2[chunk])  # [rows, vocab], shared by the whole batch
         low, high = torch.aminmax(P, dim=-1)
-        reach = torch.maximum(high, -low).to(steps.dtype)  # max_j |P_l[k, j]|
+        reach = torch.maximum(high, -low).to(steps.dtype)  # max_j |P[k, j]|
         for b in range(len(steps)):
             a = steps[b, chunk]
-            lse = _log_mean_exp(P, a, log_probs[b], reach, work)
-            out[b, chunk] = a * P[:, int(targets[b])] - lse
+            lp = log_probs[b, 0] if group is None else log_probs[b, group[chunk]]
+            out[b, chunk] = a * P[:, int(targets[b])] - _log_mean_exp(P, a, lp, reach, work)
     return out
 
 
@@ -404,7 +421,8 @@ def value_scores(
                 log_probs = frozen_log_probs(bridge, acts.x[:, j], scales)
                 base[:, i] = log_probs.gather(1, target_ids[:, None])[:, 0]
                 steps = (acts.coefficients[:, j] / scales).to(dtype)  # a = m / s
-                scores[:, i] = _projected_scores(bridge, layers[i], None, steps, log_probs, target_ids, memory_budget)
+                fc2 = sub_values(bridge, layers[i])
+                scores[:, i] = _projected_scores(bridge, fc2, steps, log_probs[:, None], target_ids, memory_budget)
             return ValueScores(layers, acts.positions, target_ids, scores, base, norm)
         for i, (l, j) in enumerate(zip(layers, index)):
             fc2 = sub_values(bridge, l)
@@ -418,16 +436,6 @@ def value_scores(
     return ValueScores(layers, acts.positions, target_ids, scores, base, norm)
 
 
-def _group_by_layer(neurons: Sequence[tuple[int, int]]) -> dict[int, tuple[list[int], list[int]]]:
-    """{layer: (positions in `neurons`, neuron ids)} in order of first appearance."""
-    groups: dict[int, tuple[list[int], list[int]]] = {}
-    for r, (l, k) in enumerate(neurons):
-        where, ks = groups.setdefault(l, ([], []))
-        where.append(r)
-        ks.append(k)
-    return groups
-
-
 def _projected_scores_for(
     bridge: TransformerBridge,
     activations: NeuronActivations,
@@ -435,28 +443,26 @@ def _projected_scores_for(
     target_ids: Int[Tensor, " batch"],
     neurons: Sequence[tuple[int, int]],
     memory_budget: int | None,
-    log_probs_of: dict[int, Float[Tensor, "batch d_vocab"]] | None = None,
+    log_probs: Float[Tensor, "batch n_acts_layers d_vocab"] | None = None,
 ) -> Float[Tensor, "batch n"]:
-    """Projected-path I(v) of explicit (layer, neuron) pairs for several prompts of `activations`: per layer,
-    the rows of P_l for the pairs' neurons are computed once and shared by all the prompts.
-    `log_probs_of[layer]` may hold log p(· | x^l) of these prompts already (else computed here)."""
+    """Projected-path I(v) of explicit (layer, neuron) pairs for several prompts of `activations`: the
+    pairs' rows of P, whatever their layers, come from one GEMM per chunk shared by all the prompts.
+    `log_probs` may hold log p(· | x^l) of these prompts for every layer of `activations` already."""
     acts, device = activations, activations.x.device
     rows = torch.as_tensor(list(prompts), device=device)
-    dtype = _score_dtype(bridge)
-    out = torch.empty(len(rows), len(neurons), dtype=dtype, device=device)
-    scales = final_norm_scale(bridge, acts.final_resid[rows])
-    for l, (where, ks) in _group_by_layer(neurons).items():
-        j = acts.layers.index(l)
-        ks_t = torch.tensor(ks, device=device)
-        if log_probs_of is not None and l in log_probs_of:
-            log_probs = log_probs_of[l]
-        else:
-            log_probs = frozen_log_probs(bridge, acts.x[rows, j], scales)
-        steps = (acts.coefficients[rows, j][:, ks_t] / scales).to(dtype)
-        out[:, torch.tensor(where, device=device)] = _projected_scores(
-            bridge, l, ks_t, steps, log_probs, target_ids, memory_budget
-        )
-    return out
+    scales = final_norm_scale(bridge, acts.final_resid[rows])  # [batch, 1]
+    used = sorted({acts.layers.index(l) for l, _ in neurons})  # activation-layer index j of each layer used
+    slot = {j: i for i, j in enumerate(used)}
+    if log_probs is None:
+        log_probs = frozen_log_probs(bridge, acts.x[rows][:, used], scales[:, None])  # [batch, n_used, vocab]
+    else:
+        log_probs = log_probs[:, used]
+    js = torch.tensor([acts.layers.index(l) for l, _ in neurons], device=device)
+    ks = torch.tensor([k for _, k in neurons], device=device)
+    fc2 = torch.stack([sub_values(bridge, l)[k] for l, k in neurons])
+    steps = (acts.coefficients[rows[:, None], js, ks] / scales).to(_score_dtype(bridge))  # a = m / s
+    group = torch.tensor([slot[int(j)] for j in js], device=device)
+    return _projected_scores(bridge, fc2, steps, log_probs, target_ids, memory_budget, group)
 
 
 def value_scores_for(
@@ -509,48 +515,71 @@ def value_upper_bounds(
     layers: Sequence[int],
     scale: Float[Tensor, "1"],
     head_tokens: int = DEFAULT_HEAD_TOKENS,
-    log_probs: Float[Tensor, "n_layers d_vocab"] | None = None,
 ) -> Float[Tensor, "n_layers d_mlp"]:
-    """An upper bound on I(v) for every neuron of `layers` (frozen norm), far cheaper than the exact scores.
+    """An upper bound on I(v) for every neuron of `layers` (frozen norm divisor `scale`) of prompt b, far
+    cheaper than the exact scores (see `_upper_bounds`, which does a batch of prompts at once)."""
+    rows = [acts.layers.index(l) for l in layers]
+    scales = scale.reshape(1, 1)
+    log_probs = frozen_log_probs(bridge, acts.x[b : b + 1, rows], scales[:, None])
+    targets = torch.tensor([target], device=acts.x.device)
+    return _upper_bounds(bridge, acts, [b], targets, layers, scales, log_probs, head_tokens)[0]
 
-    With s frozen, logits(x + v_k) = L + Δ_k with Δ_k = a_k P_l[k] (see `sub_value_logits`), and
-    I(v_k) = Δ_kw − lse(log p + Δ_k), p = p(· | x). Split the vocabulary into a head S (the `head_tokens`
-    likeliest tokens and w) and the tail T with mass q = p(T). Jensen's inequality on the tail,
-    Σ_{j∈T} p_j e^{Δ_j} ≥ q · exp(μ), μ = Σ_{j∈T} (p_j / q) Δ_j, gives
 
-        lse(log p + Δ_k) ≥ log( Σ_{j∈S} p_j e^{Δ_kj} + q e^{μ_k} )   ⇒   I(v_k) ≤ Δ_kw − that,
+def _upper_bounds(
+    bridge: TransformerBridge,
+    acts: NeuronActivations,
+    prompts: Sequence[int],
+    targets: Int[Tensor, " batch"],
+    layers: Sequence[int],
+    scales: Float[Tensor, "batch 1"],
+    log_probs: Float[Tensor, "batch n_layers d_vocab"],
+    head_tokens: int,
+) -> Float[Tensor, "batch n_layers d_mlp"]:
+    """Upper bounds on I(v) for every neuron of `layers` and a batch of prompts (frozen norm).
 
-    which needs Δ_k only on S (one [d_mlp × d_model] × [d_model × |S|] GEMM per layer) and μ_k = a_k (γ ⊙
-    c(fc2_k)) · W_Uᵀ p_T / q (one mat-vec). S = ∅ would be the plain linear bound Δ_w − E_p[Δ]; every head
-    token only tightens it (convexity), and it is exact when S is the whole vocabulary. `log_probs` may hold
-    log p(· | x^l) for `layers` already (`frozen_log_probs`).
+    With s frozen, logits(x + v_k) = L + Δ_k, Δ_k = a_k P_l[k] (`sub_value_logits`), and
+    I(v_k) = Δ_kw − lse(log p + Δ_k), p = p(· | x^l). Split the vocabulary into a head S (w and the
+    `head_tokens` likeliest other tokens of p) and the tail T with mass q = p(T). Jensen's inequality on the
+    tail, Σ_{j∈T} p_j e^{Δ_j} ≥ q · exp(μ) with μ = Σ_{j∈T} (p_j / q) Δ_j, gives
+
+        lse(log p + Δ_k) ≥ log( Σ_{j∈S} p_j e^{Δ_kj} + q e^{μ_k} )   ⇒   I(v_k) ≤ Δ_kw − that.
+
+    Both need only inner products of fc2_k with |S| + 1 directions, since (γ ⊙ c(fc2_k)) · u = fc2_k · c(γ ⊙ u):
+    u = u_j (rows of W_U) for j ∈ S, and u = W_Uᵀ p_T / q for μ. One [d_mlp × d_model] × [d_model × batch·(|S|+1)]
+    GEMM per layer serves the whole batch. With S = {w} this is close to the plain linear bound
+    Δ_w − E_p[Δ]; every head token only tightens it (convexity), and it is exact when S is the whole vocabulary.
     """
     if _soft_capped(bridge):
         raise NotImplementedError("the upper bound assumes logits affine in v (no logit soft cap)")
     dtype = _score_dtype(bridge)
     W_U = unembed_module(bridge).weight  # [vocab, d_model]
-    rows = [acts.layers.index(l) for l in layers]
-    if log_probs is None:
-        log_probs = frozen_log_probs(bridge, acts.x[b, rows], scale.reshape(1, 1).expand(len(rows), 1))
-    probs = log_probs.exp()  # [n_layers, vocab]
-    others = probs.index_fill(1, torch.tensor([target], device=probs.device), -1.0)  # w is always in S
-    n_head = min(head_tokens, probs.shape[-1] - 1)
-    heads = torch.cat([torch.full_like(probs[:, :1], target, dtype=torch.long), others.topk(n_head, dim=-1).indices], 1)
-    in_head = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, heads, True)
-    tail = probs.masked_fill(in_head, 0.0)
-    tail_mass = tail.sum(-1)  # q per layer
-    tail_dir = (tail.to(W_U.dtype) @ W_U).to(dtype)  # W_Uᵀ p_T per layer, [n_layers, d_model]
+    batch, n_layers, vocab = log_probs.shape
+    probs = log_probs.exp()
+    target_col = targets[:, None, None].expand(batch, n_layers, 1)
+    n_head = min(head_tokens, vocab - 1)
+    others = probs.scatter(-1, target_col, -1.0).topk(n_head, dim=-1).indices  # likeliest tokens other than w
+    heads = torch.cat([target_col, others], -1)  # S, w first: [batch, n_layers, |S|]
+    tail = probs.scatter(-1, heads, 0.0)
+    tail_mass = tail.sum(-1)  # q, [batch, n_layers]
+    tail_dir = (tail.to(W_U.dtype) @ W_U).to(dtype)  # W_Uᵀ p_T, [batch, n_layers, d_model]
+    dirs = torch.cat([W_U[heads].to(dtype), tail_dir[:, :, None]], 2)  # [batch, n_layers, |S| + 1, d_model]
+    dirs = norm_linear_adjoint(bridge, dirs)
+    head_log_probs = log_probs.gather(-1, heads)  # [batch, n_layers, |S|]
+    has_tail = tail_mass > 0
+    log_tail = torch.where(has_tail, tail_mass, 1.0).log().masked_fill(~has_tail, -float("inf"))
+    safe_mass = torch.where(has_tail, tail_mass, 1.0)
+    rows = torch.as_tensor(list(prompts), device=log_probs.device)
     out = []
-    for l, j, lp, head, q, u_tail in zip(layers, rows, log_probs, heads, tail_mass, tail_dir):
-        a = (acts.coefficients[b, j] / scale).to(dtype)  # [d_mlp]
-        G = norm_linear_part(bridge, sub_values(bridge, l)).to(dtype)  # P_l = G W_Uᵀ
-        delta_head = a[:, None] * (G @ W_U[head].to(dtype).T)  # Δ_kj for j ∈ S (the first column is w)
-        terms = lp[head][None] + delta_head
-        if float(q) > 0:
-            mu = a * (G @ u_tail) / q
-            terms = torch.cat([terms, (q.log() + mu)[:, None]], 1)
-        out.append(delta_head[:, 0] - torch.logsumexp(terms, -1))
-    return torch.stack(out)
+    for i, l in enumerate(layers):
+        j = acts.layers.index(l)
+        fc2 = sub_values(bridge, l).to(dtype)  # [d_mlp, d_model]
+        inner = (fc2 @ dirs[:, i].reshape(-1, dirs.shape[-1]).T).reshape(len(fc2), batch, -1).transpose(0, 1)
+        a = (acts.coefficients[rows, j] / scales).to(dtype)  # [batch, d_mlp]
+        delta = a[..., None] * inner  # Δ_kj for j ∈ S (column 0 is w), and a_k fc2_k · c(γ ⊙ W_Uᵀ p_T) last
+        head = head_log_probs[:, i, None] + delta[..., :-1]
+        tail_term = log_tail[:, i, None] + delta[..., -1] / safe_mass[:, i, None]
+        out.append(delta[..., 0] - torch.logsumexp(torch.cat([head, tail_term[..., None]], -1), -1))
+    return torch.stack(out, 1)
 
 
 def _pruned_search(
@@ -561,65 +590,86 @@ def _pruned_search(
     memory_budget: int | None,
     k: int | None,
     threshold: float | None,
+    head_tokens: int = DEFAULT_HEAD_TOKENS,
 ) -> pd.DataFrame:
-    """Exact scores for the neurons that can matter, visited in decreasing order of `value_upper_bounds`.
+    """Exact scores for the neurons that can matter, visited in decreasing order of `_upper_bounds`.
 
     Top-k: the first round scores the k best-bounded neurons exactly; the k-th best exact score found so
     far is the cutoff, and each further round scores (at most twice as many as the last round) the next
     neurons whose bound still clears it; it stops when the next bound is below the cutoff — no neuron left
     can enter the top k. Threshold: every neuron whose bound clears the threshold is scored, in one round.
-    Bounds within `BOUND_SLACK` of the cutoff count as clearing it (float32 rounding)."""
-    d_mlp = bridge.cfg.d_mlp
+    Bounds within `BOUND_SLACK` of the cutoff count as clearing it (float32 rounding). log p(· | x^l) and the
+    bounds are computed for groups of prompts at once (float64 log-softmax within `memory_budget`)."""
+    d_mlp, vocab = bridge.cfg.d_mlp, bridge.cfg.d_vocab
+    n_prompts = len(target_ids)
+    # per prompt: [n_layers × vocab] of float64 log-softmax, then float32 p, head-masked p and tail p
+    group = n_prompts if memory_budget is None else max(1, memory_budget // (len(acts.layers) * vocab * 16))
+    rows = [acts.layers.index(l) for l in layers]
     frames = []
     with torch.no_grad():
-        for b in range(len(target_ids)):
-            w = int(target_ids[b])
-            scale = final_norm_scale(bridge, acts.final_resid[b])
-            rows = [acts.layers.index(l) for l in layers]
-            log_probs = frozen_log_probs(bridge, acts.x[b, rows], scale.reshape(1, 1).expand(len(rows), 1))
-            log_probs_of = {l: log_probs[i : i + 1] for i, l in enumerate(layers)}  # shared by bound and rounds
-            bounds = value_upper_bounds(bridge, acts, b, w, layers, scale, log_probs=log_probs).reshape(-1)
-            sorted_bounds, order = bounds.sort(descending=True)
-            sorted_bounds = (sorted_bounds + BOUND_SLACK).cpu()
-            cutoff = -float("inf") if threshold is None else threshold
-            done, values = 0, []
-            round_size = k or len(order)
-            while done < len(order):
-                # bounds are sorted: the neurons that still clear the cutoff are a prefix of those left
-                clearing = int((sorted_bounds[done:] >= cutoff).sum())
-                if clearing == 0:
-                    break
-                take = min(clearing, round_size)
-                pairs = [(layers[i // d_mlp], i % d_mlp) for i in order[done : done + take].tolist()]
-                values.append(
-                    _projected_scores_for(bridge, acts, [b], target_ids[b : b + 1], pairs, memory_budget, log_probs_of)[0]
-                )
-                done += take
-                if k is not None and done >= k:
-                    cutoff = max(cutoff, float(torch.cat(values).topk(k).values[-1]))
-                round_size *= 2
-            idx = order[:done]
-            val = torch.cat(values) if values else bounds[:0]
-            log.debug("prompt %d: exact scores for %d of %d neurons", b, done, len(order))
-            if threshold is not None:
-                keep = val > threshold
-                idx, val = idx[keep], val[keep]
-            val, pos = val.sort(descending=True)
-            if k is not None:
-                val, pos = val[:k], pos[:k]
-            idx = idx[pos]
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "prompt": b,
-                        "layer": [layers[i // d_mlp] for i in idx.tolist()],
-                        "neuron": (idx % d_mlp).tolist(),
-                        "score": val.tolist(),
-                        "rank": range(1, len(val) + 1),
-                    }
-                )
+        for first in range(0, n_prompts, group):
+            prompts = list(range(first, min(n_prompts, first + group)))
+            scales = final_norm_scale(bridge, acts.final_resid[prompts])
+            log_probs = frozen_log_probs(bridge, acts.x[prompts], scales[:, None])  # every layer of acts
+            bounds = _upper_bounds(
+                bridge, acts, prompts, target_ids[prompts], layers, scales, log_probs[:, rows], head_tokens
             )
-    return pd.concat(frames, ignore_index=True)
+            for i, b in enumerate(prompts):
+
+                def score(pairs, b=b, i=i):
+                    return _projected_scores_for(
+                        bridge, acts, [b], target_ids[b : b + 1], pairs, memory_budget, log_probs[i : i + 1]
+                    )[0]
+
+                frames.append(_prune_one(bounds[i].reshape(-1), score, layers, d_mlp, k, threshold).assign(prompt=b))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["prompt", "layer", "neuron", "score", "rank"]]
+
+
+def _prune_one(
+    bounds: Float[Tensor, " n_neurons"],
+    score: Callable[[list[tuple[int, int]]], Float[Tensor, " n"]],
+    layers: Sequence[int],
+    d_mlp: int,
+    k: int | None,
+    threshold: float | None,
+) -> pd.DataFrame:
+    """The rounds of `_pruned_search` for one prompt (bounds over `layers` × d_mlp, flattened):
+    `score(pairs)` gives the exact scores of (layer, neuron) pairs. Rows: layer, neuron, score, rank."""
+    sorted_bounds, order = bounds.sort(descending=True)
+    sorted_bounds = (sorted_bounds + BOUND_SLACK).cpu()
+    cutoff = -float("inf") if threshold is None else threshold
+    done, values = 0, []
+    round_size = k or len(order)
+    while done < len(order):
+        # bounds are sorted: the neurons that still clear the cutoff are a prefix of those left
+        clearing = int((sorted_bounds[done:] >= cutoff).sum())
+        if clearing == 0:
+            break
+        take = min(clearing, round_size)
+        values.append(score([(layers[i // d_mlp], i % d_mlp) for i in order[done : done + take].tolist()]))
+        done += take
+        if k is not None and done >= k:
+            cutoff = max(cutoff, float(torch.cat(values).topk(k).values[-1]))
+        round_size *= 2
+    log.debug("exact scores for %d of %d neurons", done, len(order))
+    idx = order[:done]
+    val = torch.cat(values) if values else bounds[:0]
+    if threshold is not None:
+        keep = val > threshold
+        idx, val = idx[keep], val[keep]
+    val, pos = val.sort(descending=True)
+    if k is not None:
+        val, pos = val[:k], pos[:k]
+    idx = idx[pos].tolist()
+    return pd.DataFrame(
+        {
+            "layer": [layers[i // d_mlp] for i in idx],
+            "neuron": [i % d_mlp for i in idx],
+            "score": val.tolist(),
+            "rank": range(1, len(val) + 1),
+        }
+    )
 
 
 def top_value_neurons(
