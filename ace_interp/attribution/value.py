@@ -66,9 +66,9 @@ NORM_MODES: tuple[str, ...] = ("frozen", "recomputed")
 ScoreMethod = Literal["auto", "projected", "direct"]
 SCORE_METHODS: tuple[str, ...] = ("auto", "projected", "direct")
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes for one [chunk × vocab] block of logits (and its logsumexp temp)
-# Rows with |Δ| = |a_k| · max_j |P_l[k, j]| ≤ this many nats get lse(log p + Δ) as log Σ_j p_j e^{Δ_j} (exp, then
-# a mat-vec with p; no max-shift pass): e^{Δ} ≤ e^20 cannot overflow, and tokens whose p_j underflows float32
-# (p_j < e^-87) add < e^{-67} to a sum that is ≥ e^{E_p[Δ]} ≥ e^-20 (Jensen). Other rows take the shifted logsumexp.
+# Rows with |Δ| = |a_k| · max_j |P_l[k, j]| ≤ this many nats get lse(log p + Δ) without the max-shift pass:
+# every term e^{log p_j + Δ_j} ≤ e^20 (log p ≤ 0) cannot overflow float32, and the sum is ≥ e^{max_j log p_j − 20}
+# ≥ e^{−log(vocab) − 20}, far above float32's smallest normal (e^-87). Other rows take the shifted logsumexp.
 _UNSHIFTED_EXP_LIMIT = 20.0
 # top-k pruning compares float32 bounds with float32 exact scores: a bound within this many nats of the
 # cutoff is treated as clearing it, so rounding can never drop a neuron the full sweep would keep
@@ -218,12 +218,11 @@ def _log_mean_exp(
     distribution for all rows, or one per row.
 
     `work` is a reusable float32 buffer of at least n rows (a fresh [n × vocab] tensor costs page faults on
-    every call); `reach` = max_j |P[k, j]| decides which rows may skip the max-shift (`_UNSHIFTED_EXP_LIMIT`)."""
+    every call); `reach` = max_j |P[k, j]| decides which rows may skip the max-shift (`_UNSHIFTED_EXP_LIMIT`).
+    The sum is torch's (cascaded) reduction, ~1e-7 relative; a float32 mat-vec Σ_j p_j e^{Δ_j} (MKL sgemv)
+    was 15% faster but off by up to 2e-5 on a 49k vocabulary."""
     delta = torch.mul(P, steps[:, None], out=work[: len(P)])  # Δ = a P
-    if log_probs.dim() == 1:
-        lse = torch.mv(delta.exp_(), log_probs.exp()).log_()  # log Σ_j p_j e^{Δ_j}; wild rows may overflow
-    else:
-        lse = delta.add_(log_probs).exp_().sum(-1).log_()  # log Σ_j e^{log p_j + Δ_j}
+    lse = delta.add_(log_probs).exp_().sum(-1).log_()  # log Σ_j e^{log p_j + Δ_j}; wild rows may overflow here
     wild = (steps.abs() * reach > _UNSHIFTED_EXP_LIMIT).nonzero()[:, 0]
     if len(wild):
         wild_log_probs = log_probs if log_probs.dim() == 1 else log_probs[wild]
