@@ -265,7 +265,7 @@ def second_moments(
     corpus: TextCorpus | None = None,
     n_tokens: int = 10_000,
     seq_len: int = 128,
-    batch_size: int = 8,
+    batch_size: int = 64,
     progress: bool = True,
     use_cache: bool = True,
 ) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
