@@ -15,6 +15,7 @@ the HF submodules with hook-point wrappers, which makes its forward several time
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -187,8 +188,14 @@ class SuffixForward:
                 cache = DynamicCache(config=runner.model.config)
                 runner.model.base_model(
                     input_ids=torch.where(real_p, full.tokens.gather(1, src_p), pad), attention_mask=real_p.long(),
-                    position_ids=(real_p.long().cumsum(1) - 1).clamp(min=0), cache=cache, use_cache=True,
+                    position_ids=(real_p.long().cumsum(1) - 1).clamp(min=0), use_cache=True,
+                    **{cache_keyword(runner.model): cache},
                 )
+                if not cache.layers or getattr(cache.layers[0], "keys", None) is None:
+                    raise RuntimeError(
+                        f"the KV cache stayed empty after the prefix pass (transformers {transformers_version()}): "
+                        "this version's models take the cache under another keyword"
+                    )
                 # padding rows of the prefix may hold non-finite values; they are masked, keep them finite
                 self.prefix_kv = [(l.keys.nan_to_num(), l.values.nan_to_num()) for l in cache.layers]
             store: list = []
@@ -211,12 +218,25 @@ class SuffixForward:
             cache = self._cache_type(config=self.runner.model.config)
             for i, (k, v) in enumerate(self.prefix_kv):  # a fresh cache holding the prefix only, each call
                 cache.update(k, v, i)
-            kwargs.update(cache=cache, use_cache=True)
+            kwargs.update({cache_keyword(self.runner.model): cache, "use_cache": True})
         return kwargs
 
     def hidden(self) -> Float[Tensor, "batch suffix d_model"]:
         """Final-norm outputs at the suffix positions (hooks on blocks ≥ layer see suffix positions only)."""
         return self.runner.hidden_from(self.layer, self.resid, **self._cache_kwargs())
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword under which this transformers version's models take a KV cache: `cache` (5.2x) or
+    `past_key_values` (earlier releases, e.g. 5.17)."""
+    params = inspect.signature(model.base_model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def hf_runner(bridge: TransformerBridge) -> HFRunner:
