@@ -154,7 +154,11 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     is_qwen3_8b = spec.architecture == "Qwen3ForCausalLM" and n == 36
     small = n <= 6  # tiny test models and the synthetic-world toy models
 
-    cov_weight = 15_000.0 if is_gptj_6b else 0.9 * d_mlp
+    # λ competes with the edited keys' Mahalanobis norm kᵀC⁻¹k (≈ d_mlp for keys typical of the corpus).
+    # Models with ≤ 6 layers get a one-layer MEMIT/PMET range, so nothing later in the spread makes up
+    # for what λ holds back: λ = 0.04·d_mlp there (toy sweep, docs/ace.md: MEMIT and PMET efficacy have
+    # saturated by λ ≈ 20 on d_mlp = 512); larger models keep GPT-J's λ/d_mlp ≈ 0.9.
+    cov_weight = 15_000.0 if is_gptj_6b else (0.04 if small else 0.9) * d_mlp
     n_tokens = 100_000 if n >= 28 and d_mlp >= 8192 else (2_000 if small else 5_000)
     covariance = CovarianceHParams(cov_weight=cov_weight, n_tokens=n_tokens)
     pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)  # PMET: 20,000 vs MEMIT's 15,000
