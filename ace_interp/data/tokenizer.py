@@ -1,8 +1,9 @@
 """A word-level HF tokenizer for a synthetic world.
 
 Ids 0..3 are [UNK], [BOS], [EOS], [PAD] (each its own id); then the world's words, sorted. The tokenizer
-splits on whitespace and adds no special tokens itself: the model config's `bos_token_id` (1) tells the
-TransformerBridge to prepend [BOS], and `encode_example` does the same for training.
+splits on whitespace and adds no special tokens itself: `encode_example` prepends [BOS] for training, and
+`load_model` sets the bridge's `default_prepend_bos` for the named toy models (TransformerLens 4.3 does not
+prepend it for them by itself).
 """
 
 from __future__ import annotations
