@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ACEHParams
-from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write
+from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write, target_write_map
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
 from ace_interp.editing.timing import stage
@@ -121,7 +121,9 @@ def ace_updates(
     if not value:
         raise ValueError("ACE needs at least one value layer")
     z_layer = value[-1]
-    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts)
+    through = hp.target.through_write
+    mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
+    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping, joint_attention=hp.joint_attention)
     z = target.targets["mlp"]
     info = {"query_layers": query, "value_layers": value, "z_layer": z_layer, "target_prob": target.target_prob,
             "target_losses": target.losses, "ranking": ranking}
@@ -144,7 +146,9 @@ def ace_updates(
     hop_rows = hop_prompts_as_requests(requests, hops)
     with apply_weight_updates(bridge, value_result.updates, label="ace value write (temporary)"):
         q_layer = query[-1]
-        q_target = compute_z_pmet(bridge, requests, q_layer, hp.target, contexts, extra_prompts=hop_rows)
+        q_map = target_write_map(bridge, requests, q_layer, contexts, hp.covariance) if through else None
+        q_target = compute_z_pmet(bridge, requests, q_layer, hp.target, contexts, extra_prompts=hop_rows, write_map=q_map,
+                                  joint_attention=hp.joint_attention)
         query_result = spread_write(
             bridge, requests, group_steps(query, q_target.targets["mlp"], q_layer, hp.query_weight), contexts, hp.covariance
         )

@@ -169,14 +169,27 @@ def default_corpus(bridge: TransformerBridge, n_tokens: int = 10_000, progress: 
     (`corpus_sample.txt`, one sentence a line, written by `ace_interp.data.world.save_world_assets`): use
     it. Any other model gets text sampled from itself (`model_sampled_corpus`).
     """
-    source = bridge.__dict__.get("ace_source")
-    # the model's own folder, or the shipped world next to it (assets/toy-*/ beside assets/world/)
-    candidates = [Path(source) / WORLD_CORPUS_FILE, Path(source).parent / "world" / WORLD_CORPUS_FILE] if source else []
-    for path in candidates:
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return TextCorpus.from_texts("world-corpus", [l for l in lines if l.strip()])
+    path = world_corpus_path(bridge)
+    if path is not None:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return TextCorpus.from_texts("world-corpus", [l for l in lines if l.strip()])
     return model_sampled_corpus(bridge, n_tokens=n_tokens, progress=progress)
+
+
+def world_corpus_path(bridge: TransformerBridge) -> Path | None:
+    """The training-corpus sample of a synthetic-world toy model, or None for any other model.
+
+    Looked up in the model's own folder, then in the shipped world next to it (assets/toy-*/ beside
+    assets/world/). Its presence is also how the editors tell a toy model, trained on one fact per
+    sequence, from a model trained on running text (`hparams.default_hparams`).
+    """
+    source = bridge.__dict__.get("ace_source")
+    if not source:
+        return None
+    for path in (Path(source) / WORLD_CORPUS_FILE, Path(source).parent / "world" / WORLD_CORPUS_FILE):
+        if path.exists():
+            return path
+    return None
 
 
 def _corpus_rows(bridge: TransformerBridge, corpus: TextCorpus, seq_len: int):

@@ -16,7 +16,7 @@ from typing import Literal
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.covariance import TextCorpus
+from ace_interp.editing.covariance import TextCorpus, world_corpus_path
 from ace_interp.model.architecture import model_spec
 
 METHODS = ("ft", "rome", "memit", "pmet", "ace")
@@ -41,6 +41,12 @@ class TargetHParams:
     kl_prompt: str = "{} is a"
     early_stop_loss: float = 5e-2  # stop when every request's NLL term (mean over prompts) is below this
     n_context: int = 5  # sampled context prefixes (plus the empty one)
+    # optimise δ through the write at the target layer (`compute_targets(write_map=…)`): the loss sees what
+    # Δ = Uδ does at every position, not only at the subject's last token (docs/ace.md, "Through the write")
+    through_write: bool = False
+    # PMET's attention delta gets v_weight_decay · attn_decay_scale: it is never written, so a large share
+    # of the shift carried by it is lost when only the FFN part is kept (docs/ace.md, "Toy models")
+    attn_decay_scale: float = 1.0
     context_length: int = 10
     seed: int = 0
 
@@ -101,6 +107,7 @@ class PMETHParams:
         default_factory=lambda: TargetHParams(v_num_grad_steps=30, v_lr=0.2, decay_power=1, clamp_norm_factor=0.75)
     )
     covariance: CovarianceHParams = field(default_factory=lambda: CovarianceHParams(cov_weight=20_000.0))
+    joint_attention: bool = True  # PMET's attention delta beside the FFN one (False: FFN delta only)
 
 
 @dataclass
@@ -126,6 +133,7 @@ class ACEHParams:
         default_factory=lambda: TargetHParams(v_num_grad_steps=30, v_lr=0.2, decay_power=1, clamp_norm_factor=0.75)
     )
     covariance: CovarianceHParams = field(default_factory=lambda: CovarianceHParams(cov_weight=20_000.0))
+    joint_attention: bool = True  # the PMET backend's attention delta (False: the FFN delta carries it all)
 
 
 HParams = FTHParams | ROMEHParams | MEMITHParams | PMETHParams | ACEHParams
@@ -164,7 +172,18 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)  # PMET: 20,000 vs MEMIT's 15,000
     # Small models (tiny random test models, synthetic-world toys) have activations of norm ~0.01–1; the
     # reference decay ‖δ‖/‖z_0‖^p and clamp c·‖z_0‖ were tuned for GPT-J-sized norms and would freeze δ.
-    small_target = dict(v_weight_decay=1e-3, decay_power=1, clamp_norm_factor=1000.0, v_lr=0.1, v_num_grad_steps=40)
+    # lr 0.5 / ≤ 100 steps (early stop at NLL < 0.05): at lr 0.1 / 40 steps the toy targets stopped at
+    # p(new) ≈ 0.4–0.7 (docs/ace.md, "Toy models").
+    small_target = dict(v_weight_decay=1e-3, decay_power=1, clamp_norm_factor=1000.0, v_lr=0.5, v_num_grad_steps=100)
+    # A synthetic-world toy was trained on one fact per sequence: any context prefix is out of its
+    # distribution (sampled ones read "dmitri rosa euro 's euro . north-america 's pound ."), and with 5 of
+    # them the toy targets reached p(new) 0.02–0.6 instead of 0.9–1.0. Such models edit the bare prompt only.
+    if world_corpus_path(bridge) is not None:
+        small_target["n_context"] = 0
+    # ...and are optimised through the write: in a 6-layer toy the last position's keys overlap the
+    # subject's (attention copies the name there early), so a write moved the final position's FFN output
+    # by up to half the subject's shift and undid 2 of 10 ROME edits whose targets had reached p ≈ 0.95.
+    small_target["through_write"] = True
 
     pmet_target = (
         TargetHParams(**small_target)
@@ -190,6 +209,9 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             layers=_span(3, 8, n),
             target=pmet_target,
             covariance=pmet_covariance,
+            # on the toys the never-written attention delta carried most of the shift: with it PMET
+            # realised 2–4 of 10 targets, without it 10 of 10 (docs/ace.md, "Toy models")
+            joint_attention=not small,
         )
     else:
         if is_qwen3_8b:
@@ -198,13 +220,22 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             query, value = tuple(range(3, 9)), (23, 24, 25)
         else:
             query, value = _span(3, 8, n), _span(23, 25, n)
+        variant = "ace-paper"
         if small:
-            query, value = tuple(range(0, max(1, n // 2))), tuple(range(max(1, n // 2), n))
+            # One value layer (ROME's, mapped) and the layers below it as the query group, each written
+            # towards its own target (the attribution variant with fixed groups): on the toys a multi-layer
+            # spread, or one shared z that the query group writes first, realised the target for 5–8 of
+            # 10 edits; single-layer groups optimised through their write realised 10 of 10 (docs/ace.md).
+            value_layer = _map(5, n)
+            query, value, variant = tuple(range(value_layer)), (value_layer,), "attribution"
         hp = ACEHParams(
+            variant=variant,
+            rank_layers=not small,
             query_layers=query,
             value_layers=value,
             target=pmet_target,
             covariance=pmet_covariance,
+            joint_attention=not small,
         )
     return replace(hp, **overrides) if overrides else hp
 

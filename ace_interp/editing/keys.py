@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -364,6 +364,23 @@ def add_at_positions(
         return _replace_first(output, out)
 
     return module.register_forward_hook(hook)
+
+
+def add_through_write(
+    down_proj: nn.Module, mapping: Float[Tensor, "d_mlp n"], delta: Callable[[], Float[Tensor, "n d_model"]]
+):
+    """A forward hook on a down-projection adding (k U) δ at every position, k being its input there.
+
+    This is what writing Δ = U δ into W_out does to the layer's output (`solver.write_map`): ≈ δ_i where
+    the key is edited key i, and a share of it wherever another token's key overlaps the edited ones.
+    """
+
+    def hook(mod, args, output):
+        d = delta()
+        shift = (args[0].to(mapping.dtype) @ mapping) @ d.to(mapping.dtype)
+        return output + shift.to(output.dtype)
+
+    return down_proj.register_forward_hook(hook)
 
 
 def capture_input(module: nn.Module, store: list):

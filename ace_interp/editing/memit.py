@@ -25,9 +25,9 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import second_moments
 from ace_interp.editing.hparams import CovarianceHParams, MEMITHParams
-from ace_interp.editing.keys import IncrementalForward, build_batch, hf_runner
+from ace_interp.editing.keys import IncrementalForward, build_batch, compute_keys, hf_runner
 from ace_interp.editing.requests import EditRequest
-from ace_interp.editing.solver import regularised_cholesky, solve_key_value
+from ace_interp.editing.solver import regularised_cholesky, solve_key_value, write_map
 from ace_interp.editing.targets import compute_targets
 from ace_interp.editing.timing import stage
 from ace_interp.model.weights import apply_weight_updates
@@ -74,6 +74,24 @@ def load_second_moments(bridge: TransformerBridge, layers: Sequence[int], cov: C
         return second_moments(
             bridge, layers, corpus=cov.corpus, n_tokens=cov.n_tokens, seq_len=cov.seq_len, progress=cov.progress
         )
+
+
+def target_write_map(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    layer: int,
+    contexts: Sequence[str],
+    cov: CovarianceHParams,
+    cov_weight: float | None = None,
+) -> Tensor:
+    """U = C⁻¹Kᵀ(KC⁻¹Kᵀ + λI)⁻¹ at `layer` for the requests' keys (`solver.write_map`): the map a
+    target optimised through the write (`TargetHParams.through_write`) is added with."""
+    with stage("keys"):
+        keys = compute_keys(bridge, requests, [layer], contexts)[layer]
+    moments = load_second_moments(bridge, [layer], cov)[layer]
+    with stage("solve"):
+        weight = cov.cov_weight if cov_weight is None else cov_weight
+        return write_map(keys, moments, cov_weight=weight, ridge=cov.ridge)
 
 
 def spread_write(
@@ -137,7 +155,8 @@ def memit_updates(
 ) -> MethodResult:
     layers = sorted(hp.layers)
     z_layer = layers[-1]
-    target = compute_targets(bridge, requests, z_layer, hp.target, contexts, sites=("resid",))
+    mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if hp.target.through_write else None
+    target = compute_targets(bridge, requests, z_layer, hp.target, contexts, sites=("resid",), write_map=mapping)
     z = target.targets["resid"]
     divisors = spread_divisors(len(layers), "linear")
     steps = [SpreadStep(l, z, z_layer, "resid", d) for l, d in zip(layers, divisors)]

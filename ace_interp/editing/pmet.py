@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import PMETHParams
-from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write
+from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write, target_write_map
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
 
@@ -26,7 +26,8 @@ def pmet_updates(
 ) -> MethodResult:
     layers = sorted(hp.layers)
     z_layer = layers[-1]
-    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts)
+    mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if hp.target.through_write else None
+    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping, joint_attention=hp.joint_attention)
     z = target.targets["mlp"]
     steps = [SpreadStep(l, z, z_layer, "mlp", d) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
     result = spread_write(bridge, requests, steps, contexts, hp.covariance)

@@ -16,7 +16,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ROMEHParams
 from ace_interp.editing.keys import compute_keys
-from ace_interp.editing.memit import MethodResult, load_second_moments
+from ace_interp.editing.memit import MethodResult, load_second_moments, target_write_map
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import solve_key_value
 from ace_interp.editing.targets import compute_targets
@@ -28,7 +28,13 @@ def rome_updates(
     bridge: TransformerBridge, requests: Sequence[EditRequest], hp: ROMEHParams, contexts: Sequence[str]
 ) -> MethodResult:
     layer = check_layer(bridge, hp.layer)
-    target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",))
+    weight = 0.0 if hp.exact else hp.covariance.cov_weight
+    mapping = (
+        target_write_map(bridge, requests, layer, contexts, hp.covariance, cov_weight=weight)
+        if hp.target.through_write
+        else None
+    )
+    target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",), write_map=mapping)
     with stage("keys"):
         keys = compute_keys(bridge, requests, [layer], contexts)[layer]
     w_out = ffn_weight(bridge, layer, "W_out")
@@ -36,7 +42,6 @@ def rome_updates(
     second = load_second_moments(bridge, [layer], hp.covariance)[layer]
     with stage("solve"):
         current = keys @ w_out + (0 if b_out is None else b_out)
-        weight = 0.0 if hp.exact else hp.covariance.cov_weight
         delta = solve_key_value(keys, target.targets["mlp"] - current, second, cov_weight=weight, ridge=hp.covariance.ridge)
     return MethodResult(
         {(layer, "W_out"): delta},

@@ -59,12 +59,32 @@ def solve_key_value(
     """
     if keys.ndim != 2 or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
         raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
+    if not torch.isfinite(residuals).all():
+        raise SolverError("keys or residuals contain NaN/inf")
+    mapping = write_map(keys, second_moment, cov_weight, ridge, cholesky)
+    return (mapping @ residuals.to(device=keys.device, dtype=torch.float64)).to(residuals.dtype)
+
+
+def write_map(
+    keys: Float[Tensor, "n d_mlp"],
+    second_moment: Float[Tensor, "d_mlp d_mlp"] | None = None,
+    cov_weight: float = 0.0,
+    ridge: float = 1e-4,
+    cholesky: Tensor | None = None,
+) -> Float[Tensor, "d_mlp n"]:
+    """U = C⁻¹Kᵀ (K C⁻¹ Kᵀ + λI)⁻¹ (float64), so that the solver's update is Δ = U R.
+
+    A key k' then has its output moved by k'Δ = (k'U) R: the write is linear in the residuals R, with
+    weights k'U that are ≈ e_i at edited key i (exactly at λ = 0) and small for keys unlike the edited
+    ones. `targets.compute_targets(write_map=U)` uses this to optimise R through the write itself.
+    """
+    if keys.ndim != 2:
+        raise SolverError(f"keys must be [n, d_mlp], got {tuple(keys.shape)}")
     if cov_weight < 0:
         raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
-    if not (torch.isfinite(keys).all() and torch.isfinite(residuals).all()):
+    if not torch.isfinite(keys).all():
         raise SolverError("keys or residuals contain NaN/inf")
     k = keys.to(torch.float64)
-    r = residuals.to(device=keys.device, dtype=torch.float64)
     n, d = k.shape
     if cholesky is None and second_moment is not None:
         if second_moment.shape != (d, d):
@@ -75,8 +95,8 @@ def solve_key_value(
     else:
         c_inv_kt = torch.cholesky_solve(k.T.contiguous(), cholesky.to(keys.device))  # C⁻¹Kᵀ [d, n]
     gram = k @ c_inv_kt + cov_weight * torch.eye(n, dtype=torch.float64, device=k.device)  # K C⁻¹ Kᵀ + λI
-    coef, info = torch.linalg.solve_ex(gram, r)  # (K C⁻¹ Kᵀ + λI)⁻¹ R  [n, d_model]
-    if info.item() != 0 or not torch.isfinite(coef).all():
+    inverse, info = torch.linalg.inv_ex(gram)  # (K C⁻¹ Kᵀ + λI)⁻¹  [n, n]
+    if info.item() != 0 or not torch.isfinite(inverse).all():
         # λ = 0 with linearly dependent keys (e.g. one subject edited twice): least-norm solution
-        coef = torch.linalg.pinv(gram, hermitian=True) @ r
-    return (c_inv_kt @ coef).to(residuals.dtype)
+        inverse = torch.linalg.pinv(gram, hermitian=True)
+    return c_inv_kt @ inverse

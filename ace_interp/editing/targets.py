@@ -32,6 +32,7 @@ from ace_interp.editing.hparams import TargetHParams
 from ace_interp.editing.keys import (
     SuffixForward,
     add_at_positions,
+    add_through_write,
     build_batch,
     capture_output,
     concat_batches,
@@ -69,6 +70,7 @@ def compute_targets(
     sites: Sequence[str] = ("resid",),
     extra_prompts: Sequence[tuple[int, EditRequest]] = (),
     suffix_only: bool = True,
+    write_map: Float[Tensor, "d_mlp n"] | None = None,
 ) -> TargetResult:
     """Optimise δ at `sites` of `layer` so the model predicts each request's target_new.
 
@@ -78,9 +80,15 @@ def compute_targets(
 
     `extra_prompts` adds (request index, prompt) pairs to the NLL term — each an EditRequest whose
     prompt holds the subject as `{}` and whose target_new is the answer wanted (ACE's multi-hop prompts).
+
+    `write_map` (U of `solver.write_map` for this layer's edited keys) optimises *through the write*: the
+    "mlp" (else "resid") delta is added as the W_out write Δ = U δ would add it — (k_p U) δ at every
+    position p of every row, k_p the layer's key there — instead of at the subject's last token only. The
+    optimised δ is then the residual the solver writes, and what the edit does to the other positions of
+    the prompt (the final one above all) is part of the loss. Runs every position, so no suffix fast path.
     """
     with stage("targets"):
-        return _optimise(bridge, requests, layer, hp, contexts, sites, extra_prompts, suffix_only)
+        return _optimise(bridge, requests, layer, hp, contexts, sites, extra_prompts, suffix_only, write_map)
 
 
 def _optimise(
@@ -92,6 +100,7 @@ def _optimise(
     sites: Sequence[str],
     extra_prompts: Sequence[tuple[int, EditRequest]],
     suffix_only: bool,
+    write_map: Tensor | None = None,
 ) -> TargetResult:
     layer = check_layer(bridge, layer)
     bad = [s for s in sites if s not in SITES]
@@ -113,7 +122,7 @@ def _optimise(
     # blocks below `layer` and positions before the subject's last token do not depend on δ: compute them
     # once (SuffixForward), or at least resume every step from the residual entering `layer`
     resume = runner.can_resume()
-    suffix = SuffixForward(runner, batch, layer) if (resume and suffix_only) else None
+    suffix = SuffixForward(runner, batch, layer) if (resume and suffix_only and write_map is None) else None
     if suffix is not None:
         batch = suffix.batch
         log.debug("target optimisation on %d of %d tokens per step", suffix.n_tokens_suffix, suffix.n_tokens_full)
@@ -146,10 +155,16 @@ def _optimise(
     opt = torch.optim.Adam(list(deltas.values()), lr=hp.v_lr)
     losses: list[float] = []
     target_prob = None
+    through = ("mlp" if "mlp" in sites else "resid") if write_map is not None else None
+    if write_map is not None and (write_map.ndim != 2 or write_map.shape[1] != n_req):
+        raise ValueError(f"write_map must be [d_mlp, {n_req}], got {tuple(write_map.shape)}")
     factories = [
         (lambda s=s: add_at_positions(modules[s][layer], batch.rows, batch.lookup, lambda s=s: deltas[s][batch.owner].to(dtype)))
         for s in sites
+        if s != through
     ]
+    if through is not None:
+        factories.append(lambda: add_through_write(runner.down_proj[layer], write_map, lambda: deltas[through]))
     with frozen_parameters(runner.model), hooks(*factories):
         for step in range(max(1, hp.v_num_grad_steps)):
             opt.zero_grad()
@@ -175,7 +190,8 @@ def _optimise(
                 loss_per_req = loss_per_req + hp.kl_factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
             for s in sites:
                 norm0 = initial[s].norm(dim=-1).clamp_min(1e-8)
-                loss_per_req = loss_per_req + hp.v_weight_decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
+                decay = hp.v_weight_decay * (hp.attn_decay_scale if s == "attn" else 1.0)
+                loss_per_req = loss_per_req + decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
             loss = loss_per_req.sum()
             losses.append(float(loss_per_req.detach().max()))
             with torch.no_grad():
@@ -225,7 +241,13 @@ def compute_z_pmet(
     hp: TargetHParams,
     contexts: Sequence[str],
     extra_prompts: Sequence[tuple[int, EditRequest]] = (),
+    write_map: Float[Tensor, "d_mlp n"] | None = None,
+    joint_attention: bool = True,
 ) -> TargetResult:
     """PMET's joint optimisation of the attention and FFN output deltas at `layer`; only the FFN target
-    (`.targets["mlp"]`) is written by PMET and ACE, the attention part absorbs what attention would carry."""
-    return compute_targets(bridge, requests, layer, hp, contexts, sites=("attn", "mlp"), extra_prompts=extra_prompts)
+    (`.targets["mlp"]`) is written by PMET and ACE, the attention part absorbs what attention would carry.
+    `joint_attention=False` optimises the FFN delta alone (ROME's v*), so all of the shift is written."""
+    sites = ("attn", "mlp") if joint_attention else ("mlp",)
+    return compute_targets(
+        bridge, requests, layer, hp, contexts, sites=sites, extra_prompts=extra_prompts, write_map=write_map
+    )

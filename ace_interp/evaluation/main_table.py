@@ -40,10 +40,11 @@ def sample_by_edits(cases: Sequence[MQuAKECase], per_edits: int, seed: int = 0) 
 
 
 def ace_ablation_hparams(bridge, skip: str):
-    """ACE (ace-paper groups) with layers removed: 'q1' top-1 query layer, 'q1-3' the top three,
+    """ACE (default groups) with layers removed: 'q1' top-1 query layer, 'q1-3' the top three,
     'v1' the top-1 value layer, 'v1-2' the top two. 'Top' = the group's layer that ranks best by
     attribution; for the fixed paper groups we take the query layer nearest the value group and the
-    last value layer (where z is computed) as the top ones."""
+    last value layer (where z is computed) as the top ones. Raises ValueError where no value layer
+    would be left (the toys' value group is one layer)."""
     hp = default_hparams("ace", bridge)
     q, v = list(hp.query_layers), list(hp.value_layers)
     drop_q = {"q1": 1, "q1-3": 3}.get(skip, 0)
@@ -74,8 +75,13 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     style = style_for(model_name)
     frames = [evaluate(bridge, cases, list(config.methods), style, n_specificity=config.n_specificity, seed=config.seed).per_case]
     for skip in config.ablations:
+        try:
+            ablated = ace_ablation_hparams(bridge, skip)
+        except ValueError as err:
+            log.warning("%s: ACE ablation -%s not run: %s", model_name, skip, err)
+            continue
         res = evaluate(bridge, cases, ["ace"], style, n_specificity=config.n_specificity,
-                       hparams={"ace": ace_ablation_hparams(bridge, skip)}, seed=config.seed)
+                       hparams={"ace": ablated}, seed=config.seed)
         frames.append(res.per_case.assign(method=f"ace -{skip}"))
     if config.cot and style.supports_cot:
         for ood in (False, True):

@@ -101,7 +101,7 @@ def test_ace_attribution_variant_ranks_layers(tiny_model_dir, fast_hparams):
 
     bridge = load_model(tiny_model_dir("gpt2"), device="cpu")
     snapshot = _snapshot(bridge)
-    hp = dataclasses.replace(fast_hparams("ace", bridge), variant="attribution", n_value_layers=1, n_query_layers=2)
+    hp = dataclasses.replace(fast_hparams("ace", bridge), variant="attribution", rank_layers=True, n_value_layers=1, n_query_layers=2)
     hops = [HopPrompt(0, "the language of the capital of france", "japanese")]
     with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=hops) as applied:
         ranking = applied.info["ranking"]
