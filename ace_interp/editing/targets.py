@@ -190,8 +190,7 @@ def _optimise(
                 loss_per_req = loss_per_req + hp.kl_factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
             for s in sites:
                 norm0 = initial[s].norm(dim=-1).clamp_min(1e-8)
-                decay = hp.v_weight_decay * (hp.attn_decay_scale if s == "attn" else 1.0)
-                loss_per_req = loss_per_req + decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
+                loss_per_req = loss_per_req + hp.v_weight_decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
             loss = loss_per_req.sum()
             losses.append(float(loss_per_req.detach().max()))
             with torch.no_grad():
