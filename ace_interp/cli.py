@@ -128,6 +128,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ace_interp.data.mquake import load_mquake
+    from ace_interp.evaluation.hops import model_world, world_hop_prompts
     from ace_interp.evaluation.main_table import sample_by_edits
     from ace_interp.evaluation.protocol import evaluate, style_for
     from ace_interp.model import load_model
@@ -141,7 +142,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     methods = [None if m == "base" else m for m in args.method]
     style = style_for(args.model, out_of_distribution=args.ood)
-    result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed)
+    world = model_world(bridge)  # toy models: ACE's query write gets the world's unevaluated hop prompts
+    result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
+                      hop_prompts=world_hop_prompts(world) if world is not None else None)
     paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
     print(result.summary.to_string(index=False))
     print(f"\nwritten: {', '.join(map(str, paths))}")
@@ -153,7 +156,8 @@ def cmd_main_table(args: argparse.Namespace) -> int:
     from ace_interp.model.loading import REPO_ROOT
 
     config = TableConfig(models=tuple(args.models), per_edits=args.per_edits, out=Path(args.out),
-                         ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot)
+                         ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
+                         seeds=tuple(args.seeds))
     cases = {m: default_cases(m) for m in config.models}
     command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
     readme = None if args.no_readme else REPO_ROOT / "README.md"
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("main-table", help="regenerate the main table into results/ and the README")
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "toy-gptj", "toy-qwen3"])
     p.add_argument("--per-edits", type=int, default=6)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="case samples (ACE's advantage is reported per seed)")
     p.add_argument("--out", default="results")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--no-cot", action="store_true")

@@ -228,7 +228,7 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             # towards its own target (the attribution variant with fixed groups): on the toys a multi-layer
             # spread, or one shared z that the query group writes first, realised the target for 5–8 of
             # 10 edits; single-layer groups optimised through their write realised 10 of 10 (docs/ace.md).
-            value_layer = _map(5, n)
+            value_layer = min(max(1, _map(5, n)), n - 1)  # at least one query layer below it if n > 1
             query, value, variant = tuple(range(value_layer)), (value_layer,), "attribution"
         paper_model = is_gptj_6b or is_qwen3_8b
         # Away from the paper's two models ACE's z gets ROME's clamp (4·‖z_0‖), a smaller decay (0.05) and
