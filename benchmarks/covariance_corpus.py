@@ -21,23 +21,13 @@ from dataclasses import replace
 
 import pandas as pd
 
-from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import EditRequest, TextCorpus, default_hparams, edit
-from ace_interp.evaluation.protocol import SpecificityPool, _check, edit_efficacy, style_for
-from ace_interp.model import load_model
-from benchmarks.bench_editing import case_file, rewrites_for
-from benchmarks.sweep_toy_editing import specificity_facts
+from ace_interp.evaluation.protocol import edit_efficacy
+from benchmarks.sweep_toy_editing import rewrites_with_specificity, still_answered
 
 
 def run(model: str, methods, n: int, files) -> pd.DataFrame:
-    bridge = load_model(model)
-    style = style_for(model)
-    pool = SpecificityPool.from_cases(load_mquake(case_file(model)))
-    rws = rewrites_for(model, n)
-    facts = [specificity_facts(pool, rw) for rw in rws]
-    flat = {f["cloze"]: f for fs in facts for f in fs}
-    known = dict(zip(flat, _check(bridge, [f["cloze"] for f in flat.values()], [f["answers"] for f in flat.values()], style)))
-    facts = [[f for f in fs if known[f["cloze"]]] for fs in facts]
+    bridge, style, rws, facts = rewrites_with_specificity(model, n)
     corpora = {"default": None}
     if files:
         corpora[f"files ({len(files)})"] = TextCorpus.from_files(files)
@@ -51,8 +41,7 @@ def run(model: str, methods, n: int, files) -> pd.DataFrame:
             for rw, fs in zip(rws, facts):
                 with edit(bridge, [EditRequest.from_rewrite(rw.to_dict())], method, hp):
                     eff += edit_efficacy(bridge, [rw], style)[0]
-                    if fs:
-                        spec += _check(bridge, [f["cloze"] for f in fs], [f["answers"] for f in fs], style)
+                    spec += still_answered(bridge, style, fs)
             row = {"model": model, "method": method, "corpus": label, "efficacy": sum(eff) / len(eff),
                    "specificity": sum(spec) / max(1, len(spec)), "n spec": len(spec), "s": time.perf_counter() - t}
             print(row, flush=True)

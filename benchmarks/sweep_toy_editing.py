@@ -80,7 +80,9 @@ def hparams_for(method: str, bridge, lam):
     return replace(hp, covariance=replace(hp.covariance, cov_weight=float(lam)))
 
 
-def run(model: str, methods, lambdas, n: int) -> pd.DataFrame:
+def rewrites_with_specificity(model: str, n: int):
+    """(bridge, style, the first n distinct-subject rewrites, per rewrite its specificity facts that the
+    unedited model answers)."""
     bridge = load_model(model)
     style = style_for(model)
     pool = SpecificityPool.from_cases(load_mquake(case_file(model)))
@@ -90,10 +92,19 @@ def run(model: str, methods, lambdas, n: int) -> pd.DataFrame:
     for f, ok in zip(todo.values(), _check(bridge, [f["cloze"] for f in todo.values()],
                                            [f["answers"] for f in todo.values()], style)):
         f["known"] = ok
-    spec = [[f for f in s if todo[f["cloze"]]["known"]] for s in spec]
+    return bridge, style, rws, [[f for f in s if todo[f["cloze"]]["known"]] for s in spec]
+
+
+def still_answered(bridge, style, facts) -> list[bool]:
+    """Per fact, whether the (edited) model still gives one of its answers."""
+    return _check(bridge, [f["cloze"] for f in facts], [f["answers"] for f in facts], style) if facts else []
+
+
+def run(model: str, methods, lambdas, n: int) -> pd.DataFrame:
+    bridge, style, rws, spec = rewrites_with_specificity(model, n)
 
     def specificity(facts):
-        return _check(bridge, [f["cloze"] for f in facts], [f["answers"] for f in facts], style) if facts else []
+        return still_answered(bridge, style, facts)
 
     rows = []
     for method in methods:
