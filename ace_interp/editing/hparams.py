@@ -5,8 +5,16 @@ configs; ACE's released config for its layer groups). For other depths the layer
 *proportionally* from GPT-J's 28 layers (layer x ↦ round(x·(L−1)/27)), and the covariance weight λ is
 scaled with the FFN width (GPT-J: λ = 15,000 for d_mlp = 16,384, i.e. ≈ 0.9·d_mlp), because the
 Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows with d_mlp.
-Qwen3-8B carries ACE's released groups. Models with at most 6 layers (tiny test models, synthetic-world
-toys) get target-optimisation settings for their small activation norms (see `docs/ace.md`).
+Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
+(mapped), where its target can still steer the answer from the subject position. Models with at most
+6 layers get these settings:
+- target-optimisation settings for their small activation norms;
+- targets optimised through the write;
+- FFN-only PMET/ACE targets;
+- one-layer ACE groups;
+- no context prefixes for synthetic-world toys.
+
+`docs/ace.md` has the measurements behind each rule.
 """
 
 from __future__ import annotations
