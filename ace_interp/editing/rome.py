@@ -16,9 +16,9 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ROMEHParams
 from ace_interp.editing.keys import compute_keys
-from ace_interp.editing.memit import MethodResult, load_second_moments, target_write_map
+from ace_interp.editing.memit import MethodResult, load_second_moments
 from ace_interp.editing.requests import EditRequest
-from ace_interp.editing.solver import solve_key_value
+from ace_interp.editing.solver import solve_key_value, write_map
 from ace_interp.editing.targets import compute_targets
 from ace_interp.editing.timing import stage
 from ace_interp.model.architecture import check_layer, ffn_weight
@@ -29,17 +29,18 @@ def rome_updates(
 ) -> MethodResult:
     layer = check_layer(bridge, hp.layer)
     weight = 0.0 if hp.exact else hp.covariance.cov_weight
-    mapping = (
-        target_write_map(bridge, requests, layer, contexts, hp.covariance, cov_weight=weight)
-        if hp.target.through_write
-        else None
-    )
-    target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",), write_map=mapping)
+    # keys and statistics of the unedited layer: the solve needs them, and so does a target optimised
+    # through the write (computed once, before the target)
     with stage("keys"):
         keys = compute_keys(bridge, requests, [layer], contexts)[layer]
+    second = load_second_moments(bridge, [layer], hp.covariance)[layer]
+    mapping = None
+    if hp.target.through_write:
+        with stage("solve"):
+            mapping = write_map(keys, second, cov_weight=weight, ridge=hp.covariance.ridge)
+    target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",), write_map=mapping)
     w_out = ffn_weight(bridge, layer, "W_out")
     b_out = ffn_weight(bridge, layer, "b_out")
-    second = load_second_moments(bridge, [layer], hp.covariance)[layer]
     with stage("solve"):
         current = keys @ w_out + (0 if b_out is None else b_out)
         delta = solve_key_value(keys, target.targets["mlp"] - current, second, cov_weight=weight, ridge=hp.covariance.ridge)

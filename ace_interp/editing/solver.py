@@ -60,7 +60,7 @@ def solve_key_value(
     if keys.ndim != 2 or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
         raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
     if not torch.isfinite(residuals).all():
-        raise SolverError("keys or residuals contain NaN/inf")
+        raise SolverError("residuals contain NaN/inf")
     mapping = write_map(keys, second_moment, cov_weight, ridge, cholesky)
     return (mapping @ residuals.to(device=keys.device, dtype=torch.float64)).to(residuals.dtype)
 
@@ -83,7 +83,7 @@ def write_map(
     if cov_weight < 0:
         raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
     if not torch.isfinite(keys).all():
-        raise SolverError("keys or residuals contain NaN/inf")
+        raise SolverError("keys contain NaN/inf")
     k = keys.to(torch.float64)
     n, d = k.shape
     if cholesky is None and second_moment is not None:
