@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/out}
 RUNS=/tmp/runs; mkdir -p $RUNS $OUT
 launch() {  # name, then train_toy arguments
   local name=$1; shift
-  PYTHONUNBUFFERED=1 python3 - "$@" --out $RUNS/$name --device cuda --no-progress --threads 1 --eval-every 200 \
+  PYTHONUNBUFFERED=1 ${PYTHON:-python3} - "$@" ${EXTRA:-} --out $RUNS/$name --device ${DEVICE:-cuda} --no-progress --threads 1 --eval-every ${EVAL_EVERY:-500} \
     --time-limit $LIMIT > $RUNS/$name.log 2>&1 <<'PY' &
 import sys, types
 for name, path in (("ace_interp", "ace_interp"), ("ace_interp.model", "ace_interp/model")):
@@ -22,13 +22,15 @@ PY
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"
-launch gptj-500-base    --arch gptj  --n-persons 500  --steps 12000
-launch gptj-1000-both   --arch gptj  --n-persons 1000 --distinct-nouns --bridge-relations --batch-size 256 --steps 8000
-launch qwen3-1000-both  --arch qwen3 --n-persons 1000 --distinct-nouns --bridge-relations --batch-size 256 --steps 8000
-launch gptj-1000-nouns  --arch gptj  --n-persons 1000 --distinct-nouns --batch-size 256 --steps 8000
-launch gptj-2000-both   --arch gptj  --n-persons 2000 --distinct-nouns --bridge-relations --batch-size 256 --steps 8000
-launch qwen3-2000-both  --arch qwen3 --n-persons 2000 --distinct-nouns --bridge-relations --batch-size 256 --steps 8000
-launch gptj-500-both    --arch gptj  --n-persons 500  --distinct-nouns --bridge-relations --batch-size 256 --steps 8000
+# sweep 2 (2026-11-26): sports carry P30/P37/P38 (`--sport-relations`), so a person's sport has five
+# continuations; one cosine schedule per run instead of the three stages of sweep 1.
+W="--n-persons 1000 --distinct-nouns --bridge-relations --sport-relations --batch-size 256"
+launch gptj-sport-12k   --arch gptj  $W --steps 12000
+launch qwen3-sport-12k  --arch qwen3 $W --steps 12000
+launch gptj-sport-9k    --arch gptj  $W --steps 9000
+launch qwen3-sport-9k   --arch qwen3 $W --steps 9000
+launch gptj-sport-8l    --arch gptj  $W --steps 9000 --n-layers 8
+launch qwen3-sport-8l   --arch qwen3 $W --steps 9000 --n-layers 8
 wait
 for d in $RUNS/*/; do n=$(basename $d); cp $RUNS/$n.log $d/train.log; tar -C $RUNS -cf $OUT/$n.tar $n; done
 for f in $RUNS/*.log; do echo "== $f"; grep -E "final|meets bars|Error|error" $f | tail -3; done

@@ -235,6 +235,14 @@ class MQuAKECase:
         return [t[1] for t in self.orig.triples]
 
     @property
+    def edited_hops(self) -> list[int | None]:
+        """For each requested rewrite, the hop of the chain it edits (0 = the question's own subject; >= 1 = a
+        bridge entity the question never names), found by its cloze among `new_single_hops`; None if absent."""
+        clozes = [h.cloze for h in self.new_single_hops]
+        return [clozes.index(rw.prompt_text()) if rw.prompt_text() in clozes else None
+                for rw in self.requested_rewrite]
+
+    @property
     def answers(self) -> list[str]:
         """Accepted answers to the multi-hop question before editing."""
         return [self.answer, *self.answer_alias]

@@ -432,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bridge-relations", action=argparse.BooleanOptionalAction,
                    default=WorldConfig.bridge_relations,
                    help="sports get P2283 equipment and cities P30/P37/P38, so every bridge has several continuations")
+    p.add_argument("--sport-relations", action=argparse.BooleanOptionalAction,
+                   default=WorldConfig.sport_relations,
+                   help="sports get P30/P37/P38 (their origin's), so a person's sport has five continuations")
     p.add_argument("--write-world", help="also write the world assets (spec, eval split, MQuAKE cases) here")
     p.add_argument("--n-layers", type=int, default=TrainConfig.n_layers)
     p.add_argument("--d-model", type=int, default=TrainConfig.d_model)
@@ -456,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = load_world(args.world) if args.world else None
     wcfg = world.config if world else WorldConfig(
         n_persons=args.n_persons, seed=args.world_seed, distinct_nouns=args.distinct_nouns,
-        bridge_relations=args.bridge_relations,
+        bridge_relations=args.bridge_relations, sport_relations=args.sport_relations,
     )
     cfg = TrainConfig(
         arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=args.d_mlp, steps=args.steps,

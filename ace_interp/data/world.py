@@ -36,6 +36,8 @@ with `WorldConfig.distinct_nouns`), P495 origin/country of origin, P2283 equipme
 `WorldConfig.bridge_relations` (on by default) adds sport -P2283-> equipment and gives cities their country's
 P30/P37/P38, so that a person's birthplace and sport are bridges with several continuations (2-hop paths
 P19->{P17,P30,P37,P38}, P641->{P495,P2283}); with a single continuation they were memorised, not composed.
+`WorldConfig.sport_relations` (on by default) gives sports their origin's P30/P37/P38 as well (2-hop paths
+P641->{P495,P2283,P30,P37,P38}): with two continuations "s 's sport 's origin" was still memorised.
 
 The answer (and thus the attribution target) is the first token after the prompt. The canonical
 single-hop cloze and question are the 1-hop case of the multi-hop frames, so a multi-hop prompt starts with
@@ -209,6 +211,9 @@ P2283 = Relation("P2283", "uses", "sport", "equipment",
 # ... and cities carry the country-level relations P30/P37/P38 themselves (a city's continent, language and
 # currency are its country's), so a birthplace also has four continuations.
 CITY_RELATIONS = ("P30", "P37", "P38")
+# `WorldConfig.sport_relations`: sports carry the same three relations (their country of origin's), so that a
+# person's sport has five continuations like a birthplace. With two (P495, P2283), the held-out compositions
+# "s 's sport 's origin" were 52% / 65% right (assets/README.md): memorised, not composed.
 
 # Multi-hop frames over a (nested) noun phrase; single-hop questions[0] is the 1-hop case of frame 1.
 MULTI_HOP_FRAMES = ("{np} is", "Q: what is {np} ? A:")
@@ -227,6 +232,7 @@ THREE_HOP_PATHS = (
 )
 
 BRIDGE_TWO_HOP_PATHS = (("P19", "P30"), ("P19", "P37"), ("P19", "P38"), ("P641", "P2283"))
+SPORT_TWO_HOP_PATHS = (("P641", "P30"), ("P641", "P37"), ("P641", "P38"))
 
 # ----------------------------------------------------------------------------- world
 
@@ -238,10 +244,12 @@ class WorldConfig:
     seed: int = 0
     n_countries: int | None = None  # None: all of COUNTRIES (the first n otherwise; sports follow)
     three_hop: bool = True
-    # Both knobs are on in the shipped world: without them the held-out birthplace -> country compositions
-    # were memorised, not composed (13% held-out accuracy; 97% with them, see assets/README.md).
+    # All three knobs are on in the shipped world: without the first two the held-out birthplace -> country
+    # compositions were memorised, not composed (13% held-out accuracy; 97% with them), and without the third
+    # sport -> origin stayed at 52% (98.5% with it; assets/README.md).
     distinct_nouns: bool = True  # P17 says "nation" instead of P27's "country" (see P17_DISTINCT)
     bridge_relations: bool = True  # sports P2283 equipment; cities P30/P37/P38 (see CITY_RELATIONS)
+    sport_relations: bool = True  # sports P30/P37/P38 too, their origin's (see SPORT_TWO_HOP_PATHS)
 
     def __post_init__(self):
         if not 1 <= self.n_persons <= len(FIRST_NAMES) * len(LAST_NAMES):
@@ -386,14 +394,17 @@ def world_relations(config: WorldConfig) -> dict[str, Relation]:
         rels["P17"] = P17_DISTINCT
     if config.bridge_relations:
         rels["P2283"] = P2283
+    extra = ("city",) * config.bridge_relations + ("sport",) * config.sport_relations
+    if extra:
         for rid in CITY_RELATIONS:
-            rels[rid] = replace(rels[rid], also_subject_types=("city",))
+            rels[rid] = replace(rels[rid], also_subject_types=extra)
     return rels
 
 
 def world_paths(config: WorldConfig) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
     """(2-hop paths, 3-hop paths) composed by a world of this config."""
-    two = TWO_HOP_PATHS + (BRIDGE_TWO_HOP_PATHS if config.bridge_relations else ())
+    two = (TWO_HOP_PATHS + (BRIDGE_TWO_HOP_PATHS if config.bridge_relations else ())
+           + (SPORT_TWO_HOP_PATHS if config.sport_relations else ()))
     return two, THREE_HOP_PATHS if config.three_hop else ()
 
 
@@ -446,6 +457,10 @@ def generate_world(config: WorldConfig = WorldConfig()) -> World:
         for city, country in [(c, o) for (c, r), o in facts.items() if r == "P17"]:
             for rid in CITY_RELATIONS:
                 facts[(city, rid)] = facts[(country, rid)]
+    if config.sport_relations:
+        for s, origin in sports.items():
+            for rid in CITY_RELATIONS:
+                facts[(s, rid)] = facts[(origin, rid)]
 
     object_words = set(entities)
     names = [f"{f} {l}" for f, l in itertools.product(FIRST_NAMES, LAST_NAMES)]

@@ -33,9 +33,8 @@ def world_hop_prompts(world: World) -> Callable[[MQuAKECase], list[HopPrompt]]:
     def hops(case: MQuAKECase) -> list[HopPrompt]:
         relation_ids = case.relation_ids
         out = []
-        for i, rw in enumerate(case.requested_rewrite):
-            # the hop of the chain this rewrite edits, and the relation the case continues with after it
-            hop = next((j for j, h in enumerate(case.new_single_hops) if h.cloze == rw.prompt_text()), None)
+        for i, (rw, hop) in enumerate(zip(case.requested_rewrite, case.edited_hops, strict=True)):
+            # the relation the case continues with after the hop this rewrite edits
             evaluated = relation_ids[hop + 1] if hop is not None and hop + 1 < len(relation_ids) else None
             for first, second in two_hop_paths:
                 if first != rw.relation_id or second == evaluated:

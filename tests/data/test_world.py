@@ -246,3 +246,18 @@ def test_shipped_world_assets_are_consistent():
     for f in folder.iterdir():
         assert f.stat().st_size < 8_000_000, f
     assert Composition(*[cases[0]["orig"]["triples_labeled"][0][0], tuple(t[1] for t in cases[0]["orig"]["triples"])]) in w.heldout
+
+
+def test_sport_relations_give_a_sport_its_origins_country_facts():
+    with_knob = generate_world(WorldConfig(n_persons=40, sport_relations=True))
+    without = generate_world(WorldConfig(n_persons=40, sport_relations=False))
+    for sport in with_knob.of_type("sport"):
+        origin = with_knob.facts[(sport, "P495")]
+        for rid in ("P30", "P37", "P38"):
+            assert with_knob.facts[(sport, rid)] == with_knob.facts[(origin, rid)]
+            assert (sport, rid) not in without.facts
+    two_hop_with = {c.path for c in with_knob.compositions if c.hops == 2}
+    two_hop_without = {c.path for c in without.compositions if c.hops == 2}
+    assert two_hop_with - two_hop_without == {("P641", "P30"), ("P641", "P37"), ("P641", "P38")}
+    # a person's sport now has five continuations, like a birthplace's four plus the country
+    assert len({p for p in two_hop_with if p[0] == "P641"}) == 5

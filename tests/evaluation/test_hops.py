@@ -25,11 +25,17 @@ def test_hop_prompts_use_other_continuations_of_the_new_bridge_entity():
     assert n > 40  # most edits have at least one other continuation
 
 
-def test_first_case_sport_edit_gets_the_equipment_hop():
+def test_a_sport_edit_gets_the_other_continuations_of_the_new_sport():
     world = load_world(ASSETS / "world" / "world.json")
-    case = load_mquake(ASSETS / "world" / "mquake_cases.json")[0]
-    prompts = world_hop_prompts(world)(case)
-    sport = [h for h in prompts if h.request == 0]
-    # the case asks for the sport's origin; the other continuation of a sport is its equipment
-    assert [h.prompt for h in sport] == ["{} 's sport 's equipment is"]
-    assert sport[0].answer == world.facts[("volleyball", "P2283")]
+    cases = load_mquake(ASSETS / "world" / "mquake_cases.json")
+    # the first case that edits a person's sport and asks for the sport's origin
+    case = next(c for c in cases if c.requested_rewrite[0].prompt == "{} 's sport is" and "origin" in c.questions[0])
+    new_sport = case.requested_rewrite[0].target_new.text
+    sport = [h for h in world_hop_prompts(world)(case) if h.request == 0]
+    # a sport's continuations are equipment, continent, language and currency besides the evaluated origin
+    assert sorted(h.prompt for h in sport) == sorted(
+        f"{{}} 's sport 's {noun} is" for noun in ("equipment", "continent", "language", "currency"))
+    for h in sport:
+        rid = next(r.rid for r in world.relations.values() if h.prompt.endswith(f"'s {r.noun_phrases[0].format('').split()[-1]} is")
+                   and r.takes("sport"))
+        assert h.answer == world.facts[(new_sport, rid)]

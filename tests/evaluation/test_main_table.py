@@ -45,3 +45,34 @@ def test_advantage_table_reports_each_seed_and_the_spread():
     table = advantage_table(pd.DataFrame(rows))
     assert "+25.0%, +50.0%, +0.0%" in table  # per seed
     assert "+25.0% ± 25.0%" in table  # mean ± sample s.d.
+
+
+def test_edited_hop_table_splits_one_edit_cases_by_the_hop_they_edit():
+    import pandas as pd
+
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.evaluation.main_table import add_edited_hops, edited_hop_table
+    from ace_interp.model.loading import ASSETS
+
+    cases = load_mquake(ASSETS / "world" / "mquake_cases.json")
+    one = [c for c in cases if c.n_edits == 1]
+    first = next(c for c in one if c.edited_hops == [0])
+    later = next(c for c in one if c.edited_hops == [1])
+    two = next(c for c in cases if c.n_edits == 2)
+    rows = [{"model": "m", "method": "pmet", "case_id": c.case_id, "n_edits": c.n_edits, "multi_hop": mh}
+            for c, mh in ((first, 1.0), (later, 0.0), (two, 1.0))]
+    per_case = add_edited_hops(pd.DataFrame(rows), cases)
+    assert per_case.edited_hops.tolist() == ["0", "1", "+".join(str(h) for h in two.edited_hops)]
+    table = edited_hop_table(per_case)
+    assert "100% (n=1)" in table and "0% (n=1)" in table  # hop-0 edit followed, later-hop edit not
+
+
+def test_edited_hops_name_the_hop_of_each_rewrite():
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.model.loading import ASSETS
+
+    for case in load_mquake(ASSETS / "world" / "mquake_cases.json")[:50]:
+        for rw, hop in zip(case.requested_rewrite, case.edited_hops, strict=True):
+            assert case.new_single_hops[hop].cloze == rw.prompt_text()
+            # the world's cases chain their rewrites: hop 0 starts at the question's subject
+            assert (hop == 0) == (rw.subject in case.questions[0])
