@@ -1,1 +1,2 @@
-"""Analyses built on attribution: query→value pathways (`pathways`)."""
+"""Analyses built on attribution and editing: query→value pathways (`pathways`), vocabulary projection
+(`vocab`), the figure pipeline (`figures`), and how far an edit reaches into multi-hop questions (`edit_reach`)."""
