@@ -103,9 +103,6 @@ def still_answered(bridge, style, facts) -> list[bool]:
 def run(model: str, methods, lambdas, n: int) -> pd.DataFrame:
     bridge, style, rws, spec = rewrites_with_specificity(model, n)
 
-    def specificity(facts):
-        return still_answered(bridge, style, facts)
-
     rows = []
     for method in methods:
         for lam in lambdas:
@@ -118,11 +115,11 @@ def run(model: str, methods, lambdas, n: int) -> pd.DataFrame:
             for rw, facts in zip(rws, spec) if not BATCH_ONLY else ():
                 with edit(bridge, [EditRequest.from_rewrite(rw.to_dict())], method, hp):
                     eff1 += edit_efficacy(bridge, [rw], style)[0]
-                    spec1 += specificity(facts)
+                    spec1 += still_answered(bridge, style, facts)
             with edit(bridge, [EditRequest.from_rewrite(rw.to_dict()) for rw in rws], method, hp):
                 effk = edit_efficacy(bridge, rws, style)[0]
                 batch_facts = [f for s in spec for f in s if f["subject"].lower() not in {r.subject.lower() for r in rws}]
-                speck = specificity(batch_facts)
+                speck = still_answered(bridge, style, batch_facts)
             row = {"model": model, "method": method, "lambda": lam_used,
                    "eff k=1": sum(eff1) / max(1, len(eff1)), "spec k=1": sum(spec1) / max(1, len(spec1)),
                    f"eff k={n}": sum(effk) / len(effk), f"spec k={n}": sum(speck) / max(1, len(speck)),

@@ -22,8 +22,9 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase
-from ace_interp.editing import EditRequest, HopPrompt, edit
+from ace_interp.editing import HopPrompt, edit
 from ace_interp.editing.keys import encode, subject_prompt_ids
+from ace_interp.evaluation.protocol import case_requests
 
 
 def _mlp_out(bridge: TransformerBridge, layer: int, text: str) -> tuple[list[int], torch.Tensor]:
@@ -47,7 +48,7 @@ def write_reach(
     Columns: case_id, request (index of the rewrite whose edited key is the reference), edited_hop, text,
     is_question, position, token, reach. The model is unchanged afterwards, also on error.
     """
-    requests = [EditRequest.from_rewrite(rw.to_dict(), case_id=case.case_id) for rw in case.requested_rewrite]
+    requests = case_requests(case)
     texts = [(q, True) for q in case.questions] + [(r.text, False) for r in requests]
     applied = edit(bridge, requests, method=method, hparams=hparams, hop_prompts=hop_prompts)
     layer = applied.layers[-1]

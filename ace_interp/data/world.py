@@ -394,7 +394,8 @@ def world_relations(config: WorldConfig) -> dict[str, Relation]:
         rels["P17"] = P17_DISTINCT
     if config.bridge_relations:
         rels["P2283"] = P2283
-    extra = ("city",) * config.bridge_relations + ("sport",) * config.sport_relations
+    # the country-level relations P30/P37/P38 also take cities and/or sports as subjects
+    extra = tuple(t for t, on in (("city", config.bridge_relations), ("sport", config.sport_relations)) if on)
     if extra:
         for rid in CITY_RELATIONS:
             rels[rid] = replace(rels[rid], also_subject_types=extra)

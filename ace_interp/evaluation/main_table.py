@@ -77,12 +77,13 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     # ACE's query write trains on multi-hop prompts the cases do not ask (toy worlds only; evaluation.hops)
     world = model_world(bridge)
     hops = world_hop_prompts(world) if world is not None else None
+    all_cases = load_mquake(cases_path)
     frames = []
     for seed in config.seeds:
-        cases = sample_by_edits(load_mquake(cases_path), config.per_edits, seed)
+        cases = sample_by_edits(all_cases, config.per_edits, seed)
         log.info("%s, seed %d: %d cases (%s edits)", model_name, seed, len(cases), sorted({c.n_edits for c in cases}))
         frames.append(_evaluate_seed(bridge, model_name, cases, style, hops, config, seed).assign(seed=seed))
-    per_case = add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=model_name), load_mquake(cases_path))
+    per_case = add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=model_name), all_cases)
     EvalResult(per_case).to_csv(config.out / Path(model_name).name)
     return per_case
 
