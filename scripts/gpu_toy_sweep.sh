@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Train toy-model variants in parallel on one GPU (the device tool's machine), one process per variant, and
-# pack each run folder into $OUT/<name>.tar (the device tool returns at most 8 files).
-#   bash scripts/gpu_toy_sweep.sh TIME_LIMIT_S
+# pack the logs and metrics into $OUT/logs.tar, and with KEEP_MODELS=1 each run folder into $OUT/<name>.tar
+# (the device tool returns at most 8 files).
+#   bash scripts/gpu_toy_sweep.sh TIME_LIMIT_S VARIANTS_FILE     (one line per run: name, then train_toy arguments;
+#                                                             scripts/sweeps/*.txt; world knobs are the defaults)
 # The device image has torch and transformers but not transformer_lens: training needs neither the bridge nor
 # ace_interp.model's package __init__, so the launcher registers bare package modules for `ace_interp` and
 # `ace_interp.model` (paths only) before importing the training module.
 set -u
 LIMIT=${1:-290}
+VARIANTS=${2:?a variants file, e.g. scripts/sweeps/sweep2.txt}
 OUT=${OUT:-/tmp/out}
 RUNS=/tmp/runs; mkdir -p $RUNS $OUT
 launch() {  # name, then train_toy arguments
@@ -22,15 +25,12 @@ PY
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"
-# sweep 2 (2026-11-26): sports carry P30/P37/P38 (`--sport-relations`), so a person's sport has five
-# continuations; one cosine schedule per run instead of the three stages of sweep 1.
-W="--n-persons 1000 --distinct-nouns --bridge-relations --sport-relations --batch-size 256"
-launch gptj-sport-12k   --arch gptj  $W --steps 12000
-launch qwen3-sport-12k  --arch qwen3 $W --steps 12000
-launch gptj-sport-9k    --arch gptj  $W --steps 9000
-launch qwen3-sport-9k   --arch qwen3 $W --steps 9000
-launch gptj-sport-8l    --arch gptj  $W --steps 9000 --n-layers 8
-launch qwen3-sport-8l   --arch qwen3 $W --steps 9000 --n-layers 8
+while read -r name args; do
+  launch $name $args
+done < <(grep -v '^\s*\(#\|$\)' "$VARIANTS")
 wait
-for d in $RUNS/*/; do n=$(basename $d); cp $RUNS/$n.log $d/train.log; tar -C $RUNS -cf $OUT/$n.tar $n; done
+for d in $RUNS/*/; do n=$(basename $d); cp $RUNS/$n.log $d/train.log; done
+# logs and metrics of every run in one tar; whole run folders (models) only with KEEP_MODELS=1 (7 runs at most)
+(cd $RUNS && tar -cf $OUT/logs.tar */train.log */*.json)
+if [ "${KEEP_MODELS:-0}" = 1 ]; then for d in $RUNS/*/; do n=$(basename $d); tar -C $RUNS -cf $OUT/$n.tar $n; done; fi
 for f in $RUNS/*.log; do echo "== $f"; grep -E "final|meets bars|Error|error" $f | tail -3; done

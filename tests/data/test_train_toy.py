@@ -155,11 +155,13 @@ def test_shipped_models_meet_the_bars(name):
 
 
 @pytest.mark.slow
-def test_training_command_reproduces_the_bars_within_15_minutes(tmp_path):
-    """The full recipe on the shipped world must meet the bars within 900 s of training on 2 idle cores
-    (2 threads; on a busy machine two threads are much slower than one -- run this one alone)."""
-    world = load_world(ASSETS / "world")
-    cfg = TrainConfig(arch="gptj", world=world.config, time_limit_s=900, threads=2)
-    result = train(cfg, world, progress=False)
+def test_training_command_reproduces_the_bars_within_15_minutes():
+    """The best 15-minute recipe of the GPU sweeps (assets/README.md, "The 15-minute CPU reproduction": 4 layers,
+    300 persons, 2800 steps of 128, weight decay 1, warm-up 300) must meet the bars within 900 s of training on 2
+    idle cores (2 threads; on a busy machine two threads are much slower than one -- run this one alone).
+    On the H200 this recipe reached 96.3% 2-hop but 98.1% CoT, so this test is expected to fail on CoT."""
+    cfg = TrainConfig(arch="gptj", n_layers=4, batch_size=128, steps=2800, lr=3e-3, weight_decay=1.0, warmup=300,
+                      world=WorldConfig(n_persons=300), time_limit_s=900, threads=2, eval_every=400)
+    result = train(cfg, progress=False)
     assert result.train_seconds <= 900 + 120  # the last periodic evaluation may run past the limit
     assert meets_bars(result.metrics), result.metrics
