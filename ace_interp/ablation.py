@@ -202,6 +202,31 @@ def _group(flat_idx: Tensor, d_mlp: int) -> dict[int, list[int]]:
 # ----------------------------------------------------------------------------- (a) value neurons vs random
 
 
+def _neuron_set(frame: pd.DataFrame) -> dict[int, list[int]]:
+    """{layer: [neuron ids]} of a frame with layer and neuron columns."""
+    out: dict[int, list[int]] = {}
+    for l, n in zip(frame.layer.tolist(), frame.neuron.tolist()):
+        out.setdefault(l, []).append(n)
+    return out
+
+
+def _ablated_answers(bridge, prompts, targets, neuron_sets, mode, mean_values, positions) -> pd.DataFrame:
+    """`answer_log_probs` with `neuron_sets` ablated: one set for all prompts, or one set per prompt."""
+    if len(neuron_sets) == 1:
+        with ablate_neurons(bridge, neuron_sets[0], mode, mean_values):
+            return answer_log_probs(bridge, prompts, targets, positions)
+    frames = []
+    for j, (prompt, target, neurons) in enumerate(zip(prompts, targets, neuron_sets, strict=True)):
+        with ablate_neurons(bridge, neurons, mode, mean_values):
+            frames.append(answer_log_probs(bridge, [prompt], [target], _one(positions, j)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _one(positions: int | Sequence[int], j: int) -> int | list[int]:
+    """The position argument for prompt `j` alone."""
+    return positions if isinstance(positions, int) else [positions[j]]
+
+
 def value_ablation_experiment(
     bridge: TransformerBridge,
     prompts: Sequence[str],
@@ -213,11 +238,16 @@ def value_ablation_experiment(
     mean_values: Tensor | None = None,
     positions: int | Sequence[int] = -1,
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    scope: Literal["relation", "prompt"] = "relation",
 ) -> pd.DataFrame:
     """Per relation: ablate its top `fraction` of all FFN neurons by mean value score (frozen norm,
     averaged over the relation's prompts; exact, `top_mean_value_neurons`) vs `len(seeds)` random sets of
-    the same size drawn uniformly from all neurons. Rows: relation, condition (baseline/top/random), seed,
-    n_neurons, accuracy, mean_log_prob, accuracy_drop (baseline − condition)."""
+    the same size drawn uniformly from all neurons. With `scope="prompt"` each prompt is run with its own
+    top `fraction` instead (`top_value_neurons` of that prompt alone; the random sets are the same).
+    Rows: relation, condition (baseline/top/random), seed, n_neurons, accuracy, mean_log_prob,
+    accuracy_drop (baseline − condition)."""
+    if scope not in ("relation", "prompt"):
+        raise ValueError(f"unknown scope {scope!r}; expected 'relation' or 'prompt'")
     prompts, targets = list(prompts), list(targets)
     relations = ["all"] * len(prompts) if relations is None else list(relations)
     if not (len(prompts) == len(targets) == len(relations)):
@@ -231,21 +261,22 @@ def value_ablation_experiment(
         ids = [i for i, r in enumerate(relations) if r == relation]
         p = [prompts[i] for i in ids]
         t = [targets[i] for i in ids]
-        base = answer_log_probs(bridge, p, t, positions)
+        pos = positions if isinstance(positions, int) else [positions[i] for i in ids]
+        base = answer_log_probs(bridge, p, t, pos)
         base_acc = float(base["correct"].mean())
         rows.append(dict(relation=relation, condition="baseline", seed=None, n_neurons=0, accuracy=base_acc,
                          mean_log_prob=float(base["log_prob"].mean())))
-        top = top_mean_value_neurons(bridge, p, t, count, positions, memory_budget)
-        top_set: dict[int, list[int]] = {}
-        for l, n in zip(top.layer.tolist(), top.neuron.tolist()):
-            top_set.setdefault(l, []).append(n)
-        sets = [("top", None, top_set)]
+        if scope == "relation":
+            top_sets = [_neuron_set(top_mean_value_neurons(bridge, p, t, count, pos, memory_budget))]
+        else:
+            top_sets = [_neuron_set(top_value_neurons(bridge, [q], [w], count, _one(pos, j), memory_budget=memory_budget))
+                        for j, (q, w) in enumerate(zip(p, t))]
+        sets = [("top", None, top_sets)]
         for seed in seeds:
             g = torch.Generator().manual_seed(int(seed))
-            sets.append(("random", seed, _group(torch.randperm(n_total, generator=g)[:count], bridge.cfg.d_mlp)))
-        for condition, seed, neurons in sets:
-            with ablate_neurons(bridge, neurons, mode, mean_values):
-                res = answer_log_probs(bridge, p, t, positions)
+            sets.append(("random", seed, [_group(torch.randperm(n_total, generator=g)[:count], bridge.cfg.d_mlp)]))
+        for condition, seed, neuron_sets in sets:
+            res = _ablated_answers(bridge, p, t, neuron_sets, mode, mean_values, pos)
             rows.append(dict(relation=relation, condition=condition, seed=seed, n_neurons=count,
                              accuracy=float(res["correct"].mean()), mean_log_prob=float(res["log_prob"].mean())))
     frame = pd.DataFrame(rows)
@@ -383,13 +414,13 @@ def sparse_key_ablation(
         ranks = vocabulary_rank(bridge, pairs, int(target_ids[b]), signs)
         interpretable = [p for p, r in zip(pairs, ranks) if r <= vocab_top][:k]
         by_score = pairs[:k]
-        before = answer_log_probs(bridge, [prompt], [int(target_ids[b])], positions if isinstance(positions, int) else [positions[b]])
+        before = answer_log_probs(bridge, [prompt], [int(target_ids[b])], _one(positions, b))
         for name, chosen in (("interpretable", interpretable), ("score", by_score)):
             neurons: dict[int, list[int]] = {}
             for l, n in chosen:
                 neurons.setdefault(l, []).append(n)
             with ablate_neurons(bridge, neurons, mode, mean_values):
-                after = answer_log_probs(bridge, [prompt], [int(target_ids[b])], positions if isinstance(positions, int) else [positions[b]])
+                after = answer_log_probs(bridge, [prompt], [int(target_ids[b])], _one(positions, b))
             rows.append(dict(
                 prompt=b, relation=relations[b], set=name, n_neurons=len(chosen),
                 log_prob_before=float(before["log_prob"][0]), log_prob_after=float(after["log_prob"][0]),

@@ -13,6 +13,7 @@ from ace_interp.ablation import (
     vocabulary_rank,
 )
 from ace_interp.attribution import target_token_ids
+from ace_interp.attribution.value import top_value_neurons
 from ace_interp.model import neuron_activations, tokenize_prompts
 from ace_interp.model.architecture import final_norm_module, unembed_module
 
@@ -139,6 +140,27 @@ def test_value_ablation_experiment(tiny_model):
     rnd = frame[frame.condition == "random"].mean_log_prob.mean()
     bl = frame[frame.condition == "baseline"].mean_log_prob.mean()
     assert top < bl and top < rnd
+
+
+def test_value_ablation_per_prompt_scope_ablates_each_prompts_own_top_neurons(tiny_model):
+    frame = value_ablation_experiment(tiny_model, PROMPTS, TARGETS, ["a", "b", "a"], fraction=0.05, seeds=(0,),
+                                      scope="prompt", positions=[-1, -2, -1])
+    count = round(0.05 * tiny_model.cfg.n_layers * tiny_model.cfg.d_mlp)
+    # reference: one prompt at a time, its own top `count` neurons zeroed, no other prompt's
+    for relation, ids in (("a", [0, 2]), ("b", [1])):
+        log_probs = []
+        for i in ids:
+            pos = [[-1, -2, -1][i]]
+            top = top_value_neurons(tiny_model, [PROMPTS[i]], [TARGETS[i]], count, pos)
+            neurons = {}
+            for l, n in zip(top.layer.tolist(), top.neuron.tolist()):
+                neurons.setdefault(l, []).append(n)
+            with ablate_neurons(tiny_model, neurons):
+                log_probs.append(float(answer_log_probs(tiny_model, [PROMPTS[i]], [TARGETS[i]], pos).log_prob[0]))
+        row = frame[(frame.relation == relation) & (frame.condition == "top")]
+        assert float(row.mean_log_prob.iloc[0]) == pytest.approx(sum(log_probs) / len(log_probs), abs=1e-5)
+    with pytest.raises(ValueError, match="scope"):
+        value_ablation_experiment(tiny_model, PROMPTS, TARGETS, scope="layer")
 
 
 def test_query_knockout_experiment(tiny_model):

@@ -1,0 +1,41 @@
+"""How large a top value-neuron set must be zeroed before a model forgets: the finding-(a) ablation of
+tests/analysis/test_findings.py (4 single-hop prompts of each of the 3 commonest relations of the model's
+default cases) at fractions 1-10%, ranked per relation and per prompt, against random sets (3 seeds).
+
+    python scripts/ablation_fraction_sweep.py toy-gptj toy-qwen3 [smollm2-135m]
+"""
+
+import argparse
+import logging
+
+from ace_interp.ablation import value_ablation_experiment
+from ace_interp.analysis.figures import single_hop_prompts
+from ace_interp.cli import default_cases
+from ace_interp.data.mquake import load_mquake
+from ace_interp.model import load_model
+
+log = logging.getLogger("ablation_fraction_sweep")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.10])
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in args.models:
+        bridge = load_model(name, device="cpu")
+        single = single_hop_prompts(load_mquake(default_cases(name)), per_relation=4)
+        single = single[single.relation.isin(single.relation.value_counts().index[:3])]
+        for scope in ("relation", "prompt"):
+            for fraction in args.fractions:
+                frame = value_ablation_experiment(bridge, single.prompt.tolist(), single.target.tolist(),
+                                                  single.relation.tolist(), fraction=fraction, seeds=(0, 1, 2),
+                                                  scope=scope)
+                drop = frame.groupby("condition").accuracy_drop.mean()
+                log.info("%s scope=%s fraction=%.2f: accuracy drop top %.2f, random %.2f",
+                         name, scope, fraction, drop["top"], drop["random"])
+
+
+if __name__ == "__main__":
+    main()
