@@ -1,12 +1,14 @@
 """Where PMET's single edits on SmolLM2 miss: the optimised target against what the written model does.
 
     python -m benchmarks.smollm2_write_misses [--n 6] [--variants default "one layer through write" ...]
+    python -m benchmarks.smollm2_write_misses --evaluate --n 12 --variants default "one layer through write"
 
 Cases: the first `--n` one-edit cases of the filtered real-fact set (`assets/real_facts/smollm2_known.json`)
 whose rewrite cloze the unedited model completes with the true answer. Per (variant, case) it prints p(new) at
 the end of the target optimisation (`AppliedEdit.info["target_prob"]`, mean over context prefixes), p(new) after
 the write on the bare rewrite prompt (every target token), and the greedy continuation. A write that realises
-its target keeps the two probabilities close.
+its target keeps the two probabilities close. With `--evaluate` it runs the evaluation protocol instead
+(`ace_interp.evaluation.protocol.evaluate`: efficacy, paraphrase, specificity, multi-hop) per variant.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ace_interp.cli import default_cases
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams, edit
 from ace_interp.evaluation.answers import check_answers, generate_greedy, target_scores
-from ace_interp.evaluation.protocol import case_requests
+from ace_interp.evaluation.protocol import case_requests, evaluate
 from ace_interp.model import load_model
 
 
@@ -72,10 +74,27 @@ def run(variants, n: int = 6) -> pd.DataFrame:
     return frame
 
 
+def evaluate_variants(variants, n: int = 12) -> pd.DataFrame:
+    """Mean protocol metrics of PMET per variant over the same cases."""
+    bridge = load_model("smollm2-135m", device="cpu")
+    cases = known_one_edit_cases(bridge, n)
+    rows = []
+    for name in variants:
+        hp = VARIANTS[name](default_hparams("pmet", bridge))
+        per_case = evaluate(bridge, cases, ["pmet"], hparams={"pmet": hp}, progress=False).per_case
+        rows.append({"variant": name, "cases": len(per_case),
+                     **per_case[["efficacy", "efficacy_prob", "paraphrase", "specificity", "multi_hop"]].mean().to_dict()})
+        logging.info("%s", rows[-1])
+    frame = pd.DataFrame(rows)
+    print(frame.to_markdown(index=False, floatfmt=".2f"))
+    return frame
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=6)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--evaluate", action="store_true", help="protocol metrics per variant instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(args.variants, args.n)
+    (evaluate_variants if args.evaluate else run)(args.variants, args.n)
