@@ -52,12 +52,17 @@ def known_one_edit_cases(bridge, n: int):
     return [c for c, k in zip(cases, known) if k][:n]
 
 
-def run(variants, n: int = 6) -> pd.DataFrame:
+def _per_variant(variants, n: int):
+    """(bridge, cases, variant name, PMET hparams) per variant, on one loaded model and one case list."""
     bridge = load_model("smollm2-135m", device="cpu")
     cases = known_one_edit_cases(bridge, n)
-    rows = []
     for name in variants:
-        hp = VARIANTS[name](default_hparams("pmet", bridge))
+        yield bridge, cases, name, VARIANTS[name](default_hparams("pmet", bridge))
+
+
+def run(variants, n: int = 6) -> pd.DataFrame:
+    rows = []
+    for bridge, cases, name, hp in _per_variant(variants, n):
         for case in cases:
             rw = case.requested_rewrite[0]
             prompt = rw.prompt_text()
@@ -76,11 +81,8 @@ def run(variants, n: int = 6) -> pd.DataFrame:
 
 def evaluate_variants(variants, n: int = 12) -> pd.DataFrame:
     """Mean protocol metrics of PMET per variant over the same cases."""
-    bridge = load_model("smollm2-135m", device="cpu")
-    cases = known_one_edit_cases(bridge, n)
     rows = []
-    for name in variants:
-        hp = VARIANTS[name](default_hparams("pmet", bridge))
+    for bridge, cases, name, hp in _per_variant(variants, n):
         per_case = evaluate(bridge, cases, ["pmet"], hparams={"pmet": hp}, progress=False).per_case
         rows.append({"variant": name, "cases": len(per_case),
                      **per_case[["efficacy", "efficacy_prob", "paraphrase", "specificity", "multi_hop"]].mean().to_dict()})
