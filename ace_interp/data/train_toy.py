@@ -418,6 +418,19 @@ def save_result(result: TrainResult, cfg: TrainConfig, out: str | os.PathLike, c
     return out
 
 
+def _kind_weights(text: str) -> dict[str, float]:
+    """"single_hop=0.4,two_hop_direct=0.3" -> {"single_hop": 0.4, "two_hop_direct": 0.3} (`--kind-weights`)."""
+    try:
+        pairs = [item.split("=") for item in text.split(",") if item.strip()]
+        weights = {k.strip(): float(v) for k, v in pairs}
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected kind=weight,kind=weight,...; got {text!r}") from e
+    unknown = set(weights) - set(KINDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kinds {sorted(unknown)}; known: {list(KINDS)}")
+    return weights
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ace_interp.data.train_toy", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", choices=ARCHS, required=True)
@@ -452,6 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="stop after this many steps; the learning-rate schedule still spans --steps")
     p.add_argument("--init-from", help="continue training a saved toy model (same world and architecture)")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    p.add_argument("--kind-weights", type=_kind_weights, default=None,
+                   help="batch mix, e.g. single_hop=0.4,two_hop_direct=0.28,three_hop_direct=0.12,two_hop_cot=0.11,"
+                        "three_hop_cot=0.09 (default: TrainConfig.kind_weights)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -466,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, stop_at_bars=not args.no_stop_at_bars,
         seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, stop_after=args.stop_after, world=wcfg, init_from=args.init_from,
         warmup=args.warmup, weight_decay=args.weight_decay, device=args.device,
+        **({"kind_weights": args.kind_weights} if args.kind_weights else {}),
     )
     world = world or generate_world(wcfg)
     if args.write_world:

@@ -109,12 +109,21 @@ def test_cli_on_a_tiny_world(tmp_path):
     world.save(tmp_path / "world.json")
     rc = main(["--arch", "qwen3", "--out", str(tmp_path / "q"), "--world", str(tmp_path / "world.json"),
                "--steps", "3", "--n-layers", "2", "--d-model", "32", "--d-mlp", "64", "--no-progress",
-               "--write-world", str(tmp_path / "w")])
+               "--write-world", str(tmp_path / "w"), "--kind-weights", "single_hop=0.5,two_hop_cot=0.5"])
     assert rc == 1  # 3 steps cannot meet the bars; the exit status says so
+    info = json.loads((tmp_path / "q" / "training.json").read_text())
+    assert info["config"]["kind_weights"] == {"single_hop": 0.5, "two_hop_cot": 0.5}
     assert (tmp_path / "q" / "model.safetensors").exists() and (tmp_path / "w" / "mquake_cases.json").exists()
     assert load_world(tmp_path / "w").to_dict() == world.to_dict()
     bridge = load_model(tmp_path / "q", device="cpu")
     assert type(bridge.original_model).__name__ == "Qwen3ForCausalLM"
+
+
+@pytest.mark.parametrize("bad", ["single_hop=x", "single_hop", "four_hop=1"])
+def test_cli_rejects_bad_kind_weights(bad, capsys):
+    with pytest.raises(SystemExit):
+        main(["--arch", "gptj", "--out", "unused", "--kind-weights", bad])
+    assert "--kind-weights" in capsys.readouterr().err
 
 
 def test_unknown_architecture_is_rejected():
