@@ -192,22 +192,25 @@ def answer_log_probs(
     )
 
 
-def _group(flat_idx: Tensor, d_mlp: int) -> dict[int, list[int]]:
+def _neuron_set(pairs) -> dict[int, list[int]]:
+    """{layer: [neuron ids]} from (layer, neuron) pairs, in their order."""
     out: dict[int, list[int]] = {}
-    for i in flat_idx.tolist():
-        out.setdefault(i // d_mlp, []).append(i % d_mlp)
+    for l, n in pairs:
+        out.setdefault(int(l), []).append(int(n))
     return out
+
+
+def _group(flat_idx: Tensor, d_mlp: int) -> dict[int, list[int]]:
+    """{layer: [neuron ids]} from flat indices layer·d_mlp + neuron."""
+    return _neuron_set((i // d_mlp, i % d_mlp) for i in flat_idx.tolist())
+
+
+def _frame_neuron_set(frame: pd.DataFrame) -> dict[int, list[int]]:
+    """{layer: [neuron ids]} of a frame with layer and neuron columns."""
+    return _neuron_set(zip(frame.layer.tolist(), frame.neuron.tolist()))
 
 
 # ----------------------------------------------------------------------------- (a) value neurons vs random
-
-
-def _neuron_set(frame: pd.DataFrame) -> dict[int, list[int]]:
-    """{layer: [neuron ids]} of a frame with layer and neuron columns."""
-    out: dict[int, list[int]] = {}
-    for l, n in zip(frame.layer.tolist(), frame.neuron.tolist()):
-        out.setdefault(l, []).append(n)
-    return out
 
 
 def _ablated_answers(bridge, prompts, targets, neuron_sets, mode, mean_values, positions) -> pd.DataFrame:
@@ -267,9 +270,9 @@ def value_ablation_experiment(
         rows.append(dict(relation=relation, condition="baseline", seed=None, n_neurons=0, accuracy=base_acc,
                          mean_log_prob=float(base["log_prob"].mean())))
         if scope == "relation":
-            top_sets = [_neuron_set(top_mean_value_neurons(bridge, p, t, count, pos, memory_budget))]
+            top_sets = [_frame_neuron_set(top_mean_value_neurons(bridge, p, t, count, pos, memory_budget))]
         else:
-            top_sets = [_neuron_set(top_value_neurons(bridge, [q], [w], count, _one(pos, j), memory_budget=memory_budget))
+            top_sets = [_frame_neuron_set(top_value_neurons(bridge, [q], [w], count, _one(pos, j), memory_budget=memory_budget))
                         for j, (q, w) in enumerate(zip(p, t))]
         sets = [("top", None, top_sets)]
         for seed in seeds:
@@ -416,10 +419,7 @@ def sparse_key_ablation(
         by_score = pairs[:k]
         before = answer_log_probs(bridge, [prompt], [int(target_ids[b])], _one(positions, b))
         for name, chosen in (("interpretable", interpretable), ("score", by_score)):
-            neurons: dict[int, list[int]] = {}
-            for l, n in chosen:
-                neurons.setdefault(l, []).append(n)
-            with ablate_neurons(bridge, neurons, mode, mean_values):
+            with ablate_neurons(bridge, _neuron_set(chosen), mode, mean_values):
                 after = answer_log_probs(bridge, [prompt], [int(target_ids[b])], _one(positions, b))
             rows.append(dict(
                 prompt=b, relation=relations[b], set=name, n_neurons=len(chosen),

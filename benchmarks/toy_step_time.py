@@ -17,14 +17,14 @@ import pandas as pd
 import torch
 
 from ace_interp.data.tokenizer import world_tokenizer
-from ace_interp.data.train_toy import BatchSampler, TrainConfig, build_model, encode_examples, item_loss
+from ace_interp.data.train_toy import BatchSampler, TrainConfig, build_model, encode_examples, optimiser_step
 from ace_interp.data.world import generate_world, training_examples
 
 log = logging.getLogger(__name__)
 
 
 def step_seconds(cfg: TrainConfig, sets, vocab_size: int, steps: int, warmup: int = 5) -> float:
-    """Mean wall-clock seconds of one forward + backward + AdamW step at `cfg`'s size and batch."""
+    """Mean wall-clock seconds of one training step (`train_toy.optimiser_step`) at `cfg`'s size and batch."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, vocab_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
@@ -32,11 +32,7 @@ def step_seconds(cfg: TrainConfig, sets, vocab_size: int, steps: int, warmup: in
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
-        ids, mask = sampler.next()
-        loss = item_loss(model, ids, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(model, opt, *sampler.next())
     return (time.perf_counter() - start) / steps
 
 

@@ -25,8 +25,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.models:
         bridge = load_model(name, device="cpu")
-        single = single_hop_prompts(load_mquake(default_cases(name)), per_relation=4)
-        single = single[single.relation.isin(single.relation.value_counts().index[:3])]
+        single = single_hop_prompts(load_mquake(default_cases(name)), per_relation=4, n_relations=3)
         for scope in ("relation", "prompt"):
             for fraction in args.fractions:
                 frame = value_ablation_experiment(bridge, single.prompt.tolist(), single.target.tolist(),

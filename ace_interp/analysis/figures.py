@@ -55,8 +55,9 @@ class FigureConfig:
         return cls(per_relation=3, n_multi_hop=4, seeds=(0,), knockout_neurons=5, png=False)
 
 
-def single_hop_prompts(cases: Sequence[MQuAKECase], per_relation: int) -> pd.DataFrame:
-    """Unique cloze prompts of the cases' original chains: prompt, target (" answer"), relation."""
+def single_hop_prompts(cases: Sequence[MQuAKECase], per_relation: int, n_relations: int | None = None) -> pd.DataFrame:
+    """Unique cloze prompts of the cases' original chains: prompt, target (" answer"), relation; at most
+    `per_relation` per relation, and with `n_relations` only the relations with the most prompts."""
     rows, seen = [], set()
     for case in cases:
         for hop, triple in zip(case.single_hops, case.orig.triples):
@@ -64,7 +65,10 @@ def single_hop_prompts(cases: Sequence[MQuAKECase], per_relation: int) -> pd.Dat
                 seen.add(hop.cloze)
                 rows.append({"prompt": hop.cloze, "target": " " + hop.answer.strip(), "relation": triple[1]})
     frame = pd.DataFrame(rows)
-    return frame.groupby("relation", sort=True).head(per_relation).reset_index(drop=True)
+    frame = frame.groupby("relation", sort=True).head(per_relation).reset_index(drop=True)
+    if n_relations is not None:
+        frame = frame[frame.relation.isin(frame.relation.value_counts().index[:n_relations])]
+    return frame
 
 
 def multi_hop_prompts(cases: Sequence[MQuAKECase], n: int, ask=None) -> pd.DataFrame:

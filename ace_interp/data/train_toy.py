@@ -311,6 +311,16 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
+def optimiser_step(model: PreTrainedModel, opt: torch.optim.Optimizer, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    """One training step on a batch: item loss, backward, gradient norm clipped to 1, optimiser step."""
+    loss = item_loss(model, ids, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def train(cfg: TrainConfig, world: World | None = None, progress: bool = True) -> TrainResult:
     """Train a toy model on `world` (default: `generate_world(cfg.world)`); returns it with full metrics."""
     threads_before = torch.get_num_threads()
@@ -360,13 +370,9 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, step)
         ids, mask = (t.to(cfg.device) for t in sampler.next())
-        loss = item_loss(model, ids, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = optimiser_step(model, opt, ids, mask)
         step += 1
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
         elapsed = time.perf_counter() - t0

@@ -59,8 +59,7 @@ def setup(request):
 def test_top_value_neurons_matter_far_more_than_random(setup, request):
     name, bridge, cases = setup
     _expect_reproduced(request, "ablation", name)
-    single = single_hop_prompts(cases, per_relation=4)
-    single = single[single.relation.isin(single.relation.value_counts().index[:3])]  # 3 relations
+    single = single_hop_prompts(cases, per_relation=4, n_relations=3)
     frame = value_ablation_experiment(bridge, single.prompt.tolist(), single.target.tolist(), single.relation.tolist(),
                                       fraction=0.01, seeds=(0, 1, 2))
     top = frame[frame.condition == "top"].accuracy_drop.mean()
