@@ -23,26 +23,67 @@ import torch
 from ace_interp.cli import default_cases
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams, edit
+from ace_interp.editing.hparams import PMETHParams
 from ace_interp.evaluation.answers import check_answers, generate_greedy, target_scores
 from ace_interp.evaluation.protocol import case_requests, evaluate
 from ace_interp.model import load_model
 
 
-def _target(**fields):
-    return lambda hp: replace(hp, target=replace(hp.target, **fields))
+def _reference(hp: PMETHParams) -> PMETHParams:
+    """PMET's published settings (joint attention, clamp 0.75·‖z_0‖, FFN-output accounting) on hp's layers."""
+    return PMETHParams(layers=hp.layers, covariance=hp.covariance)
 
 
-VARIANTS = {
+def _on_reference(**fields):
+    return lambda hp: replace(_reference(hp), **fields)
+
+
+def _on_reference_target(**fields):
+    return lambda hp: replace(_reference(hp), target=replace(_reference(hp).target, **fields))
+
+
+ADAPTED_TARGET = dict(clamp_norm_factor=4.0, v_weight_decay=0.05, v_lr=0.5)  # ACE's non-paper target settings
+
+PMET_VARIANTS = {
     "default": lambda hp: hp,
-    "cov_weight /10": lambda hp: replace(hp, covariance=replace(hp.covariance, cov_weight=hp.covariance.cov_weight / 10)),
-    "ffn-only target": lambda hp: replace(hp, joint_attention=False),
-    "bare prompt only": _target(n_context=0),
-    "through write": _target(through_write=True),
+    "reference": _reference,
+    "cov_weight /10": lambda hp: replace(
+        _reference(hp), covariance=replace(hp.covariance, cov_weight=hp.covariance.cov_weight / 10)),
+    "ffn-only target": _on_reference(joint_attention=False),
+    "bare prompt only": _on_reference_target(n_context=0),
+    "through write": _on_reference_target(through_write=True),
+    # what is left measured on the residual after the last layer (MEMIT's accounting), not its FFN output
+    "residual accounting": _on_reference(spread_accounting="residual"),
+    "residual accounting, ffn-only target": _on_reference(spread_accounting="residual", joint_attention=False),
+    "ffn-only, clamp 4": lambda hp: replace(_reference(hp), joint_attention=False,
+                                            target=replace(_reference(hp).target, **ADAPTED_TARGET)),
+    "clamp 4, residual accounting": lambda hp: replace(_reference(hp), spread_accounting="residual",
+                                                       target=replace(_reference(hp).target, **ADAPTED_TARGET)),
+    "ffn-only, clamp 4, residual accounting": lambda hp: replace(
+        _reference(hp), joint_attention=False, spread_accounting="residual",
+        target=replace(_reference(hp).target, **ADAPTED_TARGET)),
     # one written layer, FFN-only, through the write, no contexts: the edited model must equal the optimisation
     "one layer through write": lambda hp: replace(
-        hp, layers=(max(hp.layers),), joint_attention=False,
-        target=replace(hp.target, through_write=True, n_context=0, clamp_norm_factor=4.0)),
+        _reference(hp), layers=(max(hp.layers),), joint_attention=False,
+        target=replace(_reference(hp).target, through_write=True, n_context=0, clamp_norm_factor=4.0)),
 }
+
+def _ace(accounting: str, **fields):
+    return lambda hp: replace(hp, spread_accounting=accounting, **fields)
+
+
+# the attribution variant with the default groups: the query group gets its own target after the value write
+_OWN_QUERY = dict(variant="attribution", rank_layers=False, query_target="own")
+ACE_VARIANTS = {
+    "default": lambda hp: hp,
+    "shared z, ffn accounting": _ace("ffn"),
+    "shared z, residual accounting": _ace("residual"),
+    "no query write, ffn accounting": _ace("ffn", query_weight=0.0),
+    "no query write, residual accounting": _ace("residual", query_weight=0.0),
+    "own query target, ffn accounting": _ace("ffn", **_OWN_QUERY),
+    "own query target, residual accounting": _ace("residual", **_OWN_QUERY),
+}
+VARIANTS = {"pmet": PMET_VARIANTS, "ace": ACE_VARIANTS}
 
 
 def known_one_edit_cases(bridge, n: int):
@@ -52,25 +93,26 @@ def known_one_edit_cases(bridge, n: int):
     return [c for c, k in zip(cases, known) if k][:n]
 
 
-def _per_variant(variants, n: int):
-    """(bridge, cases, variant name, PMET hparams) per variant, on one loaded model and one case list."""
+def _per_variant(variants, n: int, method: str):
+    """(bridge, cases, variant name, hparams) per variant, on one loaded model and one case list."""
     bridge = load_model("smollm2-135m", device="cpu")
     cases = known_one_edit_cases(bridge, n)
     for name in variants:
-        yield bridge, cases, name, VARIANTS[name](default_hparams("pmet", bridge))
+        yield bridge, cases, name, VARIANTS[method][name](default_hparams(method, bridge))
 
 
-def run(variants, n: int = 6) -> pd.DataFrame:
+def run(variants, n: int = 6, method: str = "pmet") -> pd.DataFrame:
     rows = []
-    for bridge, cases, name, hp in _per_variant(variants, n):
+    for bridge, cases, name, hp in _per_variant(variants, n, method):
         for case in cases:
             rw = case.requested_rewrite[0]
             prompt = rw.prompt_text()
-            with edit(bridge, case_requests(case), "pmet", hp) as applied:
+            with edit(bridge, case_requests(case), method, hp) as applied:
                 after = float(target_scores(bridge, [prompt], [rw.target_new.text])["log_prob"][0])
                 greedy = generate_greedy(bridge, [prompt], 6)[0]
             rows.append({"variant": name, "case": case.case_id, "rewrite": f"{prompt} -> {rw.target_new.text}",
                          "p(new) optimised": float(applied.info["target_prob"][0]), "p(new) written": float(torch.tensor(after).exp()),
+                         "gap left": applied.info["residual_norms"][-1] / applied.info["residual_norms"][0],
                          "greedy": greedy, "hit": greedy.strip().lower().startswith(rw.target_new.text.lower())})
             logging.info("%s", rows[-1])
     frame = pd.DataFrame(rows)
@@ -79,11 +121,11 @@ def run(variants, n: int = 6) -> pd.DataFrame:
     return frame
 
 
-def evaluate_variants(variants, n: int = 12) -> pd.DataFrame:
-    """Mean protocol metrics of PMET per variant over the same cases."""
+def evaluate_variants(variants, n: int = 12, method: str = "pmet") -> pd.DataFrame:
+    """Mean protocol metrics of the method per variant over the same cases."""
     rows = []
-    for bridge, cases, name, hp in _per_variant(variants, n):
-        per_case = evaluate(bridge, cases, ["pmet"], hparams={"pmet": hp}, progress=False).per_case
+    for bridge, cases, name, hp in _per_variant(variants, n, method):
+        per_case = evaluate(bridge, cases, [method], hparams={method: hp}, progress=False).per_case
         rows.append({"variant": name, "cases": len(per_case),
                      **per_case[["efficacy", "efficacy_prob", "paraphrase", "specificity", "multi_hop"]].mean().to_dict()})
         logging.info("%s", rows[-1])
@@ -95,8 +137,14 @@ def evaluate_variants(variants, n: int = 12) -> pd.DataFrame:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=6)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--method", choices=list(VARIANTS), default="pmet")
+    parser.add_argument("--variants", nargs="+", help=f"default: all of the method's; pmet: {list(PMET_VARIANTS)}; "
+                        f"ace: {list(ACE_VARIANTS)}")
     parser.add_argument("--evaluate", action="store_true", help="protocol metrics per variant instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    (evaluate_variants if args.evaluate else run)(args.variants, args.n)
+    variants = args.variants or list(VARIANTS[args.method])
+    unknown = [v for v in variants if v not in VARIANTS[args.method]]
+    if unknown:
+        parser.error(f"unknown {args.method} variants {unknown}; known: {list(VARIANTS[args.method])}")
+    (evaluate_variants if args.evaluate else run)(variants, args.n, args.method)

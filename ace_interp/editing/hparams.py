@@ -113,6 +113,11 @@ class PMETHParams:
     )
     covariance: CovarianceHParams = field(default_factory=lambda: CovarianceHParams(cov_weight=20_000.0))
     joint_attention: bool = True  # PMET's attention delta beside the FFN one (False: FFN delta only)
+    # What "the residual left" is measured on while spreading (docs/ace.md, "Spread accounting"):
+    # "ffn" — the reference: z − F^L(current), the last layer's FFN output, which earlier layers' writes
+    #         barely move, so each layer adds its share of δ on top of the others' (≈ Σ_j 1/sqrt(n−j) · δ);
+    # "residual" — z_h − h^L(current) with z_h = h^L + δ_ffn: what earlier layers wrote is subtracted, as in MEMIT.
+    spread_accounting: Literal["ffn", "residual"] = "ffn"
 
 
 @dataclass
@@ -139,6 +144,8 @@ class ACEHParams:
     )
     covariance: CovarianceHParams = field(default_factory=lambda: CovarianceHParams(cov_weight=20_000.0))
     joint_attention: bool = True  # the PMET backend's attention delta (False: the FFN delta carries it all)
+    # as PMETHParams.spread_accounting, per group towards that group's target at its z layer
+    spread_accounting: Literal["ffn", "residual"] = "ffn"
 
 
 HParams = FTHParams | ROMEHParams | MEMITHParams | PMETHParams | ACEHParams
@@ -195,6 +202,15 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
         if small
         else TargetHParams(v_lr=0.2, decay_power=1, clamp_norm_factor=0.75, v_num_grad_steps=30)
     )
+    paper_model = is_gptj_6b or is_qwen3_8b
+    # Away from the paper's two models (and above 6 layers) PMET and ACE optimise the FFN delta alone with
+    # ROME's clamp (4·‖z_0‖), a smaller decay (0.05) and lr 0.5, and spread it with residual accounting.
+    # On SmolLM2 the reference wrote p(new) 0.00–0.02 for targets optimised to 0.95: the attention delta is
+    # never written, and the FFN delta alone stays at p(new) ≤ 0.19 under clamp 0.75. With these settings the
+    # written model matches the optimisation (5 of 6 rewrites within 0.03) and, on 12 one-edit cases,
+    # efficacy rose from 8 to 11 of 12 (`python -m benchmarks.smollm2_write_misses`; docs/ace.md).
+    adapted = not (small or paper_model)
+    adapted_target = replace(pmet_target, v_weight_decay=0.05, clamp_norm_factor=4.0, v_lr=0.5)
     if method == "ft":
         hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 0.1, norm_constraint=5e-5 if not small else 0.5)
     elif method == "rome":
@@ -212,11 +228,12 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     elif method == "pmet":
         hp = PMETHParams(
             layers=_span(3, 8, n),
-            target=pmet_target,
+            target=adapted_target if adapted else pmet_target,
             covariance=pmet_covariance,
             # on the toys the never-written attention delta carried most of the shift: with it PMET
             # realised 2–4 of 10 targets, without it 10 of 10 (docs/ace.md, "Toy models")
-            joint_attention=not small,
+            joint_attention=paper_model,
+            spread_accounting="residual" if adapted else "ffn",
         )
     else:
         if is_qwen3_8b:
@@ -238,13 +255,9 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             # 10 edits; single-layer groups optimised through their write realised 10 of 10 (docs/ace.md).
             value_layer = min(max(1, _map(5, n)), n - 1)  # at least one query layer below it if n > 1
             query, value, variant = tuple(range(value_layer)), (value_layer,), "attribution"
-        paper_model = is_gptj_6b or is_qwen3_8b
-        # Away from the paper's two models ACE's z gets ROME's clamp (4·‖z_0‖), a smaller decay (0.05) and
-        # lr 0.5 and optimises the FFN delta alone: with PMET's clamp 0.75 the FFN delta alone stayed at
+        # ACE's z gets the adapted settings too: with PMET's clamp 0.75 the FFN delta alone stayed at
         # p(new) ≤ 0.19 on SmolLM2 at every layer probed (9–27).
-        ace_target = pmet_target if (small or paper_model) else replace(
-            pmet_target, v_weight_decay=0.05, clamp_norm_factor=4.0, v_lr=0.5
-        )
+        ace_target = adapted_target if adapted else pmet_target
         hp = ACEHParams(
             variant=variant,
             rank_layers=not small,
@@ -253,6 +266,8 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             target=ace_target,
             covariance=pmet_covariance,
             joint_attention=paper_model,
+            # SmolLM2, 12 one-edit cases: efficacy 0.50 → 0.92, specificity 0.93 → 0.98 (docs/ace.md)
+            spread_accounting="residual" if adapted else "ffn",
         )
     return replace(hp, **overrides) if overrides else hp
 

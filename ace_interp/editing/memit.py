@@ -25,7 +25,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import second_moments
 from ace_interp.editing.hparams import CovarianceHParams, MEMITHParams
-from ace_interp.editing.keys import IncrementalForward, build_batch, compute_keys, hf_runner
+from ace_interp.editing.keys import IncrementalForward, build_batch, compute_keys, hf_runner, outputs_at_subject
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import regularised_cholesky, solve_key_value, write_map
 from ace_interp.editing.targets import compute_targets
@@ -92,6 +92,17 @@ def target_write_map(
     with stage("solve"):
         weight = cov.cov_weight if cov_weight is None else cov_weight
         return write_map(keys, moments, cov_weight=weight, ridge=cov.ridge)
+
+
+def residual_target(
+    bridge: TransformerBridge, requests: Sequence[EditRequest], z_layer: int, z_mlp: Float[Tensor, "n d_model"]
+) -> Float[Tensor, "n d_model"]:
+    """An FFN-output target z = F^L + δ re-expressed on the residual after block L: z_h = h^L + (z − F^L),
+    at the subject's last token of the bare prompts (where `spread_write` measures what is left)."""
+    with torch.no_grad():
+        ffn = outputs_at_subject(bridge, requests, z_layer, "mlp")
+        resid = outputs_at_subject(bridge, requests, z_layer, "resid")
+    return resid + (z_mlp - ffn)
 
 
 def spread_write(
