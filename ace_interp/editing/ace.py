@@ -8,6 +8,9 @@ variant "ace-paper" (the authors' released implementation):
     for each group G (ascending), for its j-th layer l:
         R = (z − F^{V_max}(current)) / sqrt(|G| − j),   Δ^l = solve(K^l, R, C^l, λ)
 
+With `spread_accounting="residual"` each group measures what is left on the residual after its z layer
+(z_h = h + δ_ffn, as PMET's option; docs/ace.md, "Spread accounting").
+
 variant "attribution" (built on it):
     groups from `ace_interp.attribution.layers.rank_layers` over the requests' prompts and their multi-hop
     prompts (top `n_value_layers` value layers; top `n_query_layers` query layers below the value group),
@@ -29,14 +32,8 @@ from dataclasses import dataclass
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ACEHParams
-from ace_interp.editing.memit import (
-    MethodResult,
-    SpreadStep,
-    residual_target,
-    spread_divisors,
-    spread_write,
-    target_write_map,
-)
+from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write, target_write_map
+from ace_interp.editing.memit import residual_target
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
 from ace_interp.editing.timing import stage

@@ -5,6 +5,10 @@
     z = F^{L} + δ_ffn                     only the FFN part is a write target; attention stays unchanged
     for the j-th of the layers l:  R = (z − F^{L}(current)) / sqrt(layers left),  Δ^l = solve(K^l, R, C^l, λ)
 
+`spread_accounting="residual"` measures what is left on the residual after L instead,
+R = (h^L + δ_ffn − h^L(current)) / sqrt(layers left), so earlier layers' writes count (docs/ace.md, "Spread
+accounting"); the reference's FFN-output accounting adds each layer's share on top of the others'.
+
 Optimising the attention delta alongside lets the FFN delta carry only what FFNs should store
 ("precise" editing), and the square root spreads more of the change into the early layers than MEMIT's 1/n.
 """
@@ -16,14 +20,8 @@ from collections.abc import Sequence
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import PMETHParams
-from ace_interp.editing.memit import (
-    MethodResult,
-    SpreadStep,
-    residual_target,
-    spread_divisors,
-    spread_write,
-    target_write_map,
-)
+from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write, target_write_map
+from ace_interp.editing.memit import residual_target
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
 
