@@ -1,7 +1,8 @@
-"""Where PMET's single edits on SmolLM2 miss: the optimised target against what the written model does.
+"""Where PMET's (or ACE's) single edits on SmolLM2 miss: the optimised target against what the written model does.
 
-    python -m benchmarks.smollm2_write_misses [--n 6] [--variants default "one layer through write" ...]
-    python -m benchmarks.smollm2_write_misses --evaluate --n 12 --variants default "one layer through write"
+    python -m benchmarks.smollm2_write_misses [--n 6] [--variants reference "residual accounting" ...]
+    python -m benchmarks.smollm2_write_misses --evaluate --n 12 --variants reference default
+    python -m benchmarks.smollm2_write_misses --method ace --evaluate --n 12 --variants "shared z, ffn accounting" default
 
 Cases: the first `--n` one-edit cases of the filtered real-fact set (`assets/real_facts/smollm2_known.json`)
 whose rewrite cloze the unedited model completes with the true answer. Per (variant, case) it prints p(new) at
