@@ -35,12 +35,12 @@ def _reference(hp: PMETHParams) -> PMETHParams:
     return PMETHParams(layers=hp.layers, covariance=hp.covariance)
 
 
-def _on_reference(**fields):
-    return lambda hp: replace(_reference(hp), **fields)
-
-
-def _on_reference_target(**fields):
-    return lambda hp: replace(_reference(hp), target=replace(_reference(hp).target, **fields))
+def _on_reference(target: dict | None = None, **fields):
+    """The reference with `fields` replaced and, if given, `target` fields replaced in its target."""
+    def make(hp: PMETHParams) -> PMETHParams:
+        ref = _reference(hp)
+        return replace(ref, **fields, **({"target": replace(ref.target, **target)} if target else {}))
+    return make
 
 
 ADAPTED_TARGET = dict(clamp_norm_factor=4.0, v_weight_decay=0.05, v_lr=0.5)  # ACE's non-paper target settings
@@ -51,23 +51,21 @@ PMET_VARIANTS = {
     "cov_weight /10": lambda hp: replace(
         _reference(hp), covariance=replace(hp.covariance, cov_weight=hp.covariance.cov_weight / 10)),
     "ffn-only target": _on_reference(joint_attention=False),
-    "bare prompt only": _on_reference_target(n_context=0),
-    "through write": _on_reference_target(through_write=True),
+    "bare prompt only": _on_reference({"n_context": 0}),
+    "through write": _on_reference({"through_write": True}),
     # what is left measured on the residual after the last layer (MEMIT's accounting), not its FFN output
     "residual accounting": _on_reference(spread_accounting="residual"),
     "residual accounting, ffn-only target": _on_reference(spread_accounting="residual", joint_attention=False),
-    "ffn-only, clamp 4": lambda hp: replace(_reference(hp), joint_attention=False,
-                                            target=replace(_reference(hp).target, **ADAPTED_TARGET)),
-    "clamp 4, residual accounting": lambda hp: replace(_reference(hp), spread_accounting="residual",
-                                                       target=replace(_reference(hp).target, **ADAPTED_TARGET)),
-    "ffn-only, clamp 4, residual accounting": lambda hp: replace(
-        _reference(hp), joint_attention=False, spread_accounting="residual",
-        target=replace(_reference(hp).target, **ADAPTED_TARGET)),
+    "ffn-only, clamp 4": _on_reference(ADAPTED_TARGET, joint_attention=False),
+    "clamp 4, residual accounting": _on_reference(ADAPTED_TARGET, spread_accounting="residual"),
+    "ffn-only, clamp 4, residual accounting": _on_reference(ADAPTED_TARGET, joint_attention=False,
+                                                            spread_accounting="residual"),
     # one written layer, FFN-only, through the write, no contexts: the edited model must equal the optimisation
     "one layer through write": lambda hp: replace(
         _reference(hp), layers=(max(hp.layers),), joint_attention=False,
         target=replace(_reference(hp).target, through_write=True, n_context=0, clamp_norm_factor=4.0)),
 }
+
 
 def _ace(accounting: str, **fields):
     return lambda hp: replace(hp, spread_accounting=accounting, **fields)

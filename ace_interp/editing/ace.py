@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ACEHParams
-from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write, target_write_map
-from ace_interp.editing.memit import residual_target
+from ace_interp.editing.memit import MethodResult, spread_write, sqrt_spread_steps, target_write_map
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
 from ace_interp.editing.timing import stage
@@ -133,10 +132,7 @@ def ace_updates(
             "target_losses": target.losses, "ranking": ranking}
 
     def group_steps(layers, z_, z_layer_, scale):
-        site = "mlp"
-        if hp.spread_accounting == "residual":
-            z_, site = residual_target(bridge, requests, z_layer_, z_), "resid"
-        return [SpreadStep(l, z_, z_layer_, site, d, scale) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
+        return sqrt_spread_steps(bridge, requests, layers, z_, z_layer_, hp.spread_accounting, scale)
 
     if shared or not query:
         steps = []

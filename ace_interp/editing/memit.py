@@ -105,6 +105,23 @@ def residual_target(
     return resid + (z_mlp - ffn)
 
 
+def sqrt_spread_steps(
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    layers: Sequence[int],
+    z_mlp: Float[Tensor, "n d_model"],
+    z_layer: int,
+    accounting: str = "ffn",
+    scale: float = 1.0,
+) -> list[SpreadStep]:
+    """PMET/ACE's spread of an FFN-output target z over `layers` (divisors sqrt(layers left)), with what is
+    left measured on z_layer's FFN output ("ffn", the reference) or on its residual ("residual")."""
+    if accounting not in ("ffn", "residual"):
+        raise ValueError(f"unknown spread accounting {accounting!r}; expected 'ffn' or 'residual'")
+    z, site = (residual_target(bridge, requests, z_layer, z_mlp), "resid") if accounting == "residual" else (z_mlp, "mlp")
+    return [SpreadStep(l, z, z_layer, site, d, scale) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
+
+
 def spread_write(
     bridge: TransformerBridge,
     requests: Sequence[EditRequest],

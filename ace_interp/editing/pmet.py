@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import PMETHParams
-from ace_interp.editing.memit import MethodResult, SpreadStep, spread_divisors, spread_write, target_write_map
-from ace_interp.editing.memit import residual_target
+from ace_interp.editing.memit import MethodResult, spread_write, sqrt_spread_steps, target_write_map
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.targets import compute_z_pmet
 
@@ -33,10 +32,7 @@ def pmet_updates(
     z_layer = layers[-1]
     mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if hp.target.through_write else None
     target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping, joint_attention=hp.joint_attention)
-    z, site = target.targets["mlp"], "mlp"
-    if hp.spread_accounting == "residual":
-        z, site = residual_target(bridge, requests, z_layer, z), "resid"
-    steps = [SpreadStep(l, z, z_layer, site, d) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
+    steps = sqrt_spread_steps(bridge, requests, layers, target.targets["mlp"], z_layer, hp.spread_accounting)
     result = spread_write(bridge, requests, steps, contexts, hp.covariance)
     result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer)
     return result

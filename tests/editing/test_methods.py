@@ -35,13 +35,18 @@ def _changed(bridge, snapshot):
     return {k for k in snapshot if not torch.equal(snapshot[k], now[k])}
 
 
-@pytest.mark.parametrize("method", ["ft", "rome", "memit", "pmet", "ace"])
-def test_method_edits_prediction_and_undoes_exactly(tiny_model, fast_hparams, method):
+@pytest.mark.parametrize(
+    "method,overrides",
+    [("ft", {}), ("rome", {}), ("memit", {}), ("pmet", {}), ("ace", {}),
+     ("pmet", {"spread_accounting": "residual"}), ("ace", {"spread_accounting": "residual"})],
+    ids=["ft", "rome", "memit", "pmet", "ace", "pmet-residual-accounting", "ace-residual-accounting"],
+)
+def test_method_edits_prediction_and_undoes_exactly(tiny_model, fast_hparams, method, overrides):
     bridge = tiny_model
     snapshot = _snapshot(bridge)
     grad_flags = [p.requires_grad for p in bridge.original_model.parameters()]
     assert _prediction(bridge, FRANCE) != _target_id(bridge, FRANCE)
-    applied = edit(bridge, FRANCE, method=method, hparams=fast_hparams(method, bridge))
+    applied = edit(bridge, FRANCE, method=method, hparams=fast_hparams(method, bridge, **overrides))
     assert [p.requires_grad for p in bridge.original_model.parameters()] == grad_flags
     assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE), f"{method} did not make 'tokyo' the prediction"
     changed = _changed(bridge, snapshot)
