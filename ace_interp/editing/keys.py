@@ -426,6 +426,19 @@ class PromptBatch:
         counts = torch.bincount(self.owner, minlength=n_owners).to(values.dtype)
         return summed / counts.reshape(-1, *([1] * (values.ndim - 1)))
 
+    def per_owner(self, values: Float[Tensor, "batch ..."], n_owners: int) -> Float[Tensor, "n_owners c ..."]:
+        """`values` regrouped as [owner, that owner's rows in batch order, ...]; every owner needs the same
+        number of rows (as `build_batch` gives: one per context)."""
+        counts = torch.bincount(self.owner, minlength=n_owners)
+        if not bool((counts == counts[0]).all()):
+            raise ValueError(f"owners have different numbers of rows: {counts.tolist()}")
+        order = torch.sort(self.owner, stable=True).indices
+        return values[order].reshape(n_owners, int(counts[0]), *values.shape[1:])
+
+    def keys_per_owner(self, values: Float[Tensor, "batch d"], n_owners: int, per_context: bool) -> Tensor:
+        """[n, d] keys averaged over each owner's contexts, or [n, c, d] kept apart (`solver.write_map`)."""
+        return self.per_owner(values, n_owners) if per_context else self.mean_per_owner(values, n_owners)
+
 
 def subject_prompt_ids(bridge: TransformerBridge, context: str, request: EditRequest) -> tuple[list[int], int]:
     """Token ids of `context + prompt(subject)` and the index of the subject's last token.
@@ -551,8 +564,10 @@ def compute_keys(
     requests: Sequence[EditRequest],
     layers: Sequence[int],
     contexts: Sequence[str] = ("",),
-) -> dict[int, Float[Tensor, "n_requests d_mlp"]]:
-    """k^l per request: the down-projection input at the subject's last token, averaged over contexts."""
+    per_context: bool = False,
+) -> dict[int, Float[Tensor, "n_requests d_mlp"] | Float[Tensor, "n_requests n_contexts d_mlp"]]:
+    """k^l per request: the down-projection input at the subject's last token, averaged over contexts
+    ([n, d_mlp]), or with `per_context` one per context ([n, c, d_mlp], in `contexts` order)."""
     layers = [check_layer(bridge, l) for l in layers]
     runner = hf_runner(bridge)
     batch = build_batch(bridge, requests, contexts)
@@ -560,7 +575,7 @@ def compute_keys(
     factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
     with torch.no_grad(), hooks(*factories):
         run_until(runner, batch.tokens, runner.down_proj[max(layers)])
-    return {l: batch.mean_per_owner(stores[l][0][batch.rows, batch.lookup], len(requests)) for l in layers}
+    return {l: batch.keys_per_owner(stores[l][0][batch.rows, batch.lookup], len(requests), per_context) for l in layers}
 
 
 def outputs_at_subject(

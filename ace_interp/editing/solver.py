@@ -15,6 +15,17 @@ i.e. fit the new associations while moving the outputs of typical corpus keys as
 which needs only an n × n solve besides C⁻¹Kᵀ, and stays defined at λ = 0, where it is the exact,
 minimum-C-norm interpolation K Δ = R (ROME's rank-one update for n = 1: Δ = C⁻¹k rᵀ / (kᵀC⁻¹k)).
 A small ridge ε·mean(diag C)·I keeps C invertible when the corpus is small or keys are degenerate.
+
+Keys per context. A request's key differs between the context prefixes it is read in; ROME/MEMIT average
+them into one row. Given keys [n, c, d_mlp] instead, every (request, context) key is its own row, asked to
+move by its request's residual, each weighted 1/c:
+
+    Δ* = argmin_Δ Σ_i Σ_j (1/c) ‖k_ij Δ − r_i‖² + λ · tr(Δᵀ C Δ)
+
+which is the averaged solve whenever a request's keys agree across contexts (k_ij = k_i), and otherwise
+also reaches a key unlike the others — on SmolLM2 the key of a subject that follows the BOS token directly
+(docs/ace.md, "Keys per context"). In the closed form this is the stacked rows K̃ = K/√c, R̃ = E R/√c
+(E repeats each residual c times), so U = Ũ E/√c folds back to an [d_mlp, n] map.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ def regularised_cholesky(second_moment: Float[Tensor, "d d"], ridge: float = 1e-
 
 
 def solve_key_value(
-    keys: Float[Tensor, "n d_mlp"],
+    keys: Float[Tensor, "n d_mlp"] | Float[Tensor, "n c d_mlp"],
     residuals: Float[Tensor, "n d_model"],
     second_moment: Float[Tensor, "d_mlp d_mlp"] | None = None,
     cov_weight: float = 0.0,
@@ -55,9 +66,9 @@ def solve_key_value(
     """Δ = C⁻¹Kᵀ (K C⁻¹ Kᵀ + λI)⁻¹ R  (= argmin ‖KΔ − R‖² + λ tr(ΔᵀCΔ)); C = I when not given.
 
     Computed in float64 and returned in `residuals`' dtype. `cholesky` may pass a precomputed
-    `regularised_cholesky(second_moment, ridge)`.
+    `regularised_cholesky(second_moment, ridge)`. Keys [n, c, d_mlp]: one row per context (module docstring).
     """
-    if keys.ndim != 2 or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
+    if keys.ndim not in (2, 3) or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
         raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
     if not torch.isfinite(residuals).all():
         raise SolverError("residuals contain NaN/inf")
@@ -66,7 +77,7 @@ def solve_key_value(
 
 
 def write_map(
-    keys: Float[Tensor, "n d_mlp"],
+    keys: Float[Tensor, "n d_mlp"] | Float[Tensor, "n c d_mlp"],
     second_moment: Float[Tensor, "d_mlp d_mlp"] | None = None,
     cov_weight: float = 0.0,
     ridge: float = 1e-4,
@@ -77,9 +88,14 @@ def write_map(
     A key k' then has its output moved by k'Δ = (k'U) R: the write is linear in the residuals R, with
     weights k'U that are ≈ e_i at edited key i (exactly at λ = 0) and small for keys unlike the edited
     ones. `targets.compute_targets(write_map=U)` uses this to optimise R through the write itself.
+    Keys [n, c, d_mlp] give every context its own row, weighted 1/c (module docstring); U is still [d_mlp, n].
     """
+    if keys.ndim == 3:
+        n, c, d = keys.shape
+        stacked = write_map(keys.reshape(n * c, d) / c**0.5, second_moment, cov_weight, ridge, cholesky)
+        return stacked.reshape(d, n, c).sum(-1) / c**0.5  # Ũ E/√c: each request's c columns summed
     if keys.ndim != 2:
-        raise SolverError(f"keys must be [n, d_mlp], got {tuple(keys.shape)}")
+        raise SolverError(f"keys must be [n, d_mlp] or [n, contexts, d_mlp], got {tuple(keys.shape)}")
     if cov_weight < 0:
         raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
     if not torch.isfinite(keys).all():

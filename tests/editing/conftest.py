@@ -30,16 +30,18 @@ def tiny_corpus() -> TextCorpus:
 
 @pytest.fixture
 def fast_hparams(tiny_corpus):
-    """hparams(method, bridge, **overrides): defaults with the tiny corpus, one context prefix, 25 steps."""
+    """hparams(method, bridge, **overrides): defaults with the tiny corpus, one context prefix, 25 steps
+    (`context_keys=` sets the covariance's field of that name)."""
 
-    def make(method, bridge, **overrides):
+    def make(method, bridge, context_keys=None, **overrides):
         hp = default_hparams(method, bridge)
         hp = dataclasses.replace(
             hp, target=dataclasses.replace(hp.target, n_context=1, context_length=4, v_num_grad_steps=25)
         )
         if hasattr(hp, "covariance"):
             hp = dataclasses.replace(
-                hp, covariance=dataclasses.replace(hp.covariance, corpus=tiny_corpus, n_tokens=1000, progress=False)
+                hp, covariance=dataclasses.replace(hp.covariance, corpus=tiny_corpus, n_tokens=1000, progress=False,
+                                                   context_keys=context_keys or hp.covariance.context_keys)
             )
         return dataclasses.replace(hp, **overrides) if overrides else hp
 

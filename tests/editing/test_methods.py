@@ -38,8 +38,10 @@ def _changed(bridge, snapshot):
 @pytest.mark.parametrize(
     "method,overrides",
     [("ft", {}), ("rome", {}), ("memit", {}), ("pmet", {}), ("ace", {}),
-     ("pmet", {"spread_accounting": "residual"}), ("ace", {"spread_accounting": "residual"})],
-    ids=["ft", "rome", "memit", "pmet", "ace", "pmet-residual-accounting", "ace-residual-accounting"],
+     ("pmet", {"spread_accounting": "residual"}), ("ace", {"spread_accounting": "residual"}),
+     *[(m, {"context_keys": "each"}) for m in ("rome", "memit", "pmet", "ace")]],
+    ids=["ft", "rome", "memit", "pmet", "ace", "pmet-residual-accounting", "ace-residual-accounting",
+         "rome-keys-per-context", "memit-keys-per-context", "pmet-keys-per-context", "ace-keys-per-context"],
 )
 def test_method_edits_prediction_and_undoes_exactly(tiny_model, fast_hparams, method, overrides):
     bridge = tiny_model

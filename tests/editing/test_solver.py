@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from ace_interp.editing.covariance import corpus_keys, second_moments
+from ace_interp.editing.hparams import CovarianceHParams
 from ace_interp.editing.keys import compute_keys
+from ace_interp.editing.memit import each_context
 from ace_interp.editing.solver import SolverError, regularised_cholesky, solve_key_value
 from ace_interp.model import apply_weight_updates, ffn_weight
 
@@ -86,3 +88,45 @@ def test_closed_form_write_maps_keys_to_targets_and_spares_corpus_keys(tiny_mode
     edited_move = (keys @ delta).norm(dim=-1).pow(2).mean().sqrt()
     corpus_move = (corpus @ delta).norm(dim=-1).pow(2).mean().sqrt()
     assert corpus_move < 0.3 * edited_move, f"corpus keys move {corpus_move:.3g}, edited keys {edited_move:.3g}"
+
+
+@pytest.mark.parametrize("cov_weight", [0.0, 3.0])
+def test_keys_per_context_match_the_weighted_least_squares_definition(cov_weight):
+    # min Σ_i Σ_j (1/c)‖k_ij Δ − r_i‖² + λ tr(ΔᵀCΔ), solved as one stacked ordinary least-squares problem
+    n, c, d, m = 2, 3, 12, 5
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    residuals = torch.randn(n, m, generator=g, dtype=torch.float64)
+    _, _, moment = _problem(d=d)
+    delta = solve_key_value(keys, residuals, moment, cov_weight=cov_weight, ridge=0.0)
+    if cov_weight > 0:  # (at λ = 0 the problem is underdetermined; the solver picks the min-C-norm solution)
+        chol = torch.linalg.cholesky(moment)
+        a = torch.cat([keys.reshape(n * c, d) / c**0.5, cov_weight**0.5 * chol.T])
+        b = torch.cat([residuals.repeat_interleave(c, 0) / c**0.5, torch.zeros(d, m, dtype=torch.float64)])
+        reference = torch.linalg.lstsq(a, b).solution
+        torch.testing.assert_close(delta, reference, rtol=1e-7, atol=1e-9)
+    else:  # interpolation: every context's key moves by its request's residual
+        torch.testing.assert_close(torch.einsum("ncd,dm->ncm", keys, delta), residuals[:, None].expand(n, c, m))
+
+
+def test_keys_per_context_reduce_to_the_averaged_solve_when_contexts_agree():
+    keys, residuals, c = _problem()
+    repeated = keys[:, None].expand(-1, 4, -1)
+    for weight in (0.0, 5.0):
+        torch.testing.assert_close(solve_key_value(repeated, residuals, c, weight), solve_key_value(keys, residuals, c, weight))
+
+
+def test_compute_keys_per_context_are_the_rows_the_mean_averages(tiny_model):
+    contexts = ("", "One two. ", "Three four five. ")
+    mean = compute_keys(tiny_model, [FRANCE, SPAIN], [0, 1], contexts)
+    each = compute_keys(tiny_model, [FRANCE, SPAIN], [0, 1], contexts, per_context=True)
+    for layer in (0, 1):
+        assert each[layer].shape == (2, 3, mean[layer].shape[-1])
+        torch.testing.assert_close(each[layer].mean(1), mean[layer])
+        for j, context in enumerate(contexts):  # row j is the key read in context j
+            torch.testing.assert_close(each[layer][:, j], compute_keys(tiny_model, [FRANCE, SPAIN], [layer], (context,))[layer])
+
+
+def test_unknown_context_keys_is_rejected():
+    with pytest.raises(ValueError, match="context_keys"):
+        each_context(CovarianceHParams(context_keys="median"))
