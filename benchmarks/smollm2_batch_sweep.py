@@ -25,6 +25,8 @@ VARIANTS = {
     "steps x2": lambda hp: replace(hp, target=replace(hp.target, v_num_grad_steps=2 * hp.target.v_num_grad_steps)),
     "clamp 4": lambda hp: replace(hp, target=replace(hp.target, clamp_norm_factor=4.0)),
     "cov_weight /4": lambda hp: replace(hp, covariance=replace(hp.covariance, cov_weight=hp.covariance.cov_weight / 4)),
+    # keys averaged over the context prefixes (the reference) instead of one solver row per context
+    "averaged keys": lambda hp: replace(hp, covariance=replace(hp.covariance, context_keys="mean")),
     # ACE only: how much of the batch's edit its query group (written first) should carry
     "ace: no query write": lambda hp: replace(hp, query_weight=0.0),
     "ace: query weight 0.5": lambda hp: replace(hp, query_weight=0.5),

@@ -6,8 +6,9 @@ configs; ACE's released config for its layer groups). For other depths the layer
 scaled with the FFN width (GPT-J: λ = 15,000 for d_mlp = 16,384, i.e. ≈ 0.9·d_mlp), because the
 Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows with d_mlp.
 Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
-(mapped), where its target can still steer the answer from the subject position, and PMET and ACE optimise
-the FFN delta alone (ROME's clamp) and spread it with residual accounting. Models with at most
+(mapped), where its target can still steer the answer from the subject position, PMET and ACE optimise
+the FFN delta alone (ROME's clamp) and spread it with residual accounting, and ROME, MEMIT, PMET and ACE
+solve with one key row per context prefix (`CovarianceHParams.context_keys="each"`). Models with at most
 6 layers get these settings:
 - target-optimisation settings for their small activation norms;
 - targets optimised through the write;
@@ -188,9 +189,10 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     adapted = not (small or paper_model)
     # Away from the paper's two models every closed-form editor solves with one key row per context
     # prefix: on SmolLM2 a subject that opens the prompt has a bare-prompt key unlike its prefixed ones
-    # (cosine 0.04–0.4), and the averaged key's write reached ≈ 0.01–0.2 of it. Main-table cases, seed 0:
-    # efficacy ROME 77 → 85%, MEMIT and PMET 84 → 90%, ACE 67 → 76%, specificity equal or higher
-    # (docs/ace.md, "Keys per context").
+    # (cosine 0.04–0.4), and the averaged key's write reached ≈ 0.01–0.2 of it. SmolLM2 main table (2 seeds):
+    # greedy efficacy ROME 86 → 92%, MEMIT 91 → 95%, PMET 89 → 95%, ACE 75 → 83%; the price is bleeding
+    # between prompt-opening subjects of one relation (one specificity fact: ROME 91 → 86%, PMET 93 → 88%;
+    # none of 30 facts in a batch of 10). docs/ace.md, "Keys per context".
     covariance = CovarianceHParams(cov_weight=cov_weight, n_tokens=n_tokens, context_keys="each" if adapted else "mean")
     pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)  # PMET: 20,000 vs MEMIT's 15,000
     # Small models (tiny random test models, synthetic-world toys) have activations of norm ~0.01–1; the
