@@ -6,6 +6,9 @@
 
 so the edited layer maps k to v* exactly while changing outputs of typical keys least (C-norm). Several
 requests in one batch become the minimum-C-norm rank-n interpolation of all their keys (λ = 0).
+
+With `CovarianceHParams(context_keys="each")` every context's key is a row of its own, each asked to move by δ
+(`solver` docstring), which makes the write rank-c per request instead of rank-one.
 """
 
 from __future__ import annotations
@@ -42,12 +45,10 @@ def rome_updates(
     w_out = ffn_weight(bridge, layer, "W_out")
     b_out = ffn_weight(bridge, layer, "b_out")
     with stage("solve"):
-        mean_keys = keys.mean(1) if keys.ndim == 3 else keys
-        if keys.ndim == 3:
-            # one row per context: each context's output moves by the δ the optimisation added to all of them
-            residual = target.deltas["mlp"]
-        else:
-            residual = target.targets["mlp"] - (keys @ w_out + (0 if b_out is None else b_out))  # v* − F(k̄)
+        if keys.ndim == 3:  # one row per context: each context's output moves by the δ added to all of them
+            mean_keys, residual = keys.mean(1), target.deltas["mlp"]
+        else:  # v* − F(k̄)
+            mean_keys, residual = keys, target.targets["mlp"] - (keys @ w_out + (0 if b_out is None else b_out))
         delta = solve_key_value(keys, residual, second, cov_weight=weight, ridge=hp.covariance.ridge)
     return MethodResult(
         {(layer, "W_out"): delta},
