@@ -72,6 +72,13 @@ class CovarianceHParams:
     seq_len: int = 128
     progress: bool = True
 
+    @property
+    def per_context_keys(self) -> bool:
+        """Whether the solve takes one key row per context (`context_keys == "each"`)."""
+        if self.context_keys not in ("mean", "each"):
+            raise ValueError(f"unknown context_keys {self.context_keys!r}; expected 'mean' or 'each'")
+        return self.context_keys == "each"
+
 
 @dataclass
 class FTHParams:

@@ -69,13 +69,6 @@ def spread_divisors(n_layers: int, kind: str) -> list[float]:
     raise ValueError(f"unknown spread {kind!r}; expected 'linear' or 'sqrt'")
 
 
-def each_context(cov: CovarianceHParams) -> bool:
-    """Whether the solve takes one key row per context (`CovarianceHParams.context_keys`)."""
-    if cov.context_keys not in ("mean", "each"):
-        raise ValueError(f"unknown context_keys {cov.context_keys!r}; expected 'mean' or 'each'")
-    return cov.context_keys == "each"
-
-
 def load_second_moments(bridge: TransformerBridge, layers: Sequence[int], cov: CovarianceHParams) -> dict[int, Tensor]:
     with stage("covariance"):
         return second_moments(
@@ -94,7 +87,7 @@ def target_write_map(
     """U = C⁻¹Kᵀ(KC⁻¹Kᵀ + λI)⁻¹ at `layer` for the requests' keys (`solver.write_map`): the map a
     target optimised through the write (`TargetHParams.through_write`) is added with."""
     with stage("keys"):
-        keys = compute_keys(bridge, requests, [layer], contexts, per_context=each_context(cov))[layer]
+        keys = compute_keys(bridge, requests, [layer], contexts, per_context=cov.per_context_keys)[layer]
     moments = load_second_moments(bridge, [layer], cov)[layer]
     with stage("solve"):
         weight = cov.cov_weight if cov_weight is None else cov_weight
@@ -162,7 +155,7 @@ def spread_write(
         for step in steps:
             with stage("keys"):
                 m = key_pass.read(runner.down_proj[step.layer], step.layer, what="input")
-                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], len(requests), each_context(cov))
+                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], len(requests), cov.per_context_keys)
                 current = current_output(step)
             with stage("solve"):
                 residual = step.scale * (step.z - current) / step.divisor

@@ -19,7 +19,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ROMEHParams
 from ace_interp.editing.keys import compute_keys
-from ace_interp.editing.memit import MethodResult, each_context, load_second_moments
+from ace_interp.editing.memit import MethodResult, load_second_moments
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import solve_key_value, write_map
 from ace_interp.editing.targets import compute_targets
@@ -35,7 +35,7 @@ def rome_updates(
     # keys and statistics of the unedited layer: the solve needs them, and so does a target optimised
     # through the write (computed once, before the target)
     with stage("keys"):
-        keys = compute_keys(bridge, requests, [layer], contexts, per_context=each_context(hp.covariance))[layer]
+        keys = compute_keys(bridge, requests, [layer], contexts, per_context=hp.covariance.per_context_keys)[layer]
     second = load_second_moments(bridge, [layer], hp.covariance)[layer]
     mapping = None
     if hp.target.through_write:
@@ -46,11 +46,11 @@ def rome_updates(
     b_out = ffn_weight(bridge, layer, "b_out")
     with stage("solve"):
         if keys.ndim == 3:  # one row per context: each context's output moves by the δ added to all of them
-            mean_keys, residual = keys.mean(1), target.deltas["mlp"]
+            residual = target.deltas["mlp"]
         else:  # v* − F(k̄)
-            mean_keys, residual = keys, target.targets["mlp"] - (keys @ w_out + (0 if b_out is None else b_out))
+            residual = target.targets["mlp"] - (keys @ w_out + (0 if b_out is None else b_out))
         delta = solve_key_value(keys, residual, second, cov_weight=weight, ridge=hp.covariance.ridge)
     return MethodResult(
         {(layer, "W_out"): delta},
-        {"target_prob": target.target_prob, "target_losses": target.losses, "keys": mean_keys, "values": target.targets["mlp"]},
+        {"target_prob": target.target_prob, "target_losses": target.losses, "keys": keys, "values": target.targets["mlp"]},
     )

@@ -6,7 +6,6 @@ import torch
 from ace_interp.editing.covariance import corpus_keys, second_moments
 from ace_interp.editing.hparams import CovarianceHParams
 from ace_interp.editing.keys import compute_keys
-from ace_interp.editing.memit import each_context
 from ace_interp.editing.solver import SolverError, regularised_cholesky, solve_key_value
 from ace_interp.model import apply_weight_updates, ffn_weight
 
@@ -129,4 +128,4 @@ def test_compute_keys_per_context_are_the_rows_the_mean_averages(tiny_model):
 
 def test_unknown_context_keys_is_rejected():
     with pytest.raises(ValueError, match="context_keys"):
-        each_context(CovarianceHParams(context_keys="median"))
+        CovarianceHParams(context_keys="median").per_context_keys
