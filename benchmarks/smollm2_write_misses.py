@@ -31,8 +31,9 @@ from ace_interp.model import load_model
 
 
 def _reference(hp: PMETHParams) -> PMETHParams:
-    """PMET's published settings (joint attention, clamp 0.75·‖z_0‖, FFN-output accounting) on hp's layers."""
-    return PMETHParams(layers=hp.layers, covariance=hp.covariance)
+    """PMET's published settings (joint attention, clamp 0.75·‖z_0‖, FFN-output accounting, keys averaged over
+    contexts) on hp's layers."""
+    return PMETHParams(layers=hp.layers, covariance=replace(hp.covariance, context_keys="mean"))
 
 
 def _on_reference(target: dict | None = None, **fields):
