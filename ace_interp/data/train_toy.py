@@ -71,6 +71,9 @@ class TrainConfig:
     lr: float = 2e-3
     warmup: int = 100
     min_lr_ratio: float = 0.05
+    # "item": target-token cross-entropy averaged within each item, then over the batch (every item weighs the
+    # same); "token": averaged over all target tokens of the batch, so a long chain of thought weighs by its length
+    loss_per: str = "item"
     weight_decay: float = 0.1
     kind_weights: dict[str, float] = field(default_factory=lambda: {
         "single_hop": 0.47, "two_hop_direct": 0.28, "three_hop_direct": 0.14, "two_hop_cot": 0.06, "three_hop_cot": 0.05,
@@ -93,6 +96,8 @@ class TrainConfig:
             self.d_mlp = 512 if self.arch == "gptj" else 384
         if isinstance(self.world, dict):
             self.world = WorldConfig(**self.world)
+        if self.loss_per not in ("item", "token"):
+            raise ValueError(f"loss_per must be 'item' or 'token', got {self.loss_per!r}")
         bad = set(self.kind_weights) - set(KINDS)
         if bad:
             raise ValueError(f"unknown kinds in kind_weights: {sorted(bad)}; known: {KINDS}")
@@ -154,11 +159,14 @@ def target_logits(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor)
     return model.get_output_embeddings()(hidden[mask])
 
 
-def item_loss(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Target-token cross-entropy, averaged within each item, then over the batch."""
+def item_loss(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, per: str = "item") -> torch.Tensor:
+    """Target-token cross-entropy, averaged within each item, then over the batch (`per="item"`), or over all
+    target tokens of the batch (`per="token"`)."""
     logits = target_logits(model, ids, mask)
     labels = ids[:, 1:][mask[:, :-1]]
     tok_loss = F.cross_entropy(logits, labels, reduction="none")
+    if per == "token":
+        return tok_loss.mean()
     item = mask.nonzero()[:, 0]
     per_item = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, item, tok_loss)
     return (per_item / mask.sum(1).clamp(min=1)).mean()
@@ -311,9 +319,10 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-def optimiser_step(model: PreTrainedModel, opt: torch.optim.Optimizer, ids: torch.Tensor, mask: torch.Tensor) -> float:
-    """One training step on a batch: item loss, backward, gradient norm clipped to 1, optimiser step."""
-    loss = item_loss(model, ids, mask)
+def optimiser_step(model: PreTrainedModel, opt: torch.optim.Optimizer, ids: torch.Tensor, mask: torch.Tensor,
+                   loss_per: str = "item") -> float:
+    """One training step on a batch: `item_loss`, backward, gradient norm clipped to 1, optimiser step."""
+    loss = item_loss(model, ids, mask, loss_per)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -370,7 +379,7 @@ def _train(cfg: TrainConfig, world: World | None, progress: bool) -> TrainResult
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, step)
         ids, mask = (t.to(cfg.device) for t in sampler.next())
-        loss = optimiser_step(model, opt, ids, mask)
+        loss = optimiser_step(model, opt, ids, mask, cfg.loss_per)
         step += 1
         ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         bar.update(1)
@@ -471,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="stop after this many steps; the learning-rate schedule still spans --steps")
     p.add_argument("--init-from", help="continue training a saved toy model (same world and architecture)")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    p.add_argument("--min-lr-ratio", type=float, default=TrainConfig.min_lr_ratio,
+                   help="the cosine schedule ends at this fraction of --lr")
+    p.add_argument("--loss-per", choices=("item", "token"), default=TrainConfig.loss_per,
+                   help="average the target-token loss per item (default) or over the batch's target tokens")
     p.add_argument("--kind-weights", type=_kind_weights, default=None,
                    help="batch mix, e.g. single_hop=0.4,two_hop_direct=0.28,three_hop_direct=0.12,two_hop_cot=0.11,"
                         "three_hop_cot=0.09 (default: TrainConfig.kind_weights)")
@@ -487,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=args.d_mlp, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, stop_at_bars=not args.no_stop_at_bars,
         seed=args.seed, threads=args.threads, time_limit_s=args.time_limit, stop_after=args.stop_after, world=wcfg, init_from=args.init_from,
-        warmup=args.warmup, weight_decay=args.weight_decay, device=args.device,
+        warmup=args.warmup, weight_decay=args.weight_decay, device=args.device, min_lr_ratio=args.min_lr_ratio,
+        loss_per=args.loss_per,
         **({"kind_weights": args.kind_weights} if args.kind_weights else {}),
     )
     world = world or generate_world(wcfg)
