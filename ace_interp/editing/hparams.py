@@ -38,6 +38,8 @@ class TargetHParams:
 
     loss = mean NLL(target_new | context + prompt)              over the context prefixes
          + kl_factor · KL(p_0 ‖ p_δ) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged)
+         + subject_kl_factor · the same KL at the subject's last token of `kl_prompt` (keeps what follows
+           the subject itself, e.g. in a generated answer that names it)
          + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (MEMIT: power 2; PMET: power 1)
     Adam on δ, then δ is clamped to ‖δ‖ ≤ clamp_norm_factor · ‖z_0‖ after every step.
     """
@@ -49,6 +51,10 @@ class TargetHParams:
     clamp_norm_factor: float = 0.75
     kl_factor: float = 0.0625
     kl_prompt: str = "{} is a"
+    # 0 in ROME/MEMIT/PMET. δ sits at the subject's last token, so it also changes what the model predicts right
+    # after the subject; when another edit's answer names this subject, the edited model then derails in the
+    # middle of that answer (SmolLM2: "Bucharest is the capital of" → " Denmark-Loraima"; docs/ace.md)
+    subject_kl_factor: float = 0.0
     early_stop_loss: float = 5e-2  # stop when every request's NLL term (mean over prompts) is below this
     n_context: int = 5  # sampled context prefixes (plus the empty one)
     # optimise δ through the write at the target layer (`compute_targets(write_map=…)`): the loss sees what
@@ -229,18 +235,24 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     # written model matches the optimisation (5 of 6 rewrites within 0.03) and, on 12 one-edit cases,
     # efficacy rose from 8 to 11 of 12 (`python -m benchmarks.smollm2_write_misses`; docs/ace.md).
     adapted_target = replace(pmet_target, v_weight_decay=0.05, clamp_norm_factor=4.0, v_lr=0.5)
+    # MQuAKE cases chain their edits: edit k+1's subject is edit k's new answer. Written at the subject's last
+    # token, edit k+1 also moves what follows that token, so the edited model derailed in the middle of edit k's
+    # answer (SmolLM2, ROME: " Denmark-Loraima"; ACE: " Honda" → "SULBARELLA"). A KL term at the subject's
+    # position keeps it: ROME " Denmark. It is the largest", ACE " Honda, it's not" (docs/ace.md, "Chained edits")
+    subject_kl = {"subject_kl_factor": 0.5} if adapted else {}
+    adapted_target = replace(adapted_target, **subject_kl)
     if method == "ft":
         hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 0.1, norm_constraint=5e-5 if not small else 0.5)
     elif method == "rome":
         hp = ROMEHParams(
             layer=_map(5, n),
-            target=TargetHParams(**small_target) if small else TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0),
+            target=TargetHParams(**small_target) if small else TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0, **subject_kl),
             covariance=covariance,
         )
     elif method == "memit":
         hp = MEMITHParams(
             layers=_span(3, 8, n),
-            target=TargetHParams(**small_target) if small else TargetHParams(),
+            target=TargetHParams(**small_target) if small else TargetHParams(**subject_kl),
             covariance=covariance,
         )
     elif method == "pmet":

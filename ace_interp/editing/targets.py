@@ -9,6 +9,7 @@ token, in every prompt (ROME `compute_v`, MEMIT `compute_z`, PMET `compute_zs`):
 
     loss(δ) = 1/|C| Σ_c −(1/T) Σ_t log p(target_t | c ⊕ prompt(s) ⊕ target_<t)          (efficacy)
             + kl_factor · KL(p_δ(· | "{s} is a") ‖ p_0(· | "{s} is a"))                   (essence)
+            + subject_kl_factor · KL(p_δ(· | "{s}") ‖ p_0(· | "{s}"))  at the subject's last token of "{s} is a"
             + v_weight_decay · Σ_sites ‖δ‖ / ‖z_0‖^decay_power
     after each Adam step: δ ← δ · min(1, clamp_norm_factor·‖z_0‖ / ‖δ‖)
 
@@ -115,7 +116,7 @@ def _optimise(
             build_batch(bridge, [p for _, p in extra_prompts], ("",), with_target=True, owners=[i for i, _ in extra_prompts])
         )
     kl_requests = [EditRequest(hp.kl_prompt, r.subject, r.target_new) for r in requests]
-    kl = build_batch(bridge, kl_requests, ("",)) if hp.kl_factor > 0 else None
+    kl = build_batch(bridge, kl_requests, ("",)) if (hp.kl_factor > 0 or hp.subject_kl_factor > 0) else None
     if kl is not None:
         parts.append(kl)
     batch = concat_batches(bridge, *parts) if len(parts) > 1 else rewrite
@@ -149,8 +150,11 @@ def _optimise(
     tgt = batch.target_ids[:n_nll]
     mask = tgt != -100
     n_target_tokens = mask.sum(1).clamp_min(1)
-    kl_pos = (batch.lengths[n_nll:] - 1) if kl is not None else None
-    kl_init = None
+    kl_rows = n_nll + torch.arange(kl.n, device=batch.tokens.device) if kl is not None else None
+    # KL positions: the prompt's last token, and the subject's last one (where δ is added)
+    kl_sites = [(f, pos) for f, pos in ((hp.kl_factor, batch.lengths[n_nll:] - 1), (hp.subject_kl_factor, batch.lookup[n_nll:]))
+                if kl is not None and f > 0]
+    kl_init: list[Tensor | None] = [None] * len(kl_sites)
 
     opt = torch.optim.Adam(list(deltas.values()), lr=hp.v_lr)
     losses: list[float] = []
@@ -182,12 +186,12 @@ def _optimise(
             per_row = torch.zeros(n_nll, device=lp.device).index_add(0, pos_rows, token_lp) / n_target_tokens
             nll_per_req = -_mean_by_owner(per_row, batch.owner[:n_nll], n_req)
             loss_per_req = nll_per_req
-            if kl is not None:
-                kl_lp = runner.head(hidden[n_nll + torch.arange(kl.n, device=lp.device), kl_pos]).float().log_softmax(-1)
-                if kl_init is None:
-                    kl_init = kl_lp.detach()
-                kl_per_row = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1)  # KL(p_δ ‖ p_0), as MEMIT's kl_div call
-                loss_per_req = loss_per_req + hp.kl_factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
+            for i, (factor, pos) in enumerate(kl_sites):
+                kl_lp = runner.head(hidden[kl_rows, pos]).float().log_softmax(-1)
+                if kl_init[i] is None:
+                    kl_init[i] = kl_lp.detach()
+                kl_per_row = (kl_lp.exp() * (kl_lp - kl_init[i])).sum(-1)  # KL(p_δ ‖ p_0), as MEMIT's kl_div call
+                loss_per_req = loss_per_req + factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
             for s in sites:
                 norm0 = initial[s].norm(dim=-1).clamp_min(1e-8)
                 loss_per_req = loss_per_req + hp.v_weight_decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
