@@ -236,11 +236,12 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     # efficacy rose from 8 to 11 of 12 (`python -m benchmarks.smollm2_write_misses`; docs/ace.md).
     adapted_target = replace(pmet_target, v_weight_decay=0.05, clamp_norm_factor=4.0, v_lr=0.5)
     # MQuAKE cases chain their edits: edit k+1's subject is edit k's new answer. Written at the subject's last
-    # token, edit k+1 also moves what follows that token, so the edited model derailed in the middle of edit k's
-    # answer (SmolLM2, ROME: " Denmark-Loraima"; ACE: " Honda" → "SULBARELLA"). A KL term at the subject's
-    # position keeps it: ROME " Denmark. It is the largest", ACE " Honda, it's not" (docs/ace.md, "Chained edits")
+    # token, edit k+1 also moves what follows that token, and the edited model can derail in the middle of edit
+    # k's answer (SmolLM2, ROME: "Bucharest is the capital of" → " Denmark-Loraima"). ROME and ACE get a KL term
+    # at the subject's position of "{s} is a". SmolLM2 main table, greedy efficacy: ROME 92 → 95%, ACE 83 → 86%,
+    # nothing else changed. The same term cost MEMIT and PMET one case (95 → 92%: " Alexandre Dumascer"), so
+    # they keep the reference (docs/ace.md, "Chained edits"; results/smollm2-subject-kl).
     subject_kl = {"subject_kl_factor": 0.5} if adapted else {}
-    adapted_target = replace(adapted_target, **subject_kl)
     if method == "ft":
         hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 0.1, norm_constraint=5e-5 if not small else 0.5)
     elif method == "rome":
@@ -252,7 +253,7 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     elif method == "memit":
         hp = MEMITHParams(
             layers=_span(3, 8, n),
-            target=TargetHParams(**small_target) if small else TargetHParams(**subject_kl),
+            target=TargetHParams(**small_target) if small else TargetHParams(),
             covariance=covariance,
         )
     elif method == "pmet":
@@ -287,7 +288,7 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             query, value, variant = tuple(range(value_layer)), (value_layer,), "attribution"
         # ACE's z gets the adapted settings too: with PMET's clamp 0.75 the FFN delta alone stayed at
         # p(new) ≤ 0.19 on SmolLM2 at every layer probed (9–27).
-        ace_target = adapted_target if adapted else pmet_target
+        ace_target = replace(adapted_target, **subject_kl) if adapted else pmet_target
         hp = ACEHParams(
             variant=variant,
             rank_layers=not small,
