@@ -37,7 +37,7 @@ class TargetHParams:
     """Optimisation of the target vector z (ROME/MEMIT `compute_v`/`compute_z`, PMET `compute_zs`).
 
     loss = mean NLL(target_new | context + prompt)              over the context prefixes
-         + kl_factor · KL(p_0 ‖ p_δ) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged)
+         + kl_factor · KL(p_δ ‖ p_0) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged)
          + subject_kl_factor · the same KL at the subject's last token of `kl_prompt` (keeps what follows
            the subject itself, e.g. in a generated answer that names it)
          + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (MEMIT: power 2; PMET: power 1)
@@ -51,9 +51,10 @@ class TargetHParams:
     clamp_norm_factor: float = 0.75
     kl_factor: float = 0.0625
     kl_prompt: str = "{} is a"
-    # 0 in ROME/MEMIT/PMET. δ sits at the subject's last token, so it also changes what the model predicts right
-    # after the subject; when another edit's answer names this subject, the edited model then derails in the
-    # middle of that answer (SmolLM2: "Bucharest is the capital of" → " Denmark-Loraima"; docs/ace.md)
+    # 0: the references (ROME/MEMIT/PMET) have no such term. δ sits at the subject's last token, so it also
+    # changes what the model predicts right after the subject; when another edit's answer names this subject,
+    # the edited model then derails in the middle of that answer (SmolLM2: "Bucharest is the capital of" →
+    # " Denmark-Loraima"; docs/ace.md, "Chained edits")
     subject_kl_factor: float = 0.0
     early_stop_loss: float = 5e-2  # stop when every request's NLL term (mean over prompts) is below this
     n_context: int = 5  # sampled context prefixes (plus the empty one)
@@ -247,7 +248,8 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     elif method == "rome":
         hp = ROMEHParams(
             layer=_map(5, n),
-            target=TargetHParams(**small_target) if small else TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0, **subject_kl),
+            target=(TargetHParams(**small_target) if small
+                    else TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0, **subject_kl)),
             covariance=covariance,
         )
     elif method == "memit":

@@ -116,7 +116,8 @@ def _optimise(
             build_batch(bridge, [p for _, p in extra_prompts], ("",), with_target=True, owners=[i for i, _ in extra_prompts])
         )
     kl_requests = [EditRequest(hp.kl_prompt, r.subject, r.target_new) for r in requests]
-    kl = build_batch(bridge, kl_requests, ("",)) if (hp.kl_factor > 0 or hp.subject_kl_factor > 0) else None
+    use_kl = hp.kl_factor > 0 or hp.subject_kl_factor > 0
+    kl = build_batch(bridge, kl_requests, ("",)) if use_kl else None
     if kl is not None:
         parts.append(kl)
     batch = concat_batches(bridge, *parts) if len(parts) > 1 else rewrite
@@ -152,8 +153,10 @@ def _optimise(
     n_target_tokens = mask.sum(1).clamp_min(1)
     kl_rows = n_nll + torch.arange(kl.n, device=batch.tokens.device) if kl is not None else None
     # KL positions: the prompt's last token, and the subject's last one (where δ is added)
-    kl_sites = [(f, pos) for f, pos in ((hp.kl_factor, batch.lengths[n_nll:] - 1), (hp.subject_kl_factor, batch.lookup[n_nll:]))
-                if kl is not None and f > 0]
+    kl_sites = [] if kl is None else [
+        (f, pos) for f, pos in ((hp.kl_factor, batch.lengths[n_nll:] - 1), (hp.subject_kl_factor, batch.lookup[n_nll:]))
+        if f > 0
+    ]
     kl_init: list[Tensor | None] = [None] * len(kl_sites)
 
     opt = torch.optim.Adam(list(deltas.values()), lr=hp.v_lr)

@@ -32,7 +32,8 @@ def _kl_at_subject(bridge, request, delta):
 
     with torch.no_grad():
         p0 = bridge(tokens)[0, pos].log_softmax(-1)
-        p1 = bridge.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{LAYER}.hook_mlp_out", add_delta)])[0, pos].log_softmax(-1)
+        p1 = bridge.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{LAYER}.hook_mlp_out", add_delta)])
+        p1 = p1[0, pos].log_softmax(-1)
     return float((p1.exp() * (p1 - p0)).sum())
 
 
