@@ -7,18 +7,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from ace_interp.data.tokenizer import BOS_ID, EOS_ID, encode_words
+from ace_interp.data.tokenizer import BOS_ID, EOS_ID, encode_words, world_tokenizer
 from ace_interp.data.train_toy import (
     BARS,
     CPU15_RECIPES,
     TrainConfig,
+    build_model,
     correct,
     cpu15_config,
+    encode_examples,
     evaluate,
+    item_loss,
     main,
+    make_batch,
     meets_bars,
     parse_args,
     save_result,
+    target_logits,
     train,
 )
 from ace_interp.data.world import (
@@ -188,11 +193,9 @@ def test_token_averaged_loss_weighs_tokens_not_items():
     """loss_per="token": one mean over all target tokens of the batch; "item": the mean of per-item means."""
     cfg = _tiny_cfg()
     world = generate_world(TINY_WORLD)
-    from ace_interp.data.tokenizer import world_tokenizer
-    from ace_interp.data.train_toy import build_model, encode_examples, item_loss, make_batch, target_logits
-
     tok = world_tokenizer(world)
-    enc = encode_examples(tok, training_examples(world)["two_hop_cot"][:2] + training_examples(world)["single_hop"][:3])
+    examples = training_examples(world)
+    enc = encode_examples(tok, examples["two_hop_cot"][:2] + examples["single_hop"][:3])
     ids, mask = make_batch(enc.rows, enc.starts)
     torch.manual_seed(0)
     model = build_model(cfg, len(tok))
