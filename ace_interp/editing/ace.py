@@ -8,6 +8,10 @@ variant "ace-paper" (the authors' released implementation):
     for each group G (ascending), for its j-th layer l:
         R = (z − F^{V_max}(current)) / sqrt(|G| − j),   Δ^l = solve(K^l, R, C^l, λ)
 
+With `value_target_after_query` (the default on models other than the paper's two) the query group is written
+first and the value group's target is optimised again on the model with that write in place:
+    z_v = F^{V_max} + δ_ffn optimised on W + Δ_query;  the value group spreads towards z_v as above.
+
 With `spread_accounting="residual"` each group measures what is left on the residual after its z layer
 (z_h = h + δ_ffn, as PMET's option; docs/ace.md, "Spread accounting").
 
@@ -123,6 +127,8 @@ def ace_updates(
     query = [check_layer(bridge, l) for l in query]
     if not value:
         raise ValueError("ACE needs at least one value layer")
+    if hp.value_target_after_query and query and max(query) >= min(value):
+        raise ValueError(f"value_target_after_query needs the query layers {query} below the value layers {value}")
     z_layer = value[-1]
     through = hp.target.through_write
     mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
@@ -135,6 +141,19 @@ def ace_updates(
         return sqrt_spread_steps(bridge, requests, layers, z_, z_layer_, hp.spread_accounting, scale)
 
     if shared or not query:
+        if hp.value_target_after_query and query and hp.query_weight > 0:
+            # the query group writes towards z first; the value group's target is then optimised again on the
+            # model with that write in place, so its KL terms see what the query write did (docs/ace.md)
+            query_result = spread_write(bridge, requests, group_steps(query, z, z_layer, hp.query_weight), contexts,
+                                        hp.covariance)
+            with apply_weight_updates(bridge, query_result.updates, label="ace query write (temporary)"):
+                v_map = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
+                v_target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=v_map,
+                                          joint_attention=hp.joint_attention)
+                value_result = spread_write(bridge, requests, group_steps(value, v_target.targets["mlp"], z_layer, 1.0),
+                                            contexts, hp.covariance)
+            info.update(value_target_prob=v_target.target_prob)
+            return _merge(_combine(query_result, value_result), info)
         steps = []
         groups = sorted([(query, hp.query_weight), (value, 1.0)], key=lambda g: min(g[0]) if g[0] else 0)
         for layers, scale in groups:
@@ -155,11 +174,16 @@ def ace_updates(
         query_result = spread_write(
             bridge, requests, group_steps(query, q_target.targets["mlp"], q_layer, hp.query_weight), contexts, hp.covariance
         )
-    updates = dict(value_result.updates)
-    for k, d in query_result.updates.items():
-        updates[k] = updates[k] + d if k in updates else d
     info.update(query_target_prob=q_target.target_prob, query_z_layer=q_layer, n_hop_prompts=len(hop_rows))
-    return _merge(MethodResult(updates, {"residual_norms": value_result.info["residual_norms"] + query_result.info["residual_norms"]}), info)
+    return _merge(_combine(value_result, query_result), info)
+
+
+def _combine(first: MethodResult, second: MethodResult) -> MethodResult:
+    """Two writes made one after the other, as one: their deltas summed per weight."""
+    updates = dict(first.updates)
+    for k, d in second.updates.items():
+        updates[k] = updates[k] + d if k in updates else d
+    return MethodResult(updates, {"residual_norms": first.info["residual_norms"] + second.info["residual_norms"]})
 
 
 def _merge(result: MethodResult, info: dict) -> MethodResult:

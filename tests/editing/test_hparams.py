@@ -23,3 +23,5 @@ def test_adapted_defaults_above_six_layers(deeper_model, tiny_model, method):
     assert small.target.subject_kl_factor == 0
     if method in ("pmet", "ace"):
         assert deep.spread_accounting == "residual" and not deep.joint_attention
+    if method == "ace":  # its value target sees the query write (docs/ace.md, "Chained edits")
+        assert deep.value_target_after_query and not small.value_target_after_query

@@ -35,3 +35,28 @@ def test_counterfactual_edits_take_effect(smollm2, method):
             assert _mean_log_prob(smollm2, request, request.target_new) > _mean_log_prob(smollm2, request, request.target_true)
     after = hf_parameters(smollm2)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ace_chained_edits_do_not_derail(smollm2):
+    """MQuAKE case 611 of the SmolLM2 cases chains "The Great Gatsby → Alexandre Dumas" with an edit whose
+    subject is Alexandre Dumas. With the release's one z, ACE's query write (layers 3–9) made the first
+    answer " Alexandre Dumasen"; with the value target optimised after it (the default here) every rewrite
+    of the case is answered greedily (docs/ace.md, "Chained edits")."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.editing import default_hparams
+    from ace_interp.evaluation.protocol import case_requests, edit_efficacy, style_for
+
+    case = next(c for c in load_mquake(Path(__file__).resolve().parents[2] / "assets" / "real_facts" / "smollm2_known.json")
+                if c.case_id == 611)
+    assert case.n_edits >= 2 and case.requested_rewrite[1].subject == case.requested_rewrite[0].target_new.text
+    hp = default_hparams("ace", smollm2)
+    assert hp.value_target_after_query
+    greedy = {}
+    for after in (False, True):
+        with edit(smollm2, case_requests(case), "ace", replace(hp, value_target_after_query=after)):
+            greedy[after], _ = edit_efficacy(smollm2, case.requested_rewrite, style_for("smollm2-135m"))
+    assert not all(greedy[False]), greedy  # the derailment this option is for
+    assert all(greedy[True]), greedy
