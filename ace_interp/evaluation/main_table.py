@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams
+from ace_interp.editing.hparams import HParams
 from ace_interp.evaluation.hops import model_world, world_hop_prompts
 from ace_interp.evaluation.protocol import EvalResult, evaluate, style_for
 from ace_interp.model import load_model
@@ -67,6 +69,9 @@ class TableConfig:
     cot: bool = True
     seeds: tuple[int, ...] = (0,)
     out: Path = Path("results")
+    # (method, bridge) -> the method's hyper-parameters, or None for `default_hparams`; for the table's
+    # methods and their chain-of-thought rows (ACE's layer ablations start from the defaults)
+    hparams: Callable[[str, TransformerBridge], HParams | None] | None = None
 
 
 def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd.DataFrame:
@@ -89,8 +94,10 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
 
 
 def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, seed: int) -> pd.DataFrame:
+    chosen = {m: config.hparams(m, bridge) for m in config.methods if m} if config.hparams else {}
+    chosen = {m: hp for m, hp in chosen.items() if hp is not None}
     frames = [evaluate(bridge, cases, list(config.methods), style, n_specificity=config.n_specificity,
-                       hop_prompts=hops, seed=seed).per_case]
+                       hparams=chosen, hop_prompts=hops, seed=seed).per_case]
     for skip in config.ablations:
         try:
             ablated = ace_ablation_hparams(bridge, skip)
@@ -106,7 +113,7 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
             if ood and model_name.startswith("toy-"):
                 continue  # toy models are asked zero-shot: there are no demonstrations to swap
             res = evaluate(bridge, cases, [None, "pmet", "ace"], cot_style, cot=True, n_specificity=0,
-                           hop_prompts=hops, seed=seed)
+                           hparams=chosen, hop_prompts=hops, seed=seed)
             frames.append(res.per_case.assign(method=lambda d, ood=ood: d.method + (" CoT-OOD" if ood else " CoT")))
     return pd.concat(frames, ignore_index=True)
 

@@ -76,3 +76,31 @@ def test_edited_hops_name_the_hop_of_each_rewrite():
             assert case.new_single_hops[hop].cloze == rw.prompt_text()
             # the world's cases chain their rewrites: hop 0 starts at the question's subject
             assert (hop == 0) == (rw.subject in case.questions[0])
+
+
+def test_table_config_hparams_reach_the_edits(tiny_model):
+    """`TableConfig.hparams` chooses a method's hyper-parameters: FT with a learning rate of 0 writes nothing,
+    so its efficacy falls from the defaults' 1.0 to 0.0."""
+    from dataclasses import replace
+
+    from ace_interp.data.mquake import MQuAKECase
+    from ace_interp.editing import default_hparams
+    from ace_interp.evaluation.main_table import TableConfig, _evaluate_seed
+    from ace_interp.evaluation.protocol import PromptStyle
+
+    from test_protocol import _tiny_case
+
+    cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome"))]
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
+    asked = []
+
+    def no_steps(method, bridge):
+        asked.append((method, bridge))
+        return replace(default_hparams(method, bridge), lr=0.0)
+
+    efficacy = {}
+    for name, choose in (("defaults", None), ("no steps", no_steps)):
+        config = TableConfig(methods=("ft",), n_specificity=0, ablations=(), cot=False, hparams=choose)
+        efficacy[name] = float(_evaluate_seed(tiny_model, "tiny", cases, style, None, config, seed=0).efficacy.iloc[0])
+    assert asked == [("ft", tiny_model)]
+    assert efficacy == {"defaults": 1.0, "no steps": 0.0}, efficacy
