@@ -32,8 +32,12 @@ def main() -> None:
                                                   single.relation.tolist(), fraction=fraction, seeds=(0, 1, 2),
                                                   scope=scope)
                 drop = frame.groupby("condition").accuracy_drop.mean()
-                log.info("%s scope=%s fraction=%.2f: accuracy drop top %.2f, random %.2f",
-                         name, scope, fraction, drop["top"], drop["random"])
+                # the answer's log-probability too: a model trained to loss ≈ 0 can lose a lot of it and
+                # still answer right, so accuracy alone hides what the ablation does
+                log_p = frame.groupby("condition").mean_log_prob.mean()
+                log.info("%s scope=%s fraction=%.2f: accuracy drop top %.2f, random %.2f; mean log p(answer) "
+                         "baseline %.2g, top %.2g, random %.2g", name, scope, fraction, drop["top"], drop["random"],
+                         log_p["baseline"], log_p["top"], log_p["random"])
 
 
 if __name__ == "__main__":
