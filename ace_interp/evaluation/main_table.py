@@ -10,6 +10,7 @@ value layers) and the chain-of-thought out-of-distribution-demonstration setting
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -135,6 +136,26 @@ def advantage_table(per_case: pd.DataFrame, method: str = "ace", baseline: str =
                 "seeds": len(diffs), "cases per seed": len(a) // max(1, len(diffs)),
             })
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial p-value of `wins` against `losses` under p = 1/2 (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_comparison(per_case: pd.DataFrame, method: str, baseline: str) -> dict:
+    """Multi-hop answers of `method` against `baseline` on the same cases (per case and seed, where the rows
+    have a seed): how many only one of them answers, the mean difference, and the sign test of the two counts."""
+    index = ["case_id", "seed"] if "seed" in per_case else "case_id"
+    wide = per_case.pivot_table(index=index, columns="method", values="multi_hop")
+    wins = int(((wide[method] > 0) & (wide[baseline] == 0)).sum())
+    losses = int(((wide[method] == 0) & (wide[baseline] > 0)).sum())
+    return {"cases": len(wide), "only " + method: wins, "only " + baseline: losses,
+            "difference": float((wide[method] - wide[baseline]).mean()), "sign-test p": sign_test(wins, losses)}
 
 
 def add_edited_hops(per_case: pd.DataFrame, cases: Sequence[MQuAKECase]) -> pd.DataFrame:

@@ -1,9 +1,12 @@
-"""The main table's ACE layer ablations."""
+"""The main table: ACE's layer ablations, case sampling, its summary tables, and paired comparisons."""
 
+import math
+
+import pandas as pd
 import pytest
 
 from ace_interp.editing import default_hparams
-from ace_interp.evaluation.main_table import ace_ablation_hparams, sample_by_edits
+from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits, sign_test
 from ace_interp.model import load_model
 
 
@@ -104,3 +107,21 @@ def test_table_config_hparams_reach_the_edits(tiny_model):
         efficacy[name] = float(_evaluate_seed(tiny_model, "tiny", cases, style, None, config, seed=0).efficacy.iloc[0])
     assert asked == [("ft", tiny_model)]
     assert efficacy == {"defaults": 1.0, "no steps": 0.0}, efficacy
+
+
+def test_sign_test_is_the_exact_two_sided_binomial():
+    assert sign_test(5, 0) == 2 / 2**5
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
+    # brute force over every outcome as extreme as (7 wins, 2 losses) under p = 1/2
+    n = 9
+    extreme = sum(math.comb(n, k) for k in range(n + 1) if min(k, n - k) <= 2) / 2**n
+    assert math.isclose(sign_test(7, 2), extreme) and math.isclose(sign_test(2, 7), extreme)
+
+
+def test_paired_counts_cases_only_one_method_answers():
+    rows = [(1, "pmet", 0), (1, "ace", 1), (2, "pmet", 1), (2, "ace", 1), (3, "pmet", 0), (3, "ace", 0),
+            (4, "pmet", 0), (4, "ace", 1)]
+    per_case = pd.DataFrame(rows, columns=["case_id", "method", "multi_hop"])
+    result = paired_comparison(per_case, "ace", "pmet")
+    assert result["cases"] == 4 and result["only ace"] == 2 and result["only pmet"] == 0
+    assert result["difference"] == 0.5 and result["sign-test p"] == 0.5
