@@ -1,0 +1,62 @@
+"""How many of the top query layer's neurons must be knocked out before the downstream value neurons go quiet:
+the finding-(c) knockout of tests/analysis/test_findings.py (the first 12 two-hop questions of the model's
+default cases) at 20, 50 and 100 neurons, against random sets of the same size in the same layer (3 seeds).
+
+    python scripts/query_knockout_sweep.py toy-gptj toy-qwen3 [smollm2-135m]
+
+Prints, per size: activated value neurons per prompt (frozen-norm value score > 0.1 in the later layers) before
+and after, and the accuracy after; for the random sets the count, mean log p(answer) and accuracy.
+"""
+
+import argparse
+import logging
+
+import torch
+
+from ace_interp.ablation import ablate_neurons, answer_log_probs, query_knockout_experiment
+from ace_interp.analysis.figures import multi_hop_prompts
+from ace_interp.attribution.layers import rank_layers
+from ace_interp.attribution.value import value_neurons_above
+from ace_interp.cli import default_cases, multi_hop_asker
+from ace_interp.data.mquake import load_mquake
+from ace_interp.model import load_model
+
+log = logging.getLogger("query_knockout_sweep")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+")
+    p.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100])
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in args.models:
+        bridge = load_model(name, device="cpu")
+        questions = [c for c in load_mquake(default_cases(name)) if c.n_hops == 2][:12]
+        multi = multi_hop_prompts(questions, len(questions), multi_hop_asker(name))
+        prompts, targets = multi.prompt.tolist(), multi.target.tolist()
+        ranking = rank_layers(bridge, prompts, targets, top_k_layers=bridge.cfg.n_layers)
+        layer = ranking.query_layers[0]
+        later = list(range(layer + 1, bridge.cfg.n_layers))
+
+        def with_knocked_out(neurons):
+            with ablate_neurons(bridge, neurons):
+                res = answer_log_probs(bridge, prompts, targets, -1)
+                active = value_neurons_above(bridge, prompts, targets, 0.1, -1, later)
+            n_active = active.groupby("prompt").size().reindex(range(len(prompts)), fill_value=0).mean()
+            return f"{n_active:.1f} active, log p {res.log_prob.mean():.3f}, accuracy {res.correct.mean():.2f}"
+
+        log.info("%s: top query layer %d, top value layers %s", name, layer, ranking.value_layers[:3])
+        for size in args.sizes:
+            knock = query_knockout_experiment(bridge, prompts, targets, layer, n_neurons=size)
+            s = knock.summary
+            log.info("%s, %d neurons: top: %.1f -> %.1f active, accuracy %.2f", name, size, s["mean_active_before"],
+                     s["mean_active_after"], s["accuracy_after"])
+            for seed in range(3):
+                g = torch.Generator().manual_seed(seed)
+                log.info("    random (seed %d): %s", seed,
+                         with_knocked_out({layer: torch.randperm(bridge.cfg.d_mlp, generator=g)[:size].tolist()}))
+
+
+if __name__ == "__main__":
+    main()
