@@ -1,6 +1,6 @@
 """Does the next hop follow an edit of the question's own subject? ACE against PMET on SmolLM2.
 
-    python -m benchmarks.smollm2_hop0 [--n 39] [--methods pmet ace]      (about 30 min on 2 cores for all 39)
+    python -m benchmarks.smollm2_hop0 [--n 39] [--methods pmet ace] [--ace FIELD=VALUE ...]   (27 min for all 39)
 
 The cases are the one-edit cases of the filtered real-fact file (`assets/real_facts/smollm2_known.json`) whose
 rewrite edits hop 0, the subject the multi-hop questions name. There the edited fact sits where the question puts
@@ -15,12 +15,14 @@ answers, cases only the baseline answers) and a two-sided sign-test p-value.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 from pathlib import Path
 
 import pandas as pd
 
 from ace_interp.data.mquake import load_mquake
+from ace_interp.editing import default_hparams
 from ace_interp.evaluation.main_table import paired_comparison
 from ace_interp.evaluation.protocol import edited_hop_indices, evaluate, style_for
 from ace_interp.model import load_model
@@ -40,11 +42,16 @@ def main() -> None:
     p.add_argument("--n", type=int, default=None, help="the first N such cases (default: all)")
     p.add_argument("--methods", nargs="+", default=["pmet", "ace"])
     p.add_argument("--out", default=str(ROOT / "results" / "smollm2-hop0"))
+    p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="ACEHParams overrides, e.g. value_target_after_query=False")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model("smollm2-135m")
     cases = hop0_cases(n=args.n)
-    per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), seed=0).per_case
+    overrides = {k: ast.literal_eval(v) for k, v in (a.split("=", 1) for a in args.ace)}
+    hparams = {"ace": default_hparams("ace", bridge, **overrides)} if overrides else None
+    per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
+                        seed=0).per_case
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_case.to_csv(out / "per_case.csv", index=False)
