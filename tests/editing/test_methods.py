@@ -117,3 +117,36 @@ def test_ace_attribution_variant_ranks_layers(tiny_model_dir, fast_hparams):
         assert set(applied.layers) == set(applied.info["value_layers"]) | set(applied.info["query_layers"])
         assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
     assert _same(bridge, snapshot)
+
+
+def test_ace_value_target_is_optimised_after_the_query_write(tiny_model, fast_hparams, monkeypatch):
+    """`value_target_after_query`: the shared z is optimised on the unedited model, the query group written
+    towards it, and the value target optimised again on the model with exactly that write in place."""
+    import ace_interp.editing.ace as ace
+
+    bridge = tiny_model
+    seen = []  # the HF parameters each target optimisation ran on
+
+    def recording(*args, **kwargs):
+        seen.append(_snapshot(bridge))
+        return compute_z_pmet(*args, **kwargs)
+
+    compute_z_pmet = ace.compute_z_pmet
+    monkeypatch.setattr(ace, "compute_z_pmet", recording)
+    original = _snapshot(bridge)
+    hp = fast_hparams("ace", bridge, variant="ace-paper", query_layers=(0,), value_layers=(1,),
+                      value_target_after_query=True)
+    with edit(bridge, FRANCE, method="ace", hparams=hp):
+        edited = _snapshot(bridge)
+    assert len(seen) == 2
+    assert all(torch.equal(seen[0][k], original[k]) for k in original)
+    changed = {k for k in original if not torch.equal(seen[1][k], original[k])}
+    assert len(changed) == 1 and ".0." in next(iter(changed)), changed  # the query layer's W_out only
+    written = {k for k in original if not torch.equal(edited[k], original[k])}
+    assert len(written) == 2 and changed < written and ".1." in next(iter(written - changed)), written
+    for k in changed:  # the final query-layer weights are the ones the value target was optimised on
+        assert torch.equal(edited[k], seen[1][k])
+    with pytest.raises(ValueError, match="below the value layers"):
+        edit(bridge, FRANCE, method="ace", hparams=fast_hparams(
+            "ace", bridge, variant="ace-paper", query_layers=(2,), value_layers=(1,), value_target_after_query=True))
+    assert _same(bridge, original)
