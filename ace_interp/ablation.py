@@ -314,16 +314,26 @@ def query_knockout_experiment(
     mean_values: Tensor | None = None,
     positions: int | Sequence[int] = -1,
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    neurons: Sequence[int] | None = None,
 ) -> QueryKnockout:
     """Knock out the `n_neurons` neurons of `layer` with the highest query score (`aggregate`, averaged
     over the prompts, against each prompt's top `n_value_neurons` value neurons) and compare, before vs
     after: greedy accuracy, target log-prob, and the number of *activated value neurons* in the layers
-    after `layer` (frozen-norm value score > `threshold`, counted exactly via `value_neurons_above`)."""
+    after `layer` (frozen-norm value score > `threshold`, counted exactly via `value_neurons_above`).
+
+    `neurons` knocks out exactly these neurons of `layer` instead (e.g. a random control set of the same
+    size); then no query scores are computed and `n_neurons`, `n_value_neurons`, `aggregate` are unused."""
     prompts, targets = list(prompts), list(targets)
     layer = check_layer(bridge, layer)
     later = list(range(layer + 1, bridge.cfg.n_layers))
-    q = query_scores(bridge, prompts, targets, n_value_neurons, positions, memory_budget=memory_budget)
-    chosen = q.scores(aggregate)[:, layer].mean(0).topk(min(n_neurons, bridge.cfg.d_mlp)).indices.tolist()
+    if neurons is None:
+        q = query_scores(bridge, prompts, targets, n_value_neurons, positions, memory_budget=memory_budget)
+        chosen = q.scores(aggregate)[:, layer].mean(0).topk(min(n_neurons, bridge.cfg.d_mlp)).indices.tolist()
+    else:
+        chosen = [int(k) for k in neurons]
+        bad = [k for k in chosen if not 0 <= k < bridge.cfg.d_mlp]
+        if bad:
+            raise ValueError(f"neurons {bad} are not in layer {layer}'s 0..{bridge.cfg.d_mlp - 1}")
 
     def measure() -> pd.DataFrame:
         res = answer_log_probs(bridge, prompts, targets, positions)
@@ -351,6 +361,8 @@ def query_knockout_experiment(
         "accuracy_before": float(before["correct"].mean()),
         "accuracy_after": float(after["correct"].mean()),
         "accuracy_drop": float(before["correct"].mean() - after["correct"].mean()),
+        "mean_log_prob_before": float(before["log_prob"].mean()),
+        "mean_log_prob_after": float(after["log_prob"].mean()),
         "mean_active_before": float(before["n_active"].mean()),
         "mean_active_after": float(after["n_active"].mean()),
     }

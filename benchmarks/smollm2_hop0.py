@@ -15,14 +15,13 @@ answers, cases only the baseline answers) and a two-sided sign-test p-value.
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 from pathlib import Path
 
 import pandas as pd
 
 from ace_interp.data.mquake import load_mquake
-from ace_interp.editing import default_hparams
+from ace_interp.editing import default_hparams, parse_overrides
 from ace_interp.evaluation.main_table import paired_comparison
 from ace_interp.evaluation.protocol import edited_hop_indices, evaluate, style_for
 from ace_interp.model import load_model
@@ -43,24 +42,33 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["pmet", "ace"])
     p.add_argument("--out", default=str(ROOT / "results" / "smollm2-hop0"))
     p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="ACEHParams overrides, e.g. value_target_after_query=False")
+                   help="ACEHParams overrides (dotted names reach nested fields), e.g. value_target_after_query=False "
+                        "target.subject_kl_factor=0.0")
+    p.add_argument("--against", default=None, metavar="CSV",
+                   help="compare ACE with the non-ACE methods of an earlier run's per_case.csv (same cases) instead "
+                        "of re-running them, e.g. results/smollm2-hop0/per_case.csv with --methods ace")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model("smollm2-135m")
     cases = hop0_cases(n=args.n)
-    overrides = {k: ast.literal_eval(v) for k, v in (a.split("=", 1) for a in args.ace)}
+    overrides = parse_overrides(args.ace)
     hparams = {"ace": default_hparams("ace", bridge, **overrides)} if overrides else None
     per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
                         seed=0).per_case
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_case.to_csv(out / "per_case.csv", index=False)
+    if args.against:
+        earlier = pd.read_csv(args.against)
+        earlier = earlier[~earlier.method.isin(per_case.method.unique()) & earlier.case_id.isin(per_case.case_id)]
+        per_case = pd.concat([per_case, earlier.assign(method=earlier.method + " (earlier)")], ignore_index=True)
     columns = ["multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity"]
     print(per_case.groupby("method", sort=False)[columns].mean().round(3).to_string())
     known = per_case[per_case.method == "base"].set_index("case_id").multi_hop > 0
     print(f"{int(known.sum())} of {len(known)} cases answered by the unedited model")
-    if "ace" in args.methods and len(args.methods) > 1:
-        baseline = next(m for m in args.methods if m != "ace")
+    others = [m for m in per_case.method.unique() if m not in ("ace", "base")]
+    if "ace" in args.methods and others:
+        baseline = others[0]
         print("all cases:", paired_comparison(per_case, "ace", baseline))
         print("cases the unedited model answers:", paired_comparison(per_case[per_case.case_id.map(known)], "ace", baseline))
 

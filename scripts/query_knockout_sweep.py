@@ -13,10 +13,9 @@ import logging
 
 import torch
 
-from ace_interp.ablation import ablate_neurons, answer_log_probs, query_knockout_experiment
+from ace_interp.ablation import query_knockout_experiment
 from ace_interp.analysis.figures import multi_hop_prompts
 from ace_interp.attribution.layers import rank_layers
-from ace_interp.attribution.value import value_neurons_above
 from ace_interp.cli import default_cases, multi_hop_asker
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
@@ -37,14 +36,6 @@ def main() -> None:
         prompts, targets = multi.prompt.tolist(), multi.target.tolist()
         ranking = rank_layers(bridge, prompts, targets, top_k_layers=bridge.cfg.n_layers)
         layer = ranking.query_layers[0]
-        later = list(range(layer + 1, bridge.cfg.n_layers))
-
-        def with_knocked_out(neurons):
-            with ablate_neurons(bridge, neurons):
-                res = answer_log_probs(bridge, prompts, targets, -1)
-                active = value_neurons_above(bridge, prompts, targets, 0.1, -1, later)
-            n_active = active.groupby("prompt").size().reindex(range(len(prompts)), fill_value=0).mean()
-            return f"{n_active:.1f} active, log p {res.log_prob.mean():.3f}, accuracy {res.correct.mean():.2f}"
 
         log.info("%s: top query layer %d, top value layers %s", name, layer, ranking.value_layers[:3])
         for size in args.sizes:
@@ -54,8 +45,10 @@ def main() -> None:
                      s["mean_active_after"], s["accuracy_after"])
             for seed in range(3):
                 g = torch.Generator().manual_seed(seed)
-                log.info("    random (seed %d): %s", seed,
-                         with_knocked_out({layer: torch.randperm(bridge.cfg.d_mlp, generator=g)[:size].tolist()}))
+                random_set = torch.randperm(bridge.cfg.d_mlp, generator=g)[:size].tolist()
+                s = query_knockout_experiment(bridge, prompts, targets, layer, neurons=random_set).summary
+                log.info("    random (seed %d): %.1f active, log p %.3f, accuracy %.2f", seed, s["mean_active_after"],
+                         s["mean_log_prob_after"], s["accuracy_after"])
 
 
 if __name__ == "__main__":

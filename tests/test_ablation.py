@@ -179,6 +179,20 @@ def test_query_knockout_experiment(tiny_model):
         vs_after = value_scores(tiny_model, PROMPTS, TARGETS, layers=list(range(1, tiny_model.cfg.n_layers)))
     assert res.per_prompt.n_active_after.tolist() == (vs_after.scores > 1e-3).sum((1, 2)).tolist()
     assert res.summary["mean_active_before"] == pytest.approx(res.per_prompt.n_active_before.mean())
+    assert res.summary["mean_log_prob_after"] == pytest.approx(res.per_prompt.log_prob_after.mean())
+
+
+def test_query_knockout_of_explicit_neurons(tiny_model):
+    """A control set given by the caller is knocked out as given, measured like the top set."""
+    chosen = [7, 1, 4]
+    res = query_knockout_experiment(tiny_model, PROMPTS, TARGETS, layer=1, threshold=1e-3, neurons=chosen)
+    assert res.neurons == chosen and res.layer == 1
+    with ablate_neurons(tiny_model, {1: chosen}):
+        direct = answer_log_probs(tiny_model, PROMPTS, TARGETS)
+    assert res.per_prompt.log_prob_after.tolist() == pytest.approx(direct.log_prob.tolist(), abs=1e-6)
+    assert res.per_prompt.log_prob_after.tolist() != pytest.approx(res.per_prompt.log_prob_before.tolist(), abs=1e-6)
+    with pytest.raises(ValueError, match="not in layer 1"):
+        query_knockout_experiment(tiny_model, PROMPTS, TARGETS, layer=1, neurons=[0, tiny_model.cfg.d_mlp])
 
 
 def test_vocabulary_rank_brute_force(tiny_model):

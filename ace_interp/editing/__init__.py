@@ -34,6 +34,8 @@ from ace_interp.editing.hparams import (
     ROMEHParams,
     TargetHParams,
     default_hparams,
+    override_hparams,
+    parse_overrides,
 )
 from ace_interp.editing.keys import compute_keys, context_templates
 from ace_interp.editing.memit import MethodResult, memit_updates
@@ -157,6 +159,6 @@ __all__ = [
     "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
     "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
-    "default_corpus", "default_hparams", "edit", "edit_sequentially", "model_sampled_corpus", "second_moments",
-    "solve_key_value", "undo_edits", "validate_requests",
+    "default_corpus", "default_hparams", "edit", "edit_sequentially", "model_sampled_corpus", "override_hparams",
+    "parse_overrides", "second_moments", "solve_key_value", "undo_edits", "validate_requests",
 ]

@@ -21,7 +21,8 @@ solve with one key row per context prefix (`CovarianceHParams.context_keys="each
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import ast
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Literal
 
 from transformer_lens.model_bridge import TransformerBridge
@@ -187,7 +188,8 @@ def _span(a: int, b: int, n_layers: int) -> tuple[int, ...]:
 
 
 def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HParams:
-    """The documented defaults of `method` for this model's architecture (overrides replace fields)."""
+    """The documented defaults of `method` for this model's architecture (overrides replace fields, dotted
+    names reach nested ones: `default_hparams("ace", bridge, **{"target.v_lr": 0.1})`, `override_hparams`)."""
     if method not in METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
     spec = model_spec(bridge)
@@ -310,7 +312,49 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             # case; docs/ace.md, "Chained edits")
             value_target_after_query=adapted,
         )
-    return replace(hp, **overrides) if overrides else hp
+    return override_hparams(hp, **overrides)
+
+
+def override_hparams(hp, **overrides):
+    """`hp` with fields replaced; a dotted name reaches into a nested dataclass.
+
+    `override_hparams(hp, query_weight=0.0, **{"target.subject_kl_factor": 0.0})` replaces `hp.query_weight`
+    and `hp.target.subject_kl_factor`, leaving `hp` itself unchanged. An unknown name raises a ValueError
+    that lists the fields there are.
+    """
+    nested: dict[str, dict[str, object]] = {}
+    flat: dict[str, object] = {}
+    for name, value in overrides.items():
+        head, _, rest = name.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[head] = value
+    known = {f.name for f in fields(hp)}
+    for head in [*flat, *nested]:
+        if head not in known:
+            raise ValueError(f"{type(hp).__name__} has no field {head!r}; fields: {sorted(known)}")
+    for head, inner in nested.items():
+        child = getattr(hp, head)
+        if not is_dataclass(child):
+            raise ValueError(f"{type(hp).__name__}.{head} is not a dataclass; cannot set {sorted(inner)} in it")
+        flat[head] = override_hparams(child, **inner)
+    return replace(hp, **flat)
+
+
+def parse_overrides(assignments) -> dict[str, object]:
+    """Command-line `FIELD=VALUE` strings as `override_hparams` keyword arguments. A value is read as a Python
+    literal where it is one (`0.5`, `False`, `(3, 4)`) and kept as a string otherwise (`variant=attribution`)."""
+    out: dict[str, object] = {}
+    for a in assignments:
+        name, sep, text = a.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected FIELD=VALUE, got {a!r}")
+        try:
+            out[name.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name.strip()] = text
+    return out
 
 
 def small_budget(hp: HParams, steps: int = 5, n_context: int = 2, n_tokens: int = 1_000) -> HParams:

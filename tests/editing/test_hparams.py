@@ -25,3 +25,35 @@ def test_adapted_defaults_above_six_layers(deeper_model, tiny_model, method):
         assert deep.spread_accounting == "residual" and not deep.joint_attention
     if method == "ace":  # its value target sees the query write (docs/ace.md, "Chained edits")
         assert deep.value_target_after_query and not small.value_target_after_query
+
+
+def test_override_hparams_reaches_nested_fields_and_leaves_the_original(tiny_model):
+    from ace_interp.editing import override_hparams
+
+    hp = default_hparams("ace", tiny_model)
+    new = override_hparams(hp, query_weight=0.25, **{"target.subject_kl_factor": 0.7, "covariance.n_tokens": 123})
+    assert (new.query_weight, new.target.subject_kl_factor, new.covariance.n_tokens) == (0.25, 0.7, 123)
+    assert new.target.v_lr == hp.target.v_lr  # untouched nested fields are kept
+    assert (hp.query_weight, hp.target.subject_kl_factor) == (1.0, default_hparams("ace", tiny_model).target.subject_kl_factor)
+    assert default_hparams("ace", tiny_model, **{"target.v_lr": 0.01}).target.v_lr == 0.01
+
+
+@pytest.mark.parametrize("name, message", [("no_such_field", "no field 'no_such_field'"),
+                                           ("target.no_such_field", "no field 'no_such_field'"),
+                                           ("query_weight.x", "not a dataclass")])
+def test_override_hparams_rejects_unknown_names(tiny_model, name, message):
+    from ace_interp.editing import override_hparams
+
+    with pytest.raises(ValueError, match=message):
+        override_hparams(default_hparams("ace", tiny_model), **{name: 1})
+
+
+def test_parse_overrides_reads_literals_and_keeps_words():
+    from ace_interp.editing import parse_overrides
+
+    assert parse_overrides(["query_weight=0.5", "target.subject_kl_factor=0", "rank_layers=False",
+                            "query_layers=(3, 4)", "variant=attribution"]) == {
+        "query_weight": 0.5, "target.subject_kl_factor": 0, "rank_layers": False, "query_layers": (3, 4),
+        "variant": "attribution"}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        parse_overrides(["query_weight"])
