@@ -121,16 +121,18 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
 
 def advantage_table(per_case: pd.DataFrame, method: str = "ace", baseline: str = "pmet") -> str:
     """Multi-hop accuracy of `method` minus `baseline` per model: each seed's difference, their mean and
-    standard deviation (pooled over the numbers of edits), plain and chain-of-thought."""
+    standard deviation (pooled over the numbers of edits): direct, chain-of-thought, and chain-of-thought with
+    out-of-distribution demonstrations."""
     rows = []
     for model, df in per_case.groupby("model", sort=False):
-        for suffix in ("", " CoT"):
+        for suffix, prompting in (("", "direct"), (" CoT", "chain of thought"),
+                                  (" CoT-OOD", "chain of thought, other relations' demonstrations")):
             a, b = df[df.method == method + suffix], df[df.method == baseline + suffix]
             if a.empty or b.empty:
                 continue
             diffs = (a.groupby("seed").multi_hop.mean() - b.groupby("seed").multi_hop.mean()).dropna()
             rows.append({
-                "model": model, "prompting": "chain of thought" if suffix else "direct",
+                "model": model, "prompting": prompting,
                 f"{method} − {baseline} (multi-hop)": f"{diffs.mean():+.1%} ± {diffs.std(ddof=1) if len(diffs) > 1 else 0:.1%}",
                 "per seed": ", ".join(f"{d:+.1%}" for d in diffs),
                 "seeds": len(diffs), "cases per seed": len(a) // max(1, len(diffs)),

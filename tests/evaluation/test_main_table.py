@@ -48,6 +48,11 @@ def test_advantage_table_reports_each_seed_and_the_spread():
     table = advantage_table(pd.DataFrame(rows))
     assert "+25.0%, +50.0%, +0.0%" in table  # per seed
     assert "+25.0% ± 25.0%" in table  # mean ± sample s.d.
+    # each prompting setting gets its own row, from its own methods' rows only
+    ood = pd.DataFrame(rows).assign(method=lambda d: d.method + " CoT-OOD", multi_hop=lambda d: 1.0 - d.multi_hop)
+    table = advantage_table(pd.concat([pd.DataFrame(rows), ood]))
+    assert table.count("| m ") == 2 and "other relations' demonstrations" in table
+    assert "-25.0%, -50.0%, +0.0%" in table
 
 
 def test_edited_hop_table_splits_one_edit_cases_by_the_hop_they_edit():
