@@ -61,9 +61,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def default_cases(model: str) -> Path:
     """The case file each named model is analysed and evaluated on."""
+    from ace_interp.evaluation.protocol import is_toy_name
     from ace_interp.model.loading import ASSETS
 
-    if model.startswith("toy-"):
+    if is_toy_name(model):
         return ASSETS / "world" / "mquake_cases.json"
     return ASSETS / "real_facts" / "smollm2_known.json"
 
@@ -71,9 +72,10 @@ def default_cases(model: str) -> Path:
 def multi_hop_asker(model: str):
     """How multi-hop questions are put to a model: toy models take the question as trained; real
     models get the project's few-shot demonstrations."""
-    if model.startswith("toy-"):
+    from ace_interp.evaluation.protocol import few_shot_style, is_toy_name
+
+    if is_toy_name(model):
         return None
-    from ace_interp.evaluation.protocol import few_shot_style
 
     style = few_shot_style()
     return lambda case: style.multi_hop(case, False)[0]

@@ -19,13 +19,16 @@ log = logging.getLogger("ablation_fraction_sweep")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+")
+    p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
+    p.add_argument("--cases", default=None,
+                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
+                        "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.10])
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.models:
         bridge = load_model(name, device="cpu")
-        single = single_hop_prompts(load_mquake(default_cases(name)), per_relation=4, n_relations=3)
+        single = single_hop_prompts(load_mquake(args.cases or default_cases(name)), per_relation=4, n_relations=3)
         for scope in ("relation", "prompt"):
             for fraction in args.fractions:
                 frame = value_ablation_experiment(bridge, single.prompt.tolist(), single.target.tolist(),

@@ -25,13 +25,16 @@ log = logging.getLogger("query_knockout_sweep")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+")
+    p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
+    p.add_argument("--cases", default=None,
+                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
+                        "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
     p.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100])
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.models:
         bridge = load_model(name, device="cpu")
-        questions = [c for c in load_mquake(default_cases(name)) if c.n_hops == 2][:12]
+        questions = [c for c in load_mquake(args.cases or default_cases(name)) if c.n_hops == 2][:12]
         multi = multi_hop_prompts(questions, len(questions), multi_hop_asker(name))
         prompts, targets = multi.prompt.tolist(), multi.target.tolist()
         ranking = rank_layers(bridge, prompts, targets, top_k_layers=bridge.cfg.n_layers)

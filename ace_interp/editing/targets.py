@@ -207,7 +207,9 @@ def _optimise(
                 )
             # stop once every request's NLL term is small (ROME/MEMIT test the total loss, which the weight
             # decay keeps above 0.05 once δ has grown: with decay power 1 they never stop early)
-            if float(nll_per_req.detach().max()) < hp.early_stop_loss or step == hp.v_num_grad_steps - 1:
+            # the reference's "it == v_num_grad_steps - 1": N steps are N forwards and N - 1 updates; with N = 0
+            # the one forward (needed for z_0) is not followed by an update either, so δ stays 0
+            if float(nll_per_req.detach().max()) < hp.early_stop_loss or step >= hp.v_num_grad_steps - 1:
                 break
             loss.backward()
             opt.step()

@@ -23,7 +23,7 @@ from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams
 from ace_interp.editing.hparams import HParams
 from ace_interp.evaluation.hops import model_world, world_hop_prompts
-from ace_interp.evaluation.protocol import EvalResult, evaluate, style_for
+from ace_interp.evaluation.protocol import EvalResult, evaluate, is_toy_name, style_for
 from ace_interp.model import load_model
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
         frames.append(res.per_case.assign(method=f"ace -{skip}"))
     if config.cot and style.supports_cot:
         for ood in (False, True):
-            cot_style = style_for(model_name, out_of_distribution=ood) if not model_name.startswith("toy-") else style
-            if ood and model_name.startswith("toy-"):
+            cot_style = style_for(model_name, out_of_distribution=ood) if not is_toy_name(model_name) else style
+            if ood and is_toy_name(model_name):
                 continue  # toy models are asked zero-shot: there are no demonstrations to swap
             res = evaluate(bridge, cases, [None, "pmet", "ace"], cot_style, cot=True, n_specificity=0,
                            hparams=chosen, hop_prompts=hops, seed=seed)

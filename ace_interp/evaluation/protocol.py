@@ -113,9 +113,14 @@ def toy_world_style() -> PromptStyle:
                        cot_max_new_tokens=48, cot_answer=_last_step_answer)
 
 
+def is_toy_name(model_name: str | Path) -> bool:
+    """A synthetic-world toy model, by name: "toy-gptj", or a folder whose name starts with "toy-"."""
+    return Path(str(model_name)).name.startswith("toy-")
+
+
 def style_for(model_name: str, out_of_distribution: bool = False) -> PromptStyle:
     """The prompt style of a named model (toy models: as trained; real models: few-shot)."""
-    return toy_world_style() if str(model_name).startswith("toy-") else few_shot_style(out_of_distribution=out_of_distribution)
+    return toy_world_style() if is_toy_name(model_name) else few_shot_style(out_of_distribution=out_of_distribution)
 
 
 # ----------------------------------------------------------------------------- one case

@@ -63,3 +63,17 @@ def test_kl_terms_on_suffixes_match_full_rows(tiny_model, factors):
     slow = compute_targets(tiny_model, [FRANCE, SPAIN], LAYER, hp, ("",), sites=("mlp",), suffix_only=False)
     torch.testing.assert_close(torch.tensor(fast.losses), torch.tensor(slow.losses), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fast.targets["mlp"], slow.targets["mlp"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps, updates", [(0, 0), (1, 0), (3, 2)])
+def test_steps_are_forwards_and_one_fewer_updates(tiny_model, steps, updates):
+    """As the reference's loop: N steps are N forward passes and N - 1 Adam updates, so 0 and 1 leave δ = 0
+    (the target is z_0) and 3 move it."""
+    hp = TargetHParams(v_num_grad_steps=steps, v_lr=0.1, v_weight_decay=1e-3, decay_power=1, clamp_norm_factor=1000.0,
+                       early_stop_loss=0.0)
+    res = compute_targets(tiny_model, [FRANCE], LAYER, hp, ("",), sites=("mlp",))
+    assert len(res.losses) == max(1, steps)
+    moved = bool(res.deltas["mlp"].abs().max() > 0)
+    assert moved == (updates > 0)
+    if not moved:
+        assert torch.equal(res.targets["mlp"], res.initial["mlp"])

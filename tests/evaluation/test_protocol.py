@@ -77,3 +77,15 @@ def test_toy_style_reads_the_last_chain_of_thought_step():
     style = toy_world_style()
     assert style.cot_answer("anna kovac is a citizen of france . the capital of france is paris .") == "paris"
     assert style.cot_answer("") == ""
+
+
+def test_toy_models_are_recognised_by_name_or_folder():
+    from ace_interp.cli import default_cases, multi_hop_asker
+    from ace_interp.evaluation.protocol import is_toy_name, style_for
+
+    for toy in ("toy-gptj", "assets/toy-qwen3", Path("/tmp/runs/toy-qwen3-cpu15")):
+        assert is_toy_name(toy) and style_for(toy).name == "toy-world" and multi_hop_asker(str(toy)) is None
+        assert default_cases(str(toy)).parent.name == "world"
+    for real in ("smollm2-135m", "/models/gpt2", "toy-models/gpt2"):
+        assert not is_toy_name(real) and style_for(real).name == "few-shot"
+        assert default_cases(real).name == "smollm2_known.json"
