@@ -24,6 +24,8 @@ from ace_interp.model import load_model
 # - knocking out the top query layer's top-20 query neurons does not lower the activated value neurons
 #   by the 5% the test asks (gptj layer 2: 19.2 -> 18.9; qwen3 layer 3: 13.1 -> 14.7 per prompt) -- not
 #   reproduced. SmolLM2: query layer 24 precedes value layer 29 and the knockout lowers them 72.6 -> 64.7.
+# Not only saturation: a qwen3 toy from the 15-minute CPU recipe, ~150x less saturated (mean log p -5.4e-4), also
+# flips no answer at 1% and shows no knockout reduction; 5-10% sets do flip answers (README, "Findings").
 NOT_REPRODUCED = {
     ("ablation", "toy-gptj"): "top-1% value ablation drops toy-gptj's single-hop accuracy by 0.00 (see comment)",
     ("ablation", "toy-qwen3"): "top-1% value ablation drops toy-qwen3's single-hop accuracy by 0.00 (see comment)",
