@@ -22,8 +22,9 @@ solve with one key row per context prefix (`CovarianceHParams.context_keys="each
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -315,7 +316,10 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     return override_hparams(hp, **overrides)
 
 
-def override_hparams(hp, **overrides):
+Config = TypeVar("Config")  # any of the hyper-parameter dataclasses above
+
+
+def override_hparams(hp: Config, **overrides: object) -> Config:
     """`hp` with fields replaced; a dotted name reaches into a nested dataclass.
 
     `override_hparams(hp, query_weight=0.0, **{"target.subject_kl_factor": 0.0})` replaces `hp.query_weight`
@@ -342,7 +346,7 @@ def override_hparams(hp, **overrides):
     return replace(hp, **flat)
 
 
-def parse_overrides(assignments) -> dict[str, object]:
+def parse_overrides(assignments: Sequence[str]) -> dict[str, object]:
     """Command-line `FIELD=VALUE` strings as `override_hparams` keyword arguments. A value is read as a Python
     literal where it is one (`0.5`, `False`, `(3, 4)`) and kept as a string otherwise (`variant=attribution`)."""
     out: dict[str, object] = {}
