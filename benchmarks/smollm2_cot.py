@@ -1,12 +1,13 @@
 """The SmolLM2 main table's chain-of-thought rows, in- and out-of-distribution, added to its direct rows.
 
-    python -m benchmarks.smollm2_cot [--table results/smollm2-table] [--out results/smollm2-cot]   (~50 min, 2 cores)
+    python -m benchmarks.smollm2_cot [--table results/smollm2-table] [--out results/smollm2-cot]   (64 min on 2 cores)
 
 `ace main-table` runs chain of thought in the same command (base, PMET and ACE, once with demonstrations of the
 evaluated relations and once with demonstrations from other relations: "CoT-OOD"). The SmolLM2 table was run with
 `--no-cot` to fit the 2-core machine. This runs only those rows, on the same cases and seeds (`sample_by_edits`
 with the table's `--per-edits 3 --seeds 0 1`), and writes OUT/per_case.csv and OUT/main_table.md: the table's
-direct rows (TABLE/main_table_per_case.csv) with the chain-of-thought rows below them, and ACE's advantage.
+direct rows (TABLE/main_table_per_case.csv) with the chain-of-thought rows below them, ACE's advantage and
+the one-edit cases by edited hop (`main_table.table_report`).
 """
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ace_interp.evaluation.main_table import TableConfig, advantage_table, evaluate_model, markdown_table
+from ace_interp.evaluation.main_table import TableConfig, evaluate_model, table_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "assets" / "real_facts" / "smollm2_known.json"
@@ -35,9 +36,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cot.to_csv(out / "per_case.csv", index=False)
     direct = pd.read_csv(Path(args.table) / "main_table_per_case.csv")
-    both = pd.concat([direct, cot], ignore_index=True)
-    table = markdown_table(both) + "\n\nACE's multi-hop advantage over PMET (mean ± s.d. over seeds [0, 1]):\n\n"
-    table += advantage_table(both)
+    table = table_report(pd.concat([direct, cot], ignore_index=True), cfg.seeds)
     (out / "main_table.md").write_text(table + "\n")
     print(table)
 

@@ -211,16 +211,22 @@ def update_readme(readme: Path, table: str, command: str) -> None:
     readme.write_text(text)
 
 
-def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
-    frames = [evaluate_model(m, cases[m], config) for m in config.models]
-    per_case = pd.concat(frames, ignore_index=True)
+def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:
+    """The main table's markdown: the table, ACE's advantage over PMET, and the one-edit cases by edited hop."""
     table = markdown_table(per_case)
     advantage = advantage_table(per_case)
     if advantage:
-        table += f"\n\nACE's multi-hop advantage over PMET (mean ± s.d. over seeds {list(config.seeds)}):\n\n{advantage}"
+        table += f"\n\nACE's multi-hop advantage over PMET (mean ± s.d. over seeds {list(seeds)}):\n\n{advantage}"
     by_hop = edited_hop_table(per_case)
     if by_hop:
         table += f"\n\nOne-edit cases by the hop their rewrite edits (0: the question's subject; later: a bridge entity):\n\n{by_hop}"
+    return table
+
+
+def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
+    frames = [evaluate_model(m, cases[m], config) for m in config.models]
+    per_case = pd.concat(frames, ignore_index=True)
+    table = table_report(per_case, config.seeds)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "main_table.md").write_text(table + "\n")
     per_case.to_csv(config.out / "main_table_per_case.csv", index=False)

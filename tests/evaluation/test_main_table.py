@@ -1,6 +1,7 @@
 """The main table: ACE's layer ablations, case sampling, its summary tables, and paired comparisons."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,3 +131,15 @@ def test_paired_counts_cases_only_one_method_answers():
     result = paired_comparison(per_case, "ace", "pmet")
     assert result["cases"] == 4 and result["only ace"] == 2 and result["only pmet"] == 0
     assert result["difference"] == 0.5 and result["sign-test p"] == 0.5
+
+
+@pytest.mark.parametrize("folder, seeds", [("results", (0, 1, 2)), ("results/smollm2-table", (0, 1))])
+def test_table_report_rebuilds_the_committed_tables_from_their_rows(folder, seeds):
+    """`ace main-table` wrote main_table.md and main_table_per_case.csv together; the markdown follows from the rows."""
+    from ace_interp.evaluation.main_table import table_report
+
+    root = Path(__file__).resolve().parents[2] / folder
+    if not (root / "main_table_per_case.csv").exists():
+        pytest.skip(f"{root} has no main table")
+    rows = pd.read_csv(root / "main_table_per_case.csv")
+    assert table_report(rows, seeds) + "\n" == (root / "main_table.md").read_text()
