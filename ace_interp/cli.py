@@ -130,13 +130,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ace_interp.data.mquake import load_mquake
-    from ace_interp.evaluation.hops import model_world, world_hop_prompts
+    from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
     from ace_interp.evaluation.protocol import evaluate, style_for
     from ace_interp.model import load_model
 
     bridge = load_model(args.model, device=args.device)
-    cases = [c for c in load_mquake(args.cases or default_cases(args.model)) if c.n_edits in args.edits]
+    cases_path = args.cases or default_cases(args.model)
+    cases = [c for c in load_mquake(cases_path) if c.n_edits in args.edits]
     if args.per_edits:
         cases = sample_by_edits(cases, args.per_edits, args.seed)
     if not cases:
@@ -144,9 +145,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     methods = [None if m == "base" else m for m in args.method]
     style = style_for(args.model, out_of_distribution=args.ood)
-    world = model_world(bridge)  # toy models: ACE's query write gets the world's unevaluated hop prompts
+    # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
-                      hop_prompts=world_hop_prompts(world) if world is not None else None)
+                      hop_prompts=hop_prompts_for(bridge, cases_path))
     paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
     print(result.summary.to_string(index=False))
     print(f"\nwritten: {', '.join(map(str, paths))}")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams, parse_overrides
+from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.main_table import paired_comparison
 from ace_interp.evaluation.protocol import edited_hop_indices, evaluate, style_for
 from ace_interp.model import load_model
@@ -53,8 +54,9 @@ def main() -> None:
     cases = hop0_cases(n=args.n)
     overrides = parse_overrides(args.ace)
     hparams = {"ace": default_hparams("ace", bridge, **overrides)} if overrides else None
+    # only ACE's attribution variant with its own query target uses the hop prompts (evaluation.hops)
     per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
-                        seed=0).per_case
+                        hop_prompts=hop_prompts_for(bridge, CASES), seed=0).per_case
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_case.to_csv(out / "per_case.csv", index=False)

@@ -2,23 +2,31 @@
 
 ACE's attribution variant optimises its query-group target on an edit's multi-hop prompts
 (`editing.ace.HopPrompt`). Handing it the case's own multi-hop questions would train on the test
-questions. In a synthetic world every bridge entity has several continuations: a person's sport has an
-origin *and* equipment, and a birthplace has a nation, a continent, a language and a currency. So for an
-edit (s, r, o*), the hop prompts are the world's 2-hop compositions (r, r₂) whose second relation is not
-the one the case continues with. Each is posed in the cloze frame "s 's r 's r₂ is" and answered by
-the world's fact (o*, r₂). The query write must then make the subject's representation carry o* so
+questions. But a bridge entity has several continuations: a person's sport has an origin *and* equipment,
+a country has a capital, a continent, a language and a currency. So for an edit (s, r, o*), the hop
+prompts are the 2-hop compositions (r, r₂) whose second relation is not the one the case continues with,
+answered by the fact (o*, r₂). The query write must then make the subject's representation carry o* so
 that o*'s other facts follow. The evaluated question checks whether that transfers to the held-out
 continuation.
+
+* `world_hop_prompts`: synthetic worlds, in the cloze frame "s 's r 's r₂ is" the toys were trained on;
+* `real_fact_hop_prompts`: the curated real facts (`data.real_facts`), as few-shot questions like the
+  evaluation's ("What is the currency of the country where the Prado Museum is located?"), optionally only
+  over facts (o*, r₂) the model knows;
+* `hop_prompts_for(bridge, cases_path)`: whichever applies to a model and its case file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase
+from ace_interp.data.prompts import Demonstration, few_shot_prompt, real_demonstrations, select_demonstrations
+from ace_interp.data.real_facts import RealFacts, load_real_facts
 from ace_interp.data.world import World, load_world, multi_hop_prompt, world_paths
 from ace_interp.editing.ace import HopPrompt
 from ace_interp.editing.covariance import world_corpus_path
@@ -31,11 +39,9 @@ def world_hop_prompts(world: World) -> Callable[[MQuAKECase], list[HopPrompt]]:
     two_hop_paths, _ = world_paths(world.config)
 
     def hops(case: MQuAKECase) -> list[HopPrompt]:
-        relation_ids = case.relation_ids
         out = []
         for i, (rw, hop) in enumerate(zip(case.requested_rewrite, case.edited_hops, strict=True)):
-            # the relation the case continues with after the hop this rewrite edits
-            evaluated = relation_ids[hop + 1] if hop is not None and hop + 1 < len(relation_ids) else None
+            evaluated = _evaluated_relation(case, hop)
             for first, second in two_hop_paths:
                 if first != rw.relation_id or second == evaluated:
                     continue
@@ -53,3 +59,74 @@ def model_world(bridge: TransformerBridge) -> World | None:
     corpus = world_corpus_path(bridge)
     spec = Path(corpus).parent / WORLD_SPEC_FILE if corpus is not None else None
     return load_world(spec) if spec is not None and spec.exists() else None
+
+
+def _evaluated_relation(case: MQuAKECase, hop: int | None) -> str | None:
+    """The relation the case continues with after the hop a rewrite edits (None: the last hop, or unknown)."""
+    relation_ids = case.relation_ids
+    return relation_ids[hop + 1] if hop is not None and hop + 1 < len(relation_ids) else None
+
+
+def real_fact_hop_prompts(
+    kb: RealFacts | None = None,
+    known: Collection[tuple[str, str]] | None = None,
+    demonstrations: list[Demonstration] | None = None,
+    k: int = 4,
+) -> Callable[[MQuAKECase], list[HopPrompt]]:
+    """case ↦ HopPrompts over the curated real facts, for each rewrite whose subject and new object are in `kb`.
+
+    For a rewrite (s, r, o*) and each fact (o*, r₂, a) with r₂ not the relation the case continues with: the
+    few-shot question "… r₂ of the r of s?" (`RealFacts.multi_hop_questions`, `k` demonstrations that name
+    none of s, o*, a), answered a. Skipped: facts outside `known` ((subject, relation id) pairs, e.g. the facts
+    the unedited model answers, from the filter's `--facts-out` file), since asking the query write for an
+    answer the model could not compose from o* would teach it the answer rather than the bridge; and inverse
+    compositions, where the real chain (r, r₂) leads back to s ("the capital of the country whose capital is
+    Budapest"), whose answer contradicts the edit itself. Rewrites of other MQuAKE files (entities not in
+    `kb`) get none.
+    """
+    kb = kb if kb is not None else load_real_facts()
+    pool = demonstrations if demonstrations is not None else real_demonstrations()
+
+    def hops(case: MQuAKECase) -> list[HopPrompt]:
+        out = []
+        for i, (rw, hop) in enumerate(zip(case.requested_rewrite, case.edited_hops, strict=True)):
+            subject, new = kb.entities.get(rw.subject), kb.entities.get(rw.target_new.text)
+            true = kb.fact(subject, rw.relation_id) if subject is not None else None
+            if subject is None or new is None:
+                continue
+            evaluated = _evaluated_relation(case, hop)
+            for second, answer in new.facts.items():
+                if second == evaluated or (known is not None and (new.name, second) not in known):
+                    continue
+                if true is not None and true.facts.get(second) == subject.name:
+                    continue
+                question = kb.multi_hop_questions([subject, new, kb[answer]], (rw.relation_id, second), n=1)[0]
+                demos = select_demonstrations(pool, (rw.relation_id, second), k,
+                                              exclude_entities=(subject.name, new.name, answer))
+                out.append(HopPrompt(i, few_shot_prompt(question, demos), answer))
+        return out
+
+    return hops
+
+
+def known_fact_pairs(path: str | Path) -> set[tuple[str, str]]:
+    """(subject, relation id) of each fact in a filter's known-facts file (`filtering --facts-out`)."""
+    return {(f["subject"], f["relation_id"]) for f in json.loads(Path(path).read_text())}
+
+
+def known_facts_path(cases_path: str | Path) -> Path:
+    """Where the filter's known facts sit next to a filtered case file: `x.json` → `x_facts.json`."""
+    cases_path = Path(cases_path)
+    return cases_path.with_name(cases_path.stem + "_facts.json")
+
+
+def hop_prompts_for(
+    bridge: TransformerBridge, cases_path: str | Path | None = None
+) -> Callable[[MQuAKECase], list[HopPrompt]]:
+    """ACE's hop prompts for a model: its synthetic world's (toys), else the curated real facts', over the
+    facts the model knows where a known-facts file sits next to `cases_path` (`known_facts_path`)."""
+    world = model_world(bridge)
+    if world is not None:
+        return world_hop_prompts(world)
+    facts = known_facts_path(cases_path) if cases_path is not None else None
+    return real_fact_hop_prompts(known=known_fact_pairs(facts) if facts is not None and facts.exists() else None)

@@ -22,7 +22,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams
 from ace_interp.editing.hparams import HParams
-from ace_interp.evaluation.hops import model_world, world_hop_prompts
+from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, evaluate, is_toy_name, style_for
 from ace_interp.model import load_model
 
@@ -80,9 +80,8 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     the cases and the specificity facts); per-case rows with a `seed` column."""
     bridge = load_model(model_name)
     style = style_for(model_name)
-    # ACE's query write trains on multi-hop prompts the cases do not ask (toy worlds only; evaluation.hops)
-    world = model_world(bridge)
-    hops = world_hop_prompts(world) if world is not None else None
+    # ACE's query write trains on multi-hop prompts the cases do not ask (evaluation.hops)
+    hops = hop_prompts_for(bridge, cases_path)
     all_cases = load_mquake(cases_path)
     frames = []
     for seed in config.seeds:

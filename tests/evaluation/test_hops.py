@@ -1,8 +1,18 @@
-"""ACE's hop prompts from the synthetic world avoid the continuation the case evaluates."""
+"""ACE's hop prompts (synthetic world and curated real facts) avoid the continuation the case evaluates."""
+
+from dataclasses import replace
 
 from ace_interp.data.mquake import load_mquake
+from ace_interp.data.real_facts import load_real_facts
 from ace_interp.data.world import load_world
-from ace_interp.evaluation.hops import world_hop_prompts
+from ace_interp.evaluation.hops import (
+    hop_prompts_for,
+    known_fact_pairs,
+    known_facts_path,
+    real_fact_hop_prompts,
+    world_hop_prompts,
+)
+from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
 
 
@@ -39,3 +49,69 @@ def test_a_sport_edit_gets_the_other_continuations_of_the_new_sport():
         rid = next(r.rid for r in world.relations.values() if h.prompt.endswith(f"'s {r.noun_phrases[0].format('').split()[-1]} is")
                    and r.takes("sport"))
         assert h.answer == world.facts[(new_sport, rid)]
+
+
+# ----------------------------------------------------------------------------- real facts
+
+REAL_CASES = ASSETS / "real_facts" / "smollm2_known.json"
+
+
+def _real_case(case_id: int):
+    return next(c for c in load_mquake(REAL_CASES) if c.case_id == case_id)
+
+
+def test_real_fact_hop_prompts_ask_other_facts_of_the_new_object_never_an_evaluated_question():
+    kb = load_real_facts()
+    hops = real_fact_hop_prompts(kb)
+    cases = [c for c in load_mquake(REAL_CASES) if c.n_edits == 1][:60]
+    n = 0
+    for case in cases:
+        for h in hops(case):
+            rw = case.requested_rewrite[h.request]
+            new = kb[rw.target_new.text]
+            question = h.prompt.rsplit("Q: ", 1)[1]
+            assert question.endswith("\nA:")
+            assert question.removesuffix("\nA:") not in case.questions  # never an evaluated question
+            assert rw.subject in question
+            # the answer is one of the *new* object's facts, through a relation the case does not continue with
+            second = [r for r, o in new.facts.items() if o == h.answer]
+            assert second, (h.answer, new.facts)
+            hop = case.edited_hops[h.request]
+            if hop is not None and hop + 1 < case.n_hops:
+                assert set(second) - {case.relation_ids[hop + 1]}
+            # the demonstrations name none of the subject, the new object or the answer
+            demos = h.prompt.rsplit("Q: ", 1)[0]
+            for name in (rw.subject, new.name, h.answer):
+                assert name not in demos
+            n += 1
+    assert n > 60  # most edits' new objects have other facts
+
+
+def test_real_fact_hop_prompts_skip_inverse_compositions_and_unknown_facts():
+    kb = load_real_facts()
+    case = _real_case(108)  # "Budapest is the capital of" -> Canada; the case asks for the continent
+    answers = {h.answer for h in real_fact_hop_prompts(kb)(case)}
+    # "the capital of the country whose capital is Budapest" leads back to Budapest: contradicts the edit
+    assert kb["Canada"].facts["P36"] not in answers
+    assert kb["Canada"].facts["P38"] in answers
+    assert kb["Canada"].facts["P30"] not in answers  # the evaluated continuation
+    # only facts the model knows, when given: none known, no prompts
+    assert real_fact_hop_prompts(kb, known=set())(case) == []
+    assert {h.answer for h in real_fact_hop_prompts(kb, known={("Canada", "P38")})(case)} == {kb["Canada"].facts["P38"]}
+
+
+def test_real_fact_hop_prompts_are_empty_for_entities_outside_the_curated_facts():
+    case = _real_case(108)
+    rewrite = replace(case.requested_rewrite[0], subject="Atlantis")
+    assert real_fact_hop_prompts()(replace(case, requested_rewrite=[rewrite])) == []
+
+
+def test_hop_prompts_for_a_real_model_read_the_known_facts_next_to_the_case_file(tiny_model_dir):
+    bridge = load_model(tiny_model_dir("gpt2"), device="cpu")  # no synthetic world next to it
+    known = known_fact_pairs(known_facts_path(REAL_CASES))
+    assert known_facts_path(REAL_CASES).name == "smollm2_known_facts.json"
+    case = _real_case(7)  # the Prado Museum -> Egypt: the filter knows Egypt's continent and language, not its currency
+    expected = real_fact_hop_prompts(known=known)(case)
+    assert hop_prompts_for(bridge, REAL_CASES)(case) == expected
+    assert sorted(h.answer for h in expected) == ["Africa", "Arabic"]
+    assert len(real_fact_hop_prompts()(case)) == 3
