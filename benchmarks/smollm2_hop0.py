@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--against", default=None, metavar="CSV",
                    help="compare ACE with the non-ACE methods of an earlier run's per_case.csv (same cases) instead "
                         "of re-running them, e.g. results/smollm2-hop0/per_case.csv with --methods ace")
+    p.add_argument("--no-hop-prompts", action="store_true",
+                   help="give ACE no hop prompts (a control for the attribution variant's own query target)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model("smollm2-135m")
@@ -56,7 +58,7 @@ def main() -> None:
     hparams = {"ace": default_hparams("ace", bridge, **overrides)} if overrides else None
     # only ACE's attribution variant with its own query target uses the hop prompts (evaluation.hops)
     per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
-                        hop_prompts=hop_prompts_for(bridge, CASES), seed=0).per_case
+                        hop_prompts=None if args.no_hop_prompts else hop_prompts_for(bridge, CASES), seed=0).per_case
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_case.to_csv(out / "per_case.csv", index=False)

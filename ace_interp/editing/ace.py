@@ -25,6 +25,8 @@ variant "attribution" (built on it):
        (their new answers): the subject representation leaving the query layers must carry the new bridge
        entity so that the following hops' value neurons fire; then the sqrt spread within the query group
        towards z_q (scaled by `query_weight`). `query_target="shared"` reuses z as the paper does.
+    With `value_target_after_query` the own target goes first: z_q on the unedited model and the query
+    write, then the value target optimised with the query write in place and the value write.
 """
 
 from __future__ import annotations
@@ -131,29 +133,46 @@ def ace_updates(
         raise ValueError(f"value_target_after_query needs the query layers {query} below the value layers {value}")
     z_layer = value[-1]
     through = hp.target.through_write
-    mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
-    target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping, joint_attention=hp.joint_attention)
-    z = target.targets["mlp"]
-    info = {"query_layers": query, "value_layers": value, "z_layer": z_layer, "target_prob": target.target_prob,
-            "target_losses": target.losses, "ranking": ranking}
+    info = {"query_layers": query, "value_layers": value, "z_layer": z_layer, "ranking": ranking}
+
+    def value_target(label: str):
+        """PMET's target at the last value layer, on the model as it is now (with any temporary write)."""
+        mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
+        result = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping,
+                                joint_attention=hp.joint_attention)
+        info.setdefault("target_prob", result.target_prob)
+        info.setdefault("target_losses", result.losses)
+        info[label] = result.target_prob
+        return result.targets["mlp"]
+
+    def query_target(hop_rows):
+        """The query group's own target at its last layer, over the single-hop and the hop prompts."""
+        q_layer = query[-1]
+        q_map = target_write_map(bridge, requests, q_layer, contexts, hp.covariance) if through else None
+        result = compute_z_pmet(bridge, requests, q_layer, hp.target, contexts, extra_prompts=hop_rows, write_map=q_map,
+                                joint_attention=hp.joint_attention)
+        info.update(query_target_prob=result.target_prob, query_z_layer=q_layer, n_hop_prompts=len(hop_rows))
+        return result.targets["mlp"], q_layer
 
     def group_steps(layers, z_, z_layer_, scale):
         return sqrt_spread_steps(bridge, requests, layers, z_, z_layer_, hp.spread_accounting, scale)
 
+    def write(layers, z_, z_layer_, scale):
+        return spread_write(bridge, requests, group_steps(layers, z_, z_layer_, scale), contexts, hp.covariance)
+
+    def then_value(query_result):
+        """The value group towards a target optimised with the query write in place (`value_target_after_query`)."""
+        with apply_weight_updates(bridge, query_result.updates, label="ace query write (temporary)"):
+            value_result = write(value, value_target("value_target_prob"), z_layer, 1.0)
+        return _merge(_combine(query_result, value_result), info)
+
+    query_writes = bool(query) and hp.query_weight > 0
     if shared or not query:
-        if hp.value_target_after_query and query and hp.query_weight > 0:
+        z = value_target("target_prob")
+        if hp.value_target_after_query and query_writes:
             # the query group writes towards z first; the value group's target is then optimised again on the
             # model with that write in place, so its KL terms see what the query write did (docs/ace.md)
-            query_result = spread_write(bridge, requests, group_steps(query, z, z_layer, hp.query_weight), contexts,
-                                        hp.covariance)
-            with apply_weight_updates(bridge, query_result.updates, label="ace query write (temporary)"):
-                v_map = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
-                v_target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=v_map,
-                                          joint_attention=hp.joint_attention)
-                value_result = spread_write(bridge, requests, group_steps(value, v_target.targets["mlp"], z_layer, 1.0),
-                                            contexts, hp.covariance)
-            info.update(value_target_prob=v_target.target_prob)
-            return _merge(_combine(query_result, value_result), info)
+            return then_value(write(query, z, z_layer, hp.query_weight))
         steps = []
         groups = sorted([(query, hp.query_weight), (value, 1.0)], key=lambda g: min(g[0]) if g[0] else 0)
         for layers, scale in groups:
@@ -161,20 +180,19 @@ def ace_updates(
                 steps += group_steps(layers, z, z_layer, scale)
         return _merge(spread_write(bridge, requests, steps, contexts, hp.covariance), info)
 
-    # attribution variant with its own query target: value write first, then the query target on top of it
-    value_result = spread_write(bridge, requests, group_steps(value, z, z_layer, 1.0), contexts, hp.covariance)
-    if hp.query_weight <= 0:
+    hop_rows = hop_prompts_as_requests(requests, hops) if query_writes else []
+    if hp.value_target_after_query and query_writes:
+        # attribution variant, query group first: its own target over the single-hop and hop prompts on the
+        # unedited model, then the value group's target on the model with the query write in place
+        z_q, q_layer = query_target(hop_rows)
+        return then_value(write(query, z_q, q_layer, hp.query_weight))
+    # value write first, then the query target on top of it
+    value_result = write(value, value_target("target_prob"), z_layer, 1.0)
+    if not query_writes:
         return _merge(value_result, info)
-    hop_rows = hop_prompts_as_requests(requests, hops)
     with apply_weight_updates(bridge, value_result.updates, label="ace value write (temporary)"):
-        q_layer = query[-1]
-        q_map = target_write_map(bridge, requests, q_layer, contexts, hp.covariance) if through else None
-        q_target = compute_z_pmet(bridge, requests, q_layer, hp.target, contexts, extra_prompts=hop_rows, write_map=q_map,
-                                  joint_attention=hp.joint_attention)
-        query_result = spread_write(
-            bridge, requests, group_steps(query, q_target.targets["mlp"], q_layer, hp.query_weight), contexts, hp.covariance
-        )
-    info.update(query_target_prob=q_target.target_prob, query_z_layer=q_layer, n_hop_prompts=len(hop_rows))
+        z_q, q_layer = query_target(hop_rows)
+        query_result = write(query, z_q, q_layer, hp.query_weight)
     return _merge(_combine(value_result, query_result), info)
 
 

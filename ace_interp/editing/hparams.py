@@ -160,8 +160,10 @@ class ACEHParams:
     n_query_layers: int = 3
     query_target: Literal["shared", "own"] | None = None  # None: "shared" for ace-paper, "own" for attribution
     query_weight: float = 1.0  # scales the query group's residual (0 disables the query write)
-    # shared z only: write the query group first, then optimise the value group's z again on the model with
-    # that write in place (False: the release's one optimisation, which never sees the query write)
+    # write the query group first, then optimise the value group's target on the model with that write in
+    # place. Shared z: the query group writes towards the release's z, optimised once on the unedited model
+    # (False: the release's order, whose one optimisation never sees the query write). Own query target: that
+    # target is optimised first, on the unedited model (False: after the value write)
     value_target_after_query: bool = False
     target: TargetHParams = field(
         default_factory=lambda: TargetHParams(v_num_grad_steps=30, v_lr=0.2, decay_power=1, clamp_norm_factor=0.75)

@@ -119,34 +119,76 @@ def test_ace_attribution_variant_ranks_layers(tiny_model_dir, fast_hparams):
     assert _same(bridge, snapshot)
 
 
-def test_ace_value_target_is_optimised_after_the_query_write(tiny_model, fast_hparams, monkeypatch):
-    """`value_target_after_query`: the shared z is optimised on the unedited model, the query group written
-    towards it, and the value target optimised again on the model with exactly that write in place."""
+@pytest.fixture
+def target_calls(monkeypatch):
+    """Every target optimisation ACE runs, in order: (the HF parameters it ran on, its layer, its hop prompts)."""
     import ace_interp.editing.ace as ace
 
-    bridge = tiny_model
-    seen = []  # the HF parameters each target optimisation ran on
-
-    def recording(*args, **kwargs):
-        seen.append(_snapshot(bridge))
-        return compute_z_pmet(*args, **kwargs)
-
+    calls = []
     compute_z_pmet = ace.compute_z_pmet
+
+    def recording(bridge, requests, layer, *args, **kwargs):
+        calls.append((_snapshot(bridge), layer, list(kwargs.get("extra_prompts", ()))))
+        return compute_z_pmet(bridge, requests, layer, *args, **kwargs)
+
     monkeypatch.setattr(ace, "compute_z_pmet", recording)
+    return calls
+
+
+def _query_then_value(original, calls, edited):
+    """The first target ran on the unedited model, the second on it plus exactly the final query-layer
+    (layer 0) write, and the edit wrote layers 0 and 1."""
+    assert len(calls) == 2
+    assert all(torch.equal(calls[0][0][k], original[k]) for k in original)
+    changed = {k for k in original if not torch.equal(calls[1][0][k], original[k])}
+    assert len(changed) == 1 and ".0." in next(iter(changed)), changed  # the query layer's W_out only
+    written = {k for k in original if not torch.equal(edited[k], original[k])}
+    assert len(written) == 2 and changed < written and ".1." in next(iter(written - changed)), written
+    for k in changed:  # the final query-layer weights are the ones the value target was optimised on
+        assert torch.equal(edited[k], calls[1][0][k])
+
+
+def test_ace_value_target_is_optimised_after_the_query_write(tiny_model, fast_hparams, target_calls):
+    """`value_target_after_query`: the shared z is optimised on the unedited model, the query group written
+    towards it, and the value target optimised again on the model with exactly that write in place."""
+    bridge = tiny_model
     original = _snapshot(bridge)
     hp = fast_hparams("ace", bridge, variant="ace-paper", query_layers=(0,), value_layers=(1,),
                       value_target_after_query=True)
     with edit(bridge, FRANCE, method="ace", hparams=hp):
         edited = _snapshot(bridge)
-    assert len(seen) == 2
-    assert all(torch.equal(seen[0][k], original[k]) for k in original)
-    changed = {k for k in original if not torch.equal(seen[1][k], original[k])}
-    assert len(changed) == 1 and ".0." in next(iter(changed)), changed  # the query layer's W_out only
-    written = {k for k in original if not torch.equal(edited[k], original[k])}
-    assert len(written) == 2 and changed < written and ".1." in next(iter(written - changed)), written
-    for k in changed:  # the final query-layer weights are the ones the value target was optimised on
-        assert torch.equal(edited[k], seen[1][k])
+    _query_then_value(original, target_calls, edited)
+    assert [layer for _, layer, _ in target_calls] == [1, 1]  # the shared z's layer, twice
     with pytest.raises(ValueError, match="below the value layers"):
         edit(bridge, FRANCE, method="ace", hparams=fast_hparams(
             "ace", bridge, variant="ace-paper", query_layers=(2,), value_layers=(1,), value_target_after_query=True))
     assert _same(bridge, original)
+
+
+@pytest.mark.parametrize("query_first", [False, True])
+def test_ace_own_query_target_order(tiny_model_dir, fast_hparams, target_calls, query_first):
+    """The attribution variant's own query target: value group first and the query target (with the hop
+    prompts) on top of its write; or, with `value_target_after_query`, the query group first, its target
+    (with the hop prompts) on the unedited model, then the value target on top of the query write."""
+    from ace_interp.model import load_model
+
+    bridge = load_model(tiny_model_dir("qwen3"), device="cpu")
+    original = _snapshot(bridge)
+    hp = fast_hparams("ace", bridge, variant="attribution", rank_layers=False, query_layers=(0,), value_layers=(1,),
+                      query_target="own", value_target_after_query=query_first)
+    hops = [HopPrompt(0, "the language of the capital of france", "japanese")]
+    with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=hops) as applied:
+        edited = _snapshot(bridge)
+        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+        assert applied.info["n_hop_prompts"] == 1 and applied.info["query_z_layer"] == 0
+    assert _same(bridge, original)
+    layers = [layer for _, layer, _ in target_calls]
+    n_hops = [len(extra) for _, _, extra in target_calls]
+    if query_first:
+        assert layers == [0, 1] and n_hops == [1, 0]
+        _query_then_value(original, target_calls, edited)
+    else:
+        assert layers == [1, 0] and n_hops == [0, 1]
+        assert all(torch.equal(target_calls[0][0][k], original[k]) for k in original)
+        changed = {k for k in original if not torch.equal(target_calls[1][0][k], original[k])}
+        assert len(changed) == 1 and ".1." in next(iter(changed)), changed  # the value write, temporarily
