@@ -296,12 +296,21 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             # 10 edits; single-layer groups optimised through their write realised 10 of 10 (docs/ace.md).
             value_layer = min(max(1, _map(5, n)), n - 1)  # at least one query layer below it if n > 1
             query, value, variant = tuple(range(value_layer)), (value_layer,), "attribution"
+        elif adapted:
+            # The query group's own target (PMET's, at its last layer, plus the hop prompts the caller gives),
+            # written first; the value target then optimised on top of it. SmolLM2, the 39 one-edit cases
+            # that edit the questions' own subject: multi-hop 33% (the release's shared z) → 56%, PMET 49%;
+            # the main table's 20 cases: efficacy 95% and multi-hop 5% either way, paraphrase 97 → 98%,
+            # specificity 99 → 100% (docs/ace.md, "The query group's own target, written first").
+            variant = "attribution"
         # ACE's z gets the adapted settings too: with PMET's clamp 0.75 the FFN delta alone stayed at
         # p(new) ≤ 0.19 on SmolLM2 at every layer probed (9–27).
         ace_target = replace(adapted_target, **subject_kl) if adapted else pmet_target
         hp = ACEHParams(
             variant=variant,
-            rank_layers=not small,
+            # the fixed groups above: attribution ranks SmolLM2's next hop at layers 21–29 of the *last*
+            # token, too deep for a write at the subject's token to steer (docs/ace.md)
+            rank_layers=False,
             query_layers=query,
             value_layers=value,
             target=ace_target,
@@ -309,10 +318,11 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             joint_attention=paper_model,
             # SmolLM2, 12 one-edit cases: efficacy 0.50 → 0.92, specificity 0.93 → 0.98 (docs/ace.md)
             spread_accounting="residual" if adapted else "ffn",
-            # The release's one z never sees the query write at 3–9, which derailed chained answers
-            # (" Alexandre Dumasen"). Re-optimising the value target after it, on SmolLM2's 20 table cases:
-            # greedy efficacy 86 → 95%, paraphrase 86 → 97%, specificity 99 → 99%, multi-hop 10 → 5% (one
-            # case; docs/ace.md, "Chained edits")
+            # Query group first, value target after it. With the release's shared z (`variant="ace-paper"`),
+            # whose one optimisation never sees the query write at 3–9 and which derailed chained answers
+            # (" Alexandre Dumasen"), on SmolLM2's 20 table cases: greedy efficacy 86 → 95%, paraphrase
+            # 86 → 97%, specificity 99 → 99%, multi-hop 10 → 5% (one case; docs/ace.md, "Chained edits").
+            # With the own query target: multi-hop on hop-0 edits 33% value-first → 56% query-first.
             value_target_after_query=adapted,
         )
     return override_hparams(hp, **overrides)

@@ -23,8 +23,11 @@ def test_adapted_defaults_above_six_layers(deeper_model, tiny_model, method):
     assert small.target.subject_kl_factor == 0
     if method in ("pmet", "ace"):
         assert deep.spread_accounting == "residual" and not deep.joint_attention
-    if method == "ace":  # its value target sees the query write (docs/ace.md, "Chained edits")
+    if method == "ace":
+        # the query group's own target, written first, and the value target on top of it (docs/ace.md)
+        assert deep.variant == "attribution" and deep.query_target in (None, "own") and not deep.rank_layers
         assert deep.value_target_after_query and not small.value_target_after_query
+        assert max(deep.query_layers) < min(deep.value_layers)
 
 
 def test_override_hparams_reaches_nested_fields_and_leaves_the_original(tiny_model):

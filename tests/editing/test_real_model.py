@@ -40,8 +40,8 @@ def test_counterfactual_edits_take_effect(smollm2, method):
 def test_ace_chained_edits_do_not_derail(smollm2):
     """MQuAKE case 611 of the SmolLM2 cases chains "The Great Gatsby → Alexandre Dumas" with an edit whose
     subject is Alexandre Dumas. With the release's one z, ACE's query write (layers 3–9) made the first
-    answer " Alexandre Dumasen"; with the value target optimised after it (the default here) every rewrite
-    of the case is answered greedily (docs/ace.md, "Chained edits")."""
+    answer " Alexandre Dumasen"; with the value target optimised after it every rewrite of the case is
+    answered greedily (docs/ace.md, "Chained edits"), and so it is with the default, the query group's own target."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -55,8 +55,10 @@ def test_ace_chained_edits_do_not_derail(smollm2):
     hp = default_hparams("ace", smollm2)
     assert hp.value_target_after_query
     greedy = {}
-    for after in (False, True):
-        with edit(smollm2, case_requests(case), "ace", replace(hp, value_target_after_query=after)):
+    for after in (False, True):  # the release's shared z, in its order and with the value target after
+        with edit(smollm2, case_requests(case), "ace", replace(hp, variant="ace-paper", value_target_after_query=after)):
             greedy[after], _ = edit_efficacy(smollm2, case.requested_rewrite, style_for("smollm2-135m"))
     assert not all(greedy[False]), greedy  # the derailment this option is for
     assert all(greedy[True]), greedy
+    with edit(smollm2, case_requests(case), "ace", hp):  # the default: the query group's own target first
+        assert all(edit_efficacy(smollm2, case.requested_rewrite, style_for("smollm2-135m"))[0])
