@@ -8,9 +8,12 @@ ablations or chain of thought) is run for ACE only, with `default_hparams("ace",
 OUT/per_case.csv, prints the means and the rewrites that were not edited greedily, and, with `--against`, the
 paired comparison with an earlier run's ACE rows on the same cases (e.g. results/smollm2-table/main_table_per_case.csv).
 
-Runs recorded in docs/ace.md:
-    --ace variant=attribution rank_layers=False query_target=own --out results/smollm2-ace-own
-    --ace target.subject_kl_factor=0.0 --out results/smollm2-ace-no-subject-kl
+Runs recorded in docs/ace.md (the first two when the default was the release's shared z, `variant=ace-paper`):
+    --ace variant=attribution rank_layers=False query_target=own value_target_after_query=False
+        --out results/smollm2-ace-own
+    --ace variant=ace-paper target.subject_kl_factor=0.0 --out results/smollm2-ace-no-subject-kl
+    --ace variant=attribution rank_layers=False query_target=own --out results/smollm2-ace-own-query-first
+        (the default since 2026-11-27)
 """
 
 import argparse

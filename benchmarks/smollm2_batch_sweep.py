@@ -30,7 +30,10 @@ VARIANTS = {
     # ACE only: how much of the batch's edit its query group (written first) should carry
     "ace: no query write": lambda hp: replace(hp, query_weight=0.0),
     "ace: query weight 0.5": lambda hp: replace(hp, query_weight=0.5),
-    "ace: own query target": lambda hp: replace(hp, variant="attribution", rank_layers=False, query_target="own"),
+    # the release's shared z (the default before 2026-11-27) and the own query target written after the value group
+    "ace: release (shared z)": lambda hp: replace(hp, variant="ace-paper"),
+    "ace: own query target, value first": lambda hp: replace(hp, variant="attribution", rank_layers=False,
+                                                              query_target="own", value_target_after_query=False),
 }
 
 

@@ -73,7 +73,8 @@ def _ace(accounting: str, **fields):
 
 
 # the attribution variant with the default groups: the query group gets its own target after the value write
-_OWN_QUERY = dict(variant="attribution", rank_layers=False, query_target="own")
+# (as measured in docs/ace.md; ACE's default now writes the query group first)
+_OWN_QUERY = dict(variant="attribution", rank_layers=False, query_target="own", value_target_after_query=False)
 ACE_VARIANTS = {
     "default": lambda hp: hp,
     "shared z, ffn accounting": _ace("ffn"),
