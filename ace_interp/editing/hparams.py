@@ -301,7 +301,7 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             # written first; the value target then optimised on top of it. SmolLM2, the 39 one-edit cases
             # that edit the questions' own subject: multi-hop 33% (the release's shared z) → 56%, PMET 49%;
             # the main table's 20 cases: efficacy 95% and multi-hop 5% either way, paraphrase 97 → 98%,
-            # specificity 99 → 100% (docs/ace.md, "The query group's own target, written first").
+            # specificity 99 → 100% (docs/ace.md, "ACE's query group first, on SmolLM2").
             variant = "attribution"
         # ACE's z gets the adapted settings too: with PMET's clamp 0.75 the FFN delta alone stayed at
         # p(new) ≤ 0.19 on SmolLM2 at every layer probed (9–27).
