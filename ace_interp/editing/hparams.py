@@ -6,7 +6,8 @@ configs; ACE's released config for its layer groups). For other depths the layer
 scaled with the FFN width (GPT-J: λ = 15,000 for d_mlp = 16,384, i.e. ≈ 0.9·d_mlp), because the
 Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows with d_mlp.
 Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
-(mapped), where its target can still steer the answer from the subject position, PMET and ACE optimise
+(mapped), where its target can still steer the answer from the subject position, and ACE writes its query
+group first, towards that group's own target (the attribution variant with fixed groups); PMET and ACE optimise
 the FFN delta alone (ROME's clamp) and spread it with residual accounting, and ROME, MEMIT, PMET and ACE
 solve with one key row per context prefix (`CovarianceHParams.context_keys="each"`). Models with at most
 6 layers get these settings:
