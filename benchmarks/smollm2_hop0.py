@@ -1,6 +1,7 @@
 """Does the next hop follow an edit of the question's own subject? ACE against PMET on SmolLM2.
 
-    python -m benchmarks.smollm2_hop0 [--n 39] [--methods pmet ace] [--ace FIELD=VALUE ...]   (27 min for all 39)
+    python -m benchmarks.smollm2_hop0 [--n 39] [--methods pmet ace] [--ace FIELD=VALUE ...] [--pmet FIELD=VALUE ...]
+                                                                                          (27 min for all 39)
 
 The cases are the one-edit cases of the filtered real-fact file (`assets/real_facts/smollm2_known.json`) whose
 rewrite edits hop 0, the subject the multi-hop questions name. There the edited fact sits where the question puts
@@ -45,6 +46,8 @@ def main() -> None:
     p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="ACEHParams overrides (dotted names reach nested fields), e.g. value_target_after_query=False "
                         "target.subject_kl_factor=0.0")
+    p.add_argument("--pmet", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="PMETHParams overrides, e.g. target.subject_kl_factor=0.5 (ACE's subject KL on PMET)")
     p.add_argument("--against", default=None, metavar="CSV",
                    help="compare ACE with the non-ACE methods of an earlier run's per_case.csv (same cases) instead "
                         "of re-running them, e.g. results/smollm2-hop0/per_case.csv with --methods ace")
@@ -54,8 +57,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model("smollm2-135m")
     cases = hop0_cases(n=args.n)
-    overrides = parse_overrides(args.ace)
-    hparams = {"ace": default_hparams("ace", bridge, **overrides)} if overrides else None
+    overrides = {"ace": parse_overrides(args.ace), "pmet": parse_overrides(args.pmet)}
+    hparams = {m: default_hparams(m, bridge, **o) for m, o in overrides.items() if o} or None
     # only ACE's attribution variant with its own query target uses the hop prompts (evaluation.hops)
     per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
                         hop_prompts=None if args.no_hop_prompts else hop_prompts_for(bridge, CASES), seed=0).per_case
