@@ -91,9 +91,9 @@ def real_fact_hop_prompts(
         out = []
         for i, (rw, hop) in enumerate(zip(case.requested_rewrite, case.edited_hops, strict=True)):
             subject, new = kb.entities.get(rw.subject), kb.entities.get(rw.target_new.text)
-            true = kb.fact(subject, rw.relation_id) if subject is not None else None
             if subject is None or new is None:
                 continue
+            true = kb.fact(subject, rw.relation_id)
             evaluated = _evaluated_relation(case, hop)
             for second, answer in new.facts.items():
                 if second == evaluated or (known is not None and (new.name, second) not in known):

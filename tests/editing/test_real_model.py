@@ -37,20 +37,25 @@ def test_counterfactual_edits_take_effect(smollm2, method):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def _smollm2_case(case_id: int):
+    """A case of the filtered SmolLM2 real-fact file, by id."""
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.model.loading import ASSETS
+
+    return next(c for c in load_mquake(ASSETS / "real_facts" / "smollm2_known.json") if c.case_id == case_id)
+
+
 def test_ace_chained_edits_do_not_derail(smollm2):
     """MQuAKE case 611 of the SmolLM2 cases chains "The Great Gatsby → Alexandre Dumas" with an edit whose
     subject is Alexandre Dumas. With the release's one z, ACE's query write (layers 3–9) made the first
     answer " Alexandre Dumasen"; with the value target optimised after it every rewrite of the case is
     answered greedily (docs/ace.md, "Chained edits")."""
     from dataclasses import replace
-    from pathlib import Path
 
-    from ace_interp.data.mquake import load_mquake
     from ace_interp.editing import default_hparams
     from ace_interp.evaluation.protocol import case_requests, edit_efficacy, style_for
 
-    case = next(c for c in load_mquake(Path(__file__).resolve().parents[2] / "assets" / "real_facts" / "smollm2_known.json")
-                if c.case_id == 611)
+    case = _smollm2_case(611)
     assert case.n_edits >= 2 and case.requested_rewrite[1].subject == case.requested_rewrite[0].target_new.text
     hp = default_hparams("ace", smollm2)
     assert hp.value_target_after_query
@@ -67,14 +72,10 @@ def test_ace_chained_edits_do_not_derail(smollm2):
 def test_ace_default_chained_edits_do_not_derail(smollm2):
     """The same case with ACE's default. Its value target early-stops on top of the query write (the NLL is
     already below 0.05), so no KL term repairs what the query write did after "Dumas"."""
-    from pathlib import Path
-
-    from ace_interp.data.mquake import load_mquake
     from ace_interp.editing import default_hparams
     from ace_interp.evaluation.protocol import case_requests, edit_efficacy, style_for
 
-    case = next(c for c in load_mquake(Path(__file__).resolve().parents[2] / "assets" / "real_facts" / "smollm2_known.json")
-                if c.case_id == 611)
+    case = _smollm2_case(611)
     with edit(smollm2, case_requests(case), "ace", default_hparams("ace", smollm2)):
         greedy, by_probability = edit_efficacy(smollm2, case.requested_rewrite, style_for("smollm2-135m"))
     assert all(by_probability), by_probability  # the edits are stored; only the greedy continuation derails
