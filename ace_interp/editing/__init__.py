@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.ace import HopPrompt, ace_updates
+from ace_interp.editing.ace import HopPrompt, ImplicitSubject, ace_updates
 from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
 from ace_interp.editing.ft import ft_updates
 from ace_interp.editing.hparams import (

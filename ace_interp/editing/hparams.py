@@ -173,6 +173,13 @@ class ACEHParams:
     joint_attention: bool = True  # the PMET backend's attention delta (False: the FFN delta carries it all)
     # as PMETHParams.spread_accounting, per group towards that group's target at its z layer
     spread_accounting: Literal["ffn", "residual"] = "ffn"
+    # The implicit-subject write (off when empty): layers written so that noun phrases reaching the edited
+    # subject through another entity ("dmitri costa 's birthplace" for marrakesh; `ace.ImplicitSubject`)
+    # retrieve the new fact. One key per edit, averaged over its phrases; PMET's target at the last of these
+    # layers over the phrase prompts; written before the query and value groups (docs/ace.md, "The implicit
+    # subject").
+    implicit_layers: tuple[int, ...] = ()
+    implicit_weight: float = 1.0  # scales the implicit-subject write's residual
 
 
 HParams = FTHParams | ROMEHParams | MEMITHParams | PMETHParams | ACEHParams

@@ -559,23 +559,40 @@ def context_templates(
 # ----------------------------------------------------------------------------- keys
 
 
+def n_owners(requests: Sequence[EditRequest], owners: Sequence[int] | None) -> int:
+    """How many rows a per-owner result has: one per request, or one per distinct owner index 0..m−1."""
+    if owners is None:
+        return len(requests)
+    owners = list(owners)
+    if len(owners) != len(requests):
+        raise ValueError(f"{len(owners)} owners for {len(requests)} requests")
+    if sorted(set(owners)) != list(range(len(set(owners)))):
+        raise ValueError(f"owners must number 0..m−1 without gaps, got {sorted(set(owners))}")
+    return len(set(owners))
+
+
 def compute_keys(
     bridge: TransformerBridge,
     requests: Sequence[EditRequest],
     layers: Sequence[int],
     contexts: Sequence[str] = ("",),
     per_context: bool = False,
+    owners: Sequence[int] | None = None,
 ) -> dict[int, Float[Tensor, "n_requests d_mlp"] | Float[Tensor, "n_requests n_contexts d_mlp"]]:
     """k^l per request: the down-projection input at the subject's last token, averaged over contexts
-    ([n, d_mlp]), or with `per_context` one per context ([n, c, d_mlp], in `contexts` order)."""
+    ([n, d_mlp]), or with `per_context` one per context ([n, c, d_mlp], in `contexts` order).
+
+    `owners[i]` groups requests: the keys of all requests with the same owner are averaged into its row
+    (ACE's implicit subjects: one key per edit, averaged over the noun phrases that reach its subject)."""
     layers = [check_layer(bridge, l) for l in layers]
+    n = n_owners(requests, owners)
     runner = hf_runner(bridge)
-    batch = build_batch(bridge, requests, contexts)
+    batch = build_batch(bridge, requests, contexts, owners=owners)
     stores: dict[int, list] = {l: [] for l in layers}
     factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
     with torch.no_grad(), hooks(*factories):
         run_until(runner, batch.tokens, runner.down_proj[max(layers)])
-    return {l: batch.keys_per_owner(stores[l][0][batch.rows, batch.lookup], len(requests), per_context) for l in layers}
+    return {l: batch.keys_per_owner(stores[l][0][batch.rows, batch.lookup], n, per_context) for l in layers}
 
 
 def outputs_at_subject(
@@ -584,14 +601,17 @@ def outputs_at_subject(
     layer: int,
     site: str,
     contexts: Sequence[str] = ("",),
+    owners: Sequence[int] | None = None,
 ) -> Float[Tensor, "n_requests d_model"]:
     """The output of `site` ("resid": the block, "mlp", "attn") of `layer` at the subject's last token,
-    averaged over contexts (MEMIT/PMET's `cur_zs` use the bare prompt: contexts=("",))."""
+    averaged over contexts (MEMIT/PMET's `cur_zs` use the bare prompt: contexts=("",)) and over the requests
+    of one owner (`compute_keys`)."""
     layer = check_layer(bridge, layer)
     runner = hf_runner(bridge)
     module = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}[site][layer]
-    batch = build_batch(bridge, requests, contexts)
+    n = n_owners(requests, owners)
+    batch = build_batch(bridge, requests, contexts, owners=owners)
     store: list = []
     with torch.no_grad(), hooks(lambda: capture_output(module, store)):
         run_until(runner, batch.tokens, module)
-    return batch.mean_per_owner(store[0][batch.rows, batch.lookup], len(requests))
+    return batch.mean_per_owner(store[0][batch.rows, batch.lookup], n)

@@ -25,7 +25,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import second_moments
 from ace_interp.editing.hparams import CovarianceHParams, MEMITHParams
-from ace_interp.editing.keys import IncrementalForward, build_batch, compute_keys, hf_runner, outputs_at_subject
+from ace_interp.editing.keys import IncrementalForward, build_batch, compute_keys, hf_runner, n_owners, outputs_at_subject
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import regularised_cholesky, solve_key_value, write_map
 from ace_interp.editing.targets import compute_targets
@@ -83,11 +83,13 @@ def target_write_map(
     contexts: Sequence[str],
     cov: CovarianceHParams,
     cov_weight: float | None = None,
+    owners: Sequence[int] | None = None,
 ) -> Tensor:
-    """U = C⁻¹Kᵀ(KC⁻¹Kᵀ + λI)⁻¹ at `layer` for the requests' keys (`solver.write_map`): the map a
-    target optimised through the write (`TargetHParams.through_write`) is added with."""
+    """U = C⁻¹Kᵀ(KC⁻¹Kᵀ + λI)⁻¹ at `layer` for the requests' keys (`solver.write_map`; `owners` as in
+    `keys.compute_keys`): the map a target optimised through the write (`TargetHParams.through_write`) is
+    added with."""
     with stage("keys"):
-        keys = compute_keys(bridge, requests, [layer], contexts, per_context=cov.per_context_keys)[layer]
+        keys = compute_keys(bridge, requests, [layer], contexts, per_context=cov.per_context_keys, owners=owners)[layer]
     moments = load_second_moments(bridge, [layer], cov)[layer]
     with stage("solve"):
         weight = cov.cov_weight if cov_weight is None else cov_weight
@@ -128,8 +130,12 @@ def spread_write(
     steps: Sequence[SpreadStep],
     contexts: Sequence[str],
     cov: CovarianceHParams,
+    owners: Sequence[int] | None = None,
 ) -> MethodResult:
     """Run the layer-by-layer key→value writes; return the summed deltas (the model is left unchanged).
+
+    `owners` (as in `keys.compute_keys`) makes the requests of one owner a single key row (their keys and
+    current outputs averaged) with one residual, the step's z row of that owner.
 
     Per step: K^l = keys at l averaged over `contexts` and the current site output at the subject's last
     token of the bare prompts, both on the model with the earlier steps written (`IncrementalForward`
@@ -140,13 +146,14 @@ def spread_write(
     with stage("solve"):
         factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
     runner = hf_runner(bridge)
-    key_batch, bare = build_batch(bridge, requests, contexts), build_batch(bridge, requests, ("",))
+    n = n_owners(requests, owners)
+    key_batch, bare = build_batch(bridge, requests, contexts, owners=owners), build_batch(bridge, requests, ("",), owners=owners)
     key_pass, bare_pass = IncrementalForward(runner, key_batch.tokens), IncrementalForward(runner, bare.tokens)
     sites = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}
 
     def current_output(step: SpreadStep) -> Tensor:
         out = bare_pass.read(sites[step.site][step.z_layer], min(step.layer, step.z_layer))
-        return out[bare.rows, bare.lookup]
+        return bare.mean_per_owner(out[bare.rows, bare.lookup], n)
 
     updates: dict[tuple[int, str], Tensor] = {}
     residual_norms = []
@@ -155,7 +162,7 @@ def spread_write(
         for step in steps:
             with stage("keys"):
                 m = key_pass.read(runner.down_proj[step.layer], step.layer, what="input")
-                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], len(requests), cov.per_context_keys)
+                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], n, cov.per_context_keys)
                 current = current_output(step)
             with stage("solve"):
                 residual = step.scale * (step.z - current) / step.divisor

@@ -10,6 +10,8 @@ that o*'s other facts follow. The evaluated question checks whether that transfe
 continuation.
 
 * `world_hop_prompts`: synthetic worlds, in the cloze frame "s 's r 's r₂ is" the toys were trained on;
+* `world_implicit_subjects`: the other direction, for ACE's implicit-subject write: noun phrases that reach
+  the edited subject through another entity ("y 's birthplace" for a city s), never the case's own;
 * `real_fact_hop_prompts`: the curated real facts (`data.real_facts`), as few-shot questions like the
   evaluation's ("What is the currency of the country where the Prado Museum is located?"), optionally only
   over facts (o*, r₂) the model knows;
@@ -19,6 +21,7 @@ continuation.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -27,8 +30,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from ace_interp.data.mquake import MQuAKECase
 from ace_interp.data.prompts import Demonstration, few_shot_prompt, real_demonstrations, select_demonstrations
 from ace_interp.data.real_facts import RealFacts, load_real_facts
-from ace_interp.data.world import World, load_world, multi_hop_prompt, world_paths
-from ace_interp.editing.ace import HopPrompt
+from ace_interp.data.world import World, load_world, multi_hop_prompt, noun_phrase, world_paths
+from ace_interp.editing.ace import HopPrompt, ImplicitSubject
 from ace_interp.editing.covariance import world_corpus_path
 
 WORLD_SPEC_FILE = "world.json"
@@ -52,6 +55,27 @@ def world_hop_prompts(world: World) -> Callable[[MQuAKECase], list[HopPrompt]]:
         return out
 
     return hops
+
+
+def world_implicit_subjects(world: World, n: int = 16, seed: int = 0) -> Callable[[MQuAKECase], list[ImplicitSubject]]:
+    """case ↦ up to `n` ImplicitSubjects per requested rewrite (s, r, o*): noun phrases "y 's r₁-noun" of
+    entities y with the fact (y, r₁) = s, for every composed path (r₁, r), so that "y 's r₁-noun 's r-noun is"
+    asks for s's r through y. Entities of the case (its question's subject included) are never used; the
+    draw is seeded per rewrite subject, so every case editing s gets the same phrases."""
+    two_hop_paths, _ = world_paths(world.config)
+
+    def phrases(case: MQuAKECase) -> list[ImplicitSubject]:
+        entities = {x for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        out = []
+        for i, rw in enumerate(case.requested_rewrite):
+            firsts = {first for first, second in two_hop_paths if second == rw.relation_id}
+            found = sorted((y, r1) for (y, r1), o in world.facts.items()
+                           if o == rw.subject and r1 in firsts and y not in entities)
+            random.Random(f"{seed}:{rw.subject}").shuffle(found)
+            out += [ImplicitSubject(i, noun_phrase(world, y, (r1,), (0,))) for y, r1 in found[:n]]
+        return out
+
+    return phrases
 
 
 def model_world(bridge: TransformerBridge) -> World | None:
@@ -122,11 +146,13 @@ def known_facts_path(cases_path: str | Path) -> Path:
 
 def hop_prompts_for(
     bridge: TransformerBridge, cases_path: str | Path | None = None
-) -> Callable[[MQuAKECase], list[HopPrompt]]:
-    """ACE's hop prompts for a model: its synthetic world's (toys), else the curated real facts', over the
-    facts the model knows where a known-facts file sits next to `cases_path` (`known_facts_path`)."""
+) -> Callable[[MQuAKECase], list[HopPrompt | ImplicitSubject]]:
+    """ACE's hop prompts for a model: its synthetic world's (toys: with its implicit subjects, which ACE uses
+    where `ACEHParams.implicit_layers` is set), else the curated real facts', over the facts the model knows
+    where a known-facts file sits next to `cases_path` (`known_facts_path`)."""
     world = model_world(bridge)
     if world is not None:
-        return world_hop_prompts(world)
+        hop_prompts, implicit_subjects = world_hop_prompts(world), world_implicit_subjects(world)
+        return lambda case: hop_prompts(case) + implicit_subjects(case)
     facts = known_facts_path(cases_path) if cases_path is not None else None
     return real_fact_hop_prompts(known=known_fact_pairs(facts) if facts is not None and facts.exists() else None)

@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from ace_interp.editing import HopPrompt, edit, edit_sequentially, undo_edits
-from ace_interp.model import hf_parameters
+from ace_interp.editing import HopPrompt, ImplicitSubject, edit, edit_sequentially, undo_edits
+from ace_interp.editing.ace import implicit_subject_write
+from ace_interp.model import apply_weight_updates, hf_parameters
 
 from edit_cases import FRANCE, SPAIN
 
@@ -192,3 +193,58 @@ def test_ace_own_query_target_order(tiny_model_dir, fast_hparams, target_calls, 
         assert all(torch.equal(target_calls[0][0][k], original[k]) for k in original)
         changed = {k for k in original if not torch.equal(target_calls[1][0][k], original[k])}
         assert len(changed) == 1 and ".1." in next(iter(changed)), changed  # the value write, temporarily
+
+
+def test_implicit_subject_write_realises_its_phrases(tiny_model, fast_hparams):
+    """The implicit-subject write alone (one key per edit, averaged over its phrases; one δ through the write)
+    makes every phrase prompt predict the new answer."""
+    bridge = tiny_model
+    original = _snapshot(bridge)
+    phrases = [ImplicitSubject(0, "the country of berlin"), ImplicitSubject(0, "the country of rome")]
+    rows = [dataclasses.replace(FRANCE, subject=p.phrase) for p in phrases]
+    assert all(_prediction(bridge, r) != _target_id(bridge, r) for r in rows)
+    result = implicit_subject_write(bridge, [FRANCE], phrases, fast_hparams("ace", bridge, implicit_layers=(2,)))
+    assert _same(bridge, original) and set(result.updates) == {(2, "W_out")}
+    assert result.info["n_implicit_subjects"] == 2
+    with apply_weight_updates(bridge, result.updates):
+        assert all(_prediction(bridge, r) == _target_id(bridge, r) for r in rows)
+
+
+def test_ace_writes_implicit_subjects_first(tiny_model, fast_hparams, target_calls):
+    """With `implicit_layers` ACE optimises the implicit-subject target first, on the unedited model (the
+    second phrase rides along the first one's δ), then its groups' targets with that write in place; the
+    edit stores the fact and undoes bit-exactly."""
+    bridge = tiny_model
+    original = _snapshot(bridge)
+    phrases = [ImplicitSubject(0, "the country of berlin"), ImplicitSubject(0, "the country of rome")]
+    hp = fast_hparams("ace", bridge, implicit_layers=(2,))
+    with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=phrases) as applied:
+        assert applied.info["n_implicit_subjects"] == 2 and applied.info["implicit_layers"] == [2]
+        assert 2 in applied.layers
+        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+    assert _same(bridge, original)
+    first_snapshot, first_layer, first_extra = target_calls[0]
+    assert first_layer == 2 and len(first_extra) == 1
+    assert all(torch.equal(first_snapshot[k], original[k]) for k in original)
+    assert len(target_calls) > 1
+    assert all(any(not torch.equal(s[k], original[k]) for k in original) for s, _, _ in target_calls[1:])
+
+
+def test_ace_ignores_implicit_subjects_without_implicit_layers(tiny_model, fast_hparams):
+    bridge = tiny_model
+    hp = fast_hparams("ace", bridge)
+    with edit(bridge, FRANCE, method="ace", hparams=hp):
+        plain = _snapshot(bridge)
+    with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=[ImplicitSubject(0, "the country of berlin")]):
+        with_phrases = _snapshot(bridge)
+    assert all(torch.equal(plain[k], with_phrases[k]) for k in plain)
+
+
+@pytest.mark.parametrize("bad,match", [(ImplicitSubject(1, "the country of berlin"), "refers to request 1"),
+                                       (ImplicitSubject(0, "  "), "empty phrase")])
+def test_ace_bad_implicit_subject_raises_and_writes_nothing(tiny_model, fast_hparams, bad, match):
+    bridge = tiny_model
+    original = _snapshot(bridge)
+    with pytest.raises(ValueError, match=match):
+        edit(bridge, FRANCE, method="ace", hparams=fast_hparams("ace", bridge, implicit_layers=(2,)), hop_prompts=[bad])
+    assert _same(bridge, original)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ace_interp.editing.hparams import CovarianceHParams
-from ace_interp.editing.memit import residual_target, spread_write, sqrt_spread_steps
+from ace_interp.editing import EditRequest
+from ace_interp.editing.memit import SpreadStep, residual_target, spread_write, sqrt_spread_steps
 from ace_interp.editing.keys import outputs_at_subject
 from ace_interp.model import apply_weight_updates
 
@@ -49,3 +50,22 @@ def test_spread_accounting_lands_delta_once_or_once_per_layer_share(tiny_model, 
 def test_unknown_spread_accounting_is_rejected(tiny_model):
     with pytest.raises(ValueError, match="spread accounting"):
         sqrt_spread_steps(tiny_model, [FRANCE], LAYERS, torch.zeros(1, tiny_model.cfg.d_model), 2, "both")
+
+
+def test_spread_write_with_owners_moves_each_owners_mean_output_to_its_target(tiny_model, tiny_corpus):
+    """One key row per owner (its requests' keys averaged): with a tiny λ, one layer's write lands the owner's
+    mean FFN output on z (the FFN output is affine in the key, so the mean moves by the mean key's change)."""
+    bridge, layer = tiny_model, 1
+    rows = [FRANCE, EditRequest("the capital of {}", "the country of berlin", "tokyo"), SPAIN]
+    owners = [0, 0, 1]
+    ffn = outputs_at_subject(bridge, rows, layer, "mlp", owners=owners)
+    gen = torch.Generator().manual_seed(1)
+    z = ffn + torch.randn(ffn.shape, generator=gen) * ffn.norm(dim=-1, keepdim=True) / ffn.shape[-1] ** 0.5
+    cov = CovarianceHParams(corpus=tiny_corpus, n_tokens=400, cov_weight=1e-6, progress=False)
+    steps = [SpreadStep(layer, z, layer, "mlp", 1.0)]
+    updates = spread_write(bridge, rows, steps, ("",), cov, owners=owners).updates
+    with apply_weight_updates(bridge, updates):
+        after = outputs_at_subject(bridge, rows, layer, "mlp", owners=owners)
+        each = outputs_at_subject(bridge, rows, layer, "mlp")
+    torch.testing.assert_close(after, z, rtol=1e-3, atol=1e-3 * float(z.norm(dim=-1).max()))
+    assert not torch.allclose(each[0], each[1])  # the group's rows differ; only their mean is pinned

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ace_interp.editing.covariance import corpus_keys, second_moments
+from ace_interp.editing import EditRequest
 from ace_interp.editing.hparams import CovarianceHParams
 from ace_interp.editing.keys import compute_keys
 from ace_interp.editing.solver import SolverError, regularised_cholesky, solve_key_value
@@ -129,3 +130,17 @@ def test_compute_keys_per_context_are_the_rows_the_mean_averages(tiny_model):
 def test_unknown_context_keys_is_rejected():
     with pytest.raises(ValueError, match="context_keys"):
         CovarianceHParams(context_keys="median").per_context_keys
+
+
+def test_compute_keys_with_owners_average_each_owners_requests(tiny_model):
+    """`owners` groups requests into one key row each: the mean of the group's own keys (ACE's implicit subjects)."""
+    rows = [FRANCE, SPAIN, EditRequest("the capital of {}", "the country of berlin", "tokyo")]
+    grouped = compute_keys(tiny_model, rows, [0, 1], owners=[0, 1, 0])
+    alone = compute_keys(tiny_model, rows, [0, 1])
+    for layer in (0, 1):
+        torch.testing.assert_close(grouped[layer][0], (alone[layer][0] + alone[layer][2]) / 2)
+        torch.testing.assert_close(grouped[layer][1], alone[layer][1])
+    with pytest.raises(ValueError, match="without gaps"):
+        compute_keys(tiny_model, rows, [0], owners=[0, 2, 0])
+    with pytest.raises(ValueError, match="3 requests"):
+        compute_keys(tiny_model, rows, [0], owners=[0, 1])

@@ -4,13 +4,14 @@ from dataclasses import replace
 
 from ace_interp.data.mquake import load_mquake
 from ace_interp.data.real_facts import load_real_facts
-from ace_interp.data.world import load_world
+from ace_interp.data.world import load_world, world_paths
 from ace_interp.evaluation.hops import (
     hop_prompts_for,
     known_fact_pairs,
     known_facts_path,
     real_fact_hop_prompts,
     world_hop_prompts,
+    world_implicit_subjects,
 )
 from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
@@ -49,6 +50,32 @@ def test_a_sport_edit_gets_the_other_continuations_of_the_new_sport():
         rid = next(r.rid for r in world.relations.values() if h.prompt.endswith(f"'s {r.noun_phrases[0].format('').split()[-1]} is")
                    and r.takes("sport"))
         assert h.answer == world.facts[(new_sport, rid)]
+
+
+def test_implicit_subjects_reach_the_edited_subject_through_entities_outside_the_case():
+    world = load_world(ASSETS / "world" / "world.json")
+    cases = load_mquake(ASSETS / "world" / "mquake_cases.json")[:60]
+    phrases = world_implicit_subjects(world, n=8)
+    nouns = {r.noun_phrases[0].format("").split()[-1]: r.rid for r in world.relations.values()}
+    assert len(nouns) == len(world.relations)  # each relation's first noun is its own
+    later = 0
+    for case in cases:
+        entities = {x for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        got = phrases(case)
+        assert got == phrases(case)  # seeded: the same phrases every time
+        for i, rw in enumerate(case.requested_rewrite):
+            mine = [p.phrase for p in got if p.request == i]
+            assert len(mine) <= 8 and len(set(mine)) == len(mine)
+            if world.entities[rw.subject].type == "person":
+                assert not mine  # nothing in the world points at a person
+            for phrase in mine:
+                other, noun = phrase.split(" 's ")
+                assert world.facts[(other, nouns[noun])] == rw.subject  # the phrase names the subject
+                assert other not in entities  # never the question's subject or another entity of the case
+                # and the rewrite's prompt with the phrase is a question the world composes
+                assert (nouns[noun], rw.relation_id) in world_paths(world.config)[0]
+            later += bool(mine) and case.edited_hops[i] not in (0, None)
+    assert later > 20  # every later-hop rewrite edits an entity that other entities point at
 
 
 # ----------------------------------------------------------------------------- real facts
