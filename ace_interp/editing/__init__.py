@@ -87,14 +87,15 @@ def edit(
     hparams: object | None = None,
     *,
     contexts: Sequence[str] | None = None,
-    hop_prompts: Sequence[HopPrompt] = (),
+    hop_prompts: Sequence[HopPrompt | ImplicitSubject] = (),
     ranking=None,
 ) -> AppliedEdit:
     """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
 
     `hparams` defaults to `default_hparams(method, bridge)`. `contexts` overrides the context prefixes
     (default: "" plus `hparams.target.n_context` texts sampled from the model). `hop_prompts` and
-    `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant.
+    `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant; `ImplicitSubject`s among
+    the hop prompts feed its implicit-subject write (`ACEHParams.implicit_layers`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
@@ -157,7 +158,7 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 
 __all__ = [
     "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
-    "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
+    "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
     "default_corpus", "default_hparams", "edit", "edit_sequentially", "model_sampled_corpus", "override_hparams",
     "parse_overrides", "second_moments", "solve_key_value", "undo_edits", "validate_requests",

@@ -27,6 +27,11 @@ variant "attribution" (built on it):
        towards z_q (scaled by `query_weight`). `query_target="shared"` reuses z as the paper does.
     With `value_target_after_query` the own target goes first: z_q on the unedited model and the query
     write, then the value target optimised with the query write in place and the value write.
+
+The implicit-subject write (`implicit_layers`, either variant; off by default): for an edit of s, noun phrases
+that reach s through another entity (`ImplicitSubject`: "y 's birthplace" for a city s) put the bridge where a
+multi-hop question holds it, implicitly. One key per edit, averaged over its phrases, and PMET's target at the
+last implicit layer over the phrase prompts; written first, so the groups' targets see it (docs/ace.md).
 """
 
 from __future__ import annotations
