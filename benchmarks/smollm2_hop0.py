@@ -1,6 +1,7 @@
 """Does the next hop follow an edit of the question's own subject? ACE against PMET on SmolLM2.
 
     python -m benchmarks.smollm2_hop0 [--n 39] [--methods pmet ace] [--ace FIELD=VALUE ...] [--pmet FIELD=VALUE ...]
+                                      [--hop 1]
 
 (all 39 cases: 7–9 min per method on a quiet 2-core machine, 2026-11-27)
 
@@ -10,7 +11,10 @@ it, and whether the following hop uses the new answer is what ACE's query write 
 answered 91% / 100% of such cases against PMET's 45% / 55% (README, main table). The main table samples only a
 few of these per seed; this runs all of them once (seed 0 for the specificity facts).
 
-Writes results/smollm2-hop0/per_case.csv, and prints per-method means, the paired comparison (cases only ACE
+`--hop 1` runs the 31 one-edit cases whose rewrite edits the bridge entity instead (ACE's implicit-subject write,
+`--ace "implicit_layers=(…)"`, is meant for those).
+
+Writes results/smollm2-hop{HOP}/per_case.csv, and prints per-method means, the paired comparison (cases only ACE
 answers, cases only the baseline answers) and a two-sided sign-test p-value.
 """
 
@@ -33,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "assets" / "real_facts" / "smollm2_known.json"
 
 
-def hop0_cases(path: Path = CASES, n: int | None = None):
-    """One-edit cases whose rewrite edits the questions' own subject, in file order."""
-    cases = [c for c in load_mquake(path) if c.n_edits == 1 and edited_hop_indices(c) == [0]]
+def edited_hop_cases(path: Path = CASES, n: int | None = None, hop: int = 0):
+    """One-edit cases whose rewrite edits hop `hop` (0: the questions' own subject), in file order."""
+    cases = [c for c in load_mquake(path) if c.n_edits == 1 and edited_hop_indices(c) == [hop]]
     return cases[:n] if n else cases
 
 
@@ -43,7 +47,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=None, help="the first N such cases (default: all)")
     p.add_argument("--methods", nargs="+", default=["pmet", "ace"])
-    p.add_argument("--out", default=str(ROOT / "results" / "smollm2-hop0"))
+    p.add_argument("--hop", type=int, default=0, help="the hop the rewrites edit (1: a bridge entity; 31 cases)")
+    p.add_argument("--out", default=None, help="default results/smollm2-hop{HOP}")
     p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="ACEHParams overrides (dotted names reach nested fields), e.g. value_target_after_query=False "
                         "target.subject_kl_factor=0.0")
@@ -57,13 +62,13 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model("smollm2-135m")
-    cases = hop0_cases(n=args.n)
+    cases = edited_hop_cases(n=args.n, hop=args.hop)
     overrides = {"ace": parse_overrides(args.ace), "pmet": parse_overrides(args.pmet)}
     hparams = {m: default_hparams(m, bridge, **o) for m, o in overrides.items() if o} or None
     # only ACE's attribution variant with its own query target uses the hop prompts (evaluation.hops)
     per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
                         hop_prompts=None if args.no_hop_prompts else hop_prompts_for(bridge, CASES), seed=0).per_case
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "results" / f"smollm2-hop{args.hop}")
     out.mkdir(parents=True, exist_ok=True)
     per_case.to_csv(out / "per_case.csv", index=False)
     if args.against:

@@ -83,7 +83,7 @@ def _fill(template: str, text: str) -> str:
     return out
 
 
-def _capitalise_first(s: str) -> str:
+def capitalise_first(s: str) -> str:
     return s[0].upper() + s[1:] if s else s
 
 
@@ -151,7 +151,7 @@ class RealFacts:
             raise KeyError(f"no {relation} fact for {subject.name!r}")
         t = self.relations[relation].templates(subject.type)
         return SingleHop(
-            question=_capitalise_first(_fill(t.questions[0], subject.text)),
+            question=capitalise_first(_fill(t.questions[0], subject.text)),
             cloze=_fill(t.cloze, subject.text),
             answer=obj.name,
             answer_alias=self.answer_aliases(relation, obj),
@@ -168,7 +168,7 @@ class RealFacts:
             target_new=Target(target_new.name, target_new.id),
             target_true=Target(true.name, true.id),
             subject=subject.name,
-            question=_capitalise_first(_fill(t.questions[0], subject.text)),
+            question=capitalise_first(_fill(t.questions[0], subject.text)),
         )
 
     def multi_hop_questions(self, chain: Sequence[Entity], path: Sequence[str], n: int = 3) -> list[str]:
@@ -180,7 +180,7 @@ class RealFacts:
                 phrases = self.relations[r].templates(chain[k].type).phrases
                 desc = phrases[(i + k) % len(phrases)].format(desc)
             questions = self.relations[path[-1]].templates(chain[-2].type).questions
-            q = _capitalise_first(questions[i % len(questions)].format(desc))
+            q = capitalise_first(questions[i % len(questions)].format(desc))
             if q not in out:
                 out.append(q)
             if len(out) == n:

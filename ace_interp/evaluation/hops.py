@@ -15,6 +15,7 @@ continuation.
 * `real_fact_hop_prompts`: the curated real facts (`data.real_facts`), as few-shot questions like the
   evaluation's ("What is the currency of the country where the Prado Museum is located?"), optionally only
   over facts (o*, r₂) the model knows;
+* `real_fact_implicit_subjects`: the same over the curated real facts ("the country where the Colosseum is located");
 * `hop_prompts_for(bridge, cases_path)`: whichever applies to a model and its case file.
 """
 
@@ -29,7 +30,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase
 from ace_interp.data.prompts import Demonstration, few_shot_prompt, real_demonstrations, select_demonstrations
-from ace_interp.data.real_facts import RealFacts, load_real_facts
+from ace_interp.data.real_facts import Entity, RealFacts, capitalise_first, load_real_facts
 from ace_interp.data.world import World, load_world, multi_hop_prompt, noun_phrase, world_paths
 from ace_interp.editing.ace import HopPrompt, ImplicitSubject
 from ace_interp.editing.covariance import world_corpus_path
@@ -133,6 +134,32 @@ def real_fact_hop_prompts(
     return hops
 
 
+def real_fact_implicit_subjects(
+    kb: RealFacts | None = None, known: Collection[tuple[str, str]] | None = None, n: int = 16, seed: int = 0
+) -> Callable[[MQuAKECase], list[ImplicitSubject]]:
+    """case ↦ up to `n` ImplicitSubjects per rewrite (s, r, o*) whose subject is in `kb`: the noun phrase of each
+    fact (y, r₁) = s ("the country where the Colosseum is located" for Italy), only facts in `known` when given,
+    never an entity of the case; capitalised where the rewrite's prompt starts with the subject."""
+    kb = kb if kb is not None else load_real_facts()
+    pointing: dict[str, list[tuple[Entity, str]]] = {}
+    for y, r1, o in kb.all_facts():
+        pointing.setdefault(o.name, []).append((y, r1))
+
+    def phrases(case: MQuAKECase) -> list[ImplicitSubject]:
+        entities = {x for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        out = []
+        for i, rw in enumerate(case.requested_rewrite):
+            found = [(y, r1) for y, r1 in pointing.get(rw.subject, [])
+                     if y.name not in entities and (known is None or (y.name, r1) in known)]
+            random.Random(f"{seed}:{rw.subject}").shuffle(found)
+            for y, r1 in found[:n]:
+                phrase = kb.relations[r1].templates(y.type).phrases[0].format(y.text)
+                out.append(ImplicitSubject(i, capitalise_first(phrase) if rw.prompt.startswith("{}") else phrase))
+        return out
+
+    return phrases
+
+
 def known_fact_pairs(path: str | Path) -> set[tuple[str, str]]:
     """(subject, relation id) of each fact in a filter's known-facts file (`filtering --facts-out`)."""
     return {(f["subject"], f["relation_id"]) for f in json.loads(Path(path).read_text())}
@@ -147,12 +174,14 @@ def known_facts_path(cases_path: str | Path) -> Path:
 def hop_prompts_for(
     bridge: TransformerBridge, cases_path: str | Path | None = None
 ) -> Callable[[MQuAKECase], list[HopPrompt | ImplicitSubject]]:
-    """ACE's hop prompts for a model: its synthetic world's (toys: with its implicit subjects, which ACE uses
-    where `ACEHParams.implicit_layers` is set), else the curated real facts', over the facts the model knows
-    where a known-facts file sits next to `cases_path` (`known_facts_path`)."""
+    """ACE's hop prompts and implicit subjects (used where `ACEHParams.implicit_layers` is set) for a model: its
+    synthetic world's (toys), else the curated real facts', over the facts the model knows where a known-facts
+    file sits next to `cases_path` (`known_facts_path`)."""
     world = model_world(bridge)
     if world is not None:
         hop_prompts, implicit_subjects = world_hop_prompts(world), world_implicit_subjects(world)
         return lambda case: hop_prompts(case) + implicit_subjects(case)
     facts = known_facts_path(cases_path) if cases_path is not None else None
-    return real_fact_hop_prompts(known=known_fact_pairs(facts) if facts is not None and facts.exists() else None)
+    known = known_fact_pairs(facts) if facts is not None and facts.exists() else None
+    hop_prompts, implicit_subjects = real_fact_hop_prompts(known=known), real_fact_implicit_subjects(known=known)
+    return lambda case: hop_prompts(case) + implicit_subjects(case)
