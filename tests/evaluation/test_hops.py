@@ -10,6 +10,7 @@ from ace_interp.evaluation.hops import (
     known_fact_pairs,
     known_facts_path,
     real_fact_hop_prompts,
+    real_fact_implicit_subjects,
     world_hop_prompts,
     world_implicit_subjects,
 )
@@ -112,6 +113,33 @@ def test_real_fact_hop_prompts_ask_other_facts_of_the_new_object_never_an_evalua
                 assert name not in demos
             n += 1
     assert n > 60  # most edits' new objects have other facts
+
+
+def test_real_fact_implicit_subjects_name_the_subject_through_known_facts_of_other_entities():
+    kb = load_real_facts()
+    known = known_fact_pairs(known_facts_path(REAL_CASES))
+    phrases = real_fact_implicit_subjects(kb, known=known, n=5)
+    everything = real_fact_implicit_subjects(kb, n=1000)
+    cases = [c for c in load_mquake(REAL_CASES) if c.n_edits == 1][:60]
+    later = 0
+    for case in cases:
+        entities = {x for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        got = phrases(case)
+        for i, rw in enumerate(case.requested_rewrite):
+            mine = [p.phrase for p in got if p.request == i]
+            assert len(mine) <= 5
+            # each phrase is some fact's noun phrase (y, r1) = subject, for y outside the case and known to the model
+            pointing = [(y, r) for y, r, o in kb.all_facts() if o.name == rw.subject]
+            for phrase in mine:
+                match = [(y, r) for y, r in pointing
+                         if phrase.lower() == kb.relations[r].templates(y.type).phrases[0].format(y.text).lower()]
+                assert match, phrase
+                assert all(y.name not in entities and (y.name, r) in known for y, r in match)
+                assert phrase[0].isupper() == rw.prompt.startswith("{}")
+            unfiltered = [p for p in everything(case) if p.request == i]
+            assert len(unfiltered) == len({(y.name, r) for y, r in pointing if y.name not in entities})
+            later += bool(mine) and case.edited_hops[i] == 1
+    assert later > 10
 
 
 def test_real_fact_hop_prompts_skip_inverse_compositions_and_unknown_facts():
