@@ -130,6 +130,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ace_interp.data.mquake import load_mquake
+    from ace_interp.editing import default_hparams, parse_overrides
     from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
     from ace_interp.evaluation.protocol import evaluate, style_for
@@ -145,9 +146,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     methods = [None if m == "base" else m for m in args.method]
     style = style_for(args.model, out_of_distribution=args.ood)
-    # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask (evaluation.hops)
+    overrides = {m: parse_overrides(v) for m, v in (("ace", args.ace), ("pmet", args.pmet)) if v}
+    hparams = {m: default_hparams(m, bridge, **o) for m, o in overrides.items()}
+    # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
+    # write noun phrases that reach the edited entity through other entities (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
-                      hop_prompts=hop_prompts_for(bridge, cases_path))
+                      hparams=hparams or None, hop_prompts=hop_prompts_for(bridge, cases_path))
     paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
     print(result.summary.to_string(index=False))
     print(f"\nwritten: {', '.join(map(str, paths))}")
@@ -213,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ood", action="store_true", help="few-shot demonstrations from other relations")
     p.add_argument("--n-specificity", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help='ACEHParams overrides, e.g. "implicit_layers=(4,)" (the implicit-subject write; docs/ace.md)')
+    p.add_argument("--pmet", nargs="*", default=[], metavar="FIELD=VALUE", help="PMETHParams overrides")
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

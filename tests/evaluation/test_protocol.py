@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -89,3 +90,21 @@ def test_toy_models_are_recognised_by_name_or_folder():
     for real in ("smollm2-135m", "/models/gpt2", "toy-models/gpt2"):
         assert not is_toy_name(real) and style_for(real).name == "few-shot"
         assert default_cases(real).name == "smollm2_known.json"
+
+
+@pytest.mark.real_model
+def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
+    """`ace evaluate` on the CF-3k-v2-schema fixture with the real default model, one one-edit case, and a
+    hyper-parameter override: the per-case CSV it writes has the case under both methods."""
+    from ace_interp.cli import main
+
+    rc = main(["evaluate", "--model", "smollm2-135m", "--cases", str(FIXTURE), "--method", "base", "pmet", "--edits", "1",
+               "--per-edits", "1", "--n-specificity", "1", "--pmet", "target.v_num_grad_steps=5", "--out", str(tmp_path),
+               "--device", "cpu"])
+    assert rc == 0
+    assert "written:" in capsys.readouterr().out
+    per_case = pd.read_csv(tmp_path / "smollm2-135m_per_case.csv")
+    one_edit = {c.case_id for c in load_mquake(FIXTURE) if c.n_edits == 1}
+    assert len(per_case) == 2 and set(per_case.method) == {"base", "pmet"}
+    assert per_case.case_id.nunique() == 1 and per_case.case_id.iloc[0] in one_edit
+    assert 0 <= per_case[per_case.method == "pmet"].efficacy.iloc[0] <= 1
