@@ -41,7 +41,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.hparams import ACEHParams
@@ -201,7 +200,8 @@ def ace_updates(
     implicit = implicit_subject_write(bridge, requests, phrases, hp)
     with apply_weight_updates(bridge, implicit.updates, label="ace implicit-subject write (temporary)"):
         rest = _query_value_updates(bridge, requests, hp, contexts, hops, ranking)
-    return _merge(_combine(implicit, rest), {**implicit.info, **rest.info})
+    info = {k: v for k, v in {**implicit.info, **rest.info}.items() if k != "residual_norms"}  # _combine joins those
+    return _merge(_combine(implicit, rest), info)
 
 
 def _query_value_updates(

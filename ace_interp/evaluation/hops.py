@@ -62,7 +62,7 @@ def world_implicit_subjects(world: World, n: int = 16, seed: int = 0) -> Callabl
     """case ↦ up to `n` ImplicitSubjects per requested rewrite (s, r, o*): noun phrases "y 's r₁-noun" of
     entities y with the fact (y, r₁) = s, for every composed path (r₁, r), so that "y 's r₁-noun 's r-noun is"
     asks for s's r through y. Entities of the case (its question's subject included) are never used; the
-    draw is seeded per rewrite subject, so every case editing s gets the same phrases."""
+    draw is seeded per rewrite subject."""
     two_hop_paths, _ = world_paths(world.config)
 
     def phrases(case: MQuAKECase) -> list[ImplicitSubject]:
