@@ -1,13 +1,15 @@
 """The SmolLM2 main table's chain-of-thought rows, in- and out-of-distribution, added to its direct rows.
 
     python -m benchmarks.smollm2_cot [--table results/smollm2-table] [--out results/smollm2-cot]   (64 min on 2 cores)
+                                     [--methods ace --earlier results/smollm2-cot/per_case.csv]
 
 `ace main-table` runs chain of thought in the same command (base, PMET and ACE, once with demonstrations of the
 evaluated relations and once with demonstrations from other relations: "CoT-OOD"). The SmolLM2 table was run with
 `--no-cot` to fit the 2-core machine. This runs only those rows, on the same cases and seeds (`sample_by_edits`
 with the table's `--per-edits 3 --seeds 0 1`), and writes OUT/per_case.csv and OUT/main_table.md: the table's
 direct rows (TABLE/main_table_per_case.csv) with the chain-of-thought rows below them, ACE's advantage and
-the one-edit cases by edited hop (`main_table.table_report`).
+the one-edit cases by edited hop (`main_table.table_report`). `--methods` re-runs only some of base, PMET and ACE;
+`--earlier` takes the other methods' chain-of-thought rows from an earlier run's per_case.csv (same cases and seeds).
 """
 
 import argparse
@@ -27,11 +29,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default=str(ROOT / "results" / "smollm2-table"))
     p.add_argument("--out", default=str(ROOT / "results" / "smollm2-cot"))
+    p.add_argument("--methods", nargs="+", default=["base", "pmet", "ace"], choices=["base", "pmet", "ace"])
+    p.add_argument("--earlier", default=None, metavar="CSV", help="chain-of-thought rows of the methods not re-run")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    cot_methods = tuple(None if m == "base" else m for m in args.methods)
     cfg = TableConfig(models=("smollm2-135m",), methods=(), per_edits=3, ablations=(), cot=True, seeds=(0, 1),
-                      out=Path(tempfile.mkdtemp()))
+                      cot_methods=cot_methods, out=Path(tempfile.mkdtemp()))
     cot = evaluate_model("smollm2-135m", CASES, cfg)
+    if args.earlier:
+        earlier = pd.read_csv(args.earlier)
+        kept = ~earlier.method.str.split(" ").str[0].isin(args.methods)
+        cot = pd.concat([cot, earlier[kept]], ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cot.to_csv(out / "per_case.csv", index=False)

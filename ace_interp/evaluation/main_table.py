@@ -68,6 +68,7 @@ class TableConfig:
     n_specificity: int = 5
     ablations: tuple[str, ...] = ("q1", "q1-3", "v1", "v1-2")
     cot: bool = True
+    cot_methods: tuple[str | None, ...] = (None, "pmet", "ace")  # the chain-of-thought rows (None: the unedited model)
     seeds: tuple[int, ...] = (0,)
     out: Path = Path("results")
     # (method, bridge) -> the method's hyper-parameters, or None for `default_hparams`; for the table's
@@ -112,7 +113,7 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
             cot_style = style_for(model_name, out_of_distribution=ood) if not is_toy_name(model_name) else style
             if ood and is_toy_name(model_name):
                 continue  # toy models are asked zero-shot: there are no demonstrations to swap
-            res = evaluate(bridge, cases, [None, "pmet", "ace"], cot_style, cot=True, n_specificity=0,
+            res = evaluate(bridge, cases, list(config.cot_methods), cot_style, cot=True, n_specificity=0,
                            hparams=chosen, hop_prompts=hops, seed=seed)
             frames.append(res.per_case.assign(method=lambda d, ood=ood: d.method + (" CoT-OOD" if ood else " CoT")))
     return pd.concat(frames, ignore_index=True)
