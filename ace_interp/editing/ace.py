@@ -83,10 +83,9 @@ class ImplicitSubject:
 
 def implicit_subject_requests(
     requests: Sequence[EditRequest], phrases: Sequence[ImplicitSubject]
-) -> tuple[list[EditRequest], list[int], list[int]]:
-    """(rows, owners, edited) for the implicit-subject write: one EditRequest per phrase (its request's prompt
-    and targets, the phrase as subject), the row's owner (0..m−1, in request order) and the m requests that
-    have phrases."""
+) -> tuple[list[EditRequest], list[int]]:
+    """(rows, owners) for the implicit-subject write: one EditRequest per phrase (its request's prompt and
+    targets, the phrase as subject) and the row's owner (0..m−1, the requests that have phrases, in order)."""
     for p in phrases:
         if not 0 <= p.request < len(requests):
             raise ValueError(f"implicit subject {p.phrase!r} refers to request {p.request}; there are {len(requests)}")
@@ -97,7 +96,7 @@ def implicit_subject_requests(
     ordered = sorted(phrases, key=lambda p: owner_of[p.request])
     rows = [EditRequest(requests[p.request].prompt, p.phrase, requests[p.request].target_new,
                         requests[p.request].target_true, requests[p.request].case_id) for p in ordered]
-    return rows, [owner_of[p.request] for p in ordered], edited
+    return rows, [owner_of[p.request] for p in ordered]
 
 
 def implicit_subject_write(
@@ -113,7 +112,7 @@ def implicit_subject_write(
     The averaged key is what generalises to phrases not in P_i: each phrase's key mixes the other entity with
     the bridge it reaches, and the mean keeps the bridge (one key row per phrase reached 1–3 of 12 held-out
     questions on toy-gptj, the mean 7–9; docs/ace.md)."""
-    rows, owners, _ = implicit_subject_requests(requests, phrases)
+    rows, owners = implicit_subject_requests(requests, phrases)
     if not hp.implicit_layers:
         raise ValueError("the implicit-subject write needs ACEHParams.implicit_layers")
     layers = sorted(check_layer(bridge, l) for l in hp.implicit_layers)

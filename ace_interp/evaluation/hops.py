@@ -29,7 +29,13 @@ from pathlib import Path
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase
-from ace_interp.data.prompts import Demonstration, few_shot_prompt, real_demonstrations, select_demonstrations
+from ace_interp.data.prompts import (
+    Demonstration,
+    case_entities,
+    few_shot_prompt,
+    real_demonstrations,
+    select_demonstrations,
+)
 from ace_interp.data.real_facts import Entity, RealFacts, capitalise_first, load_real_facts
 from ace_interp.data.world import World, load_world, multi_hop_prompt, noun_phrase, world_paths
 from ace_interp.editing.ace import HopPrompt, ImplicitSubject
@@ -66,7 +72,7 @@ def world_implicit_subjects(world: World, n: int = 16, seed: int = 0) -> Callabl
     two_hop_paths, _ = world_paths(world.config)
 
     def phrases(case: MQuAKECase) -> list[ImplicitSubject]:
-        entities = {x for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        entities = set(case_entities(case))
         out = []
         for i, rw in enumerate(case.requested_rewrite):
             firsts = {first for first, second in two_hop_paths if second == rw.relation_id}
@@ -146,7 +152,7 @@ def real_fact_implicit_subjects(
         pointing.setdefault(o.name, []).append((y, r1))
 
     def phrases(case: MQuAKECase) -> list[ImplicitSubject]:
-        entities = {x for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        entities = set(case_entities(case))
         out = []
         for i, rw in enumerate(case.requested_rewrite):
             found = [(y, r1) for y, r1 in pointing.get(rw.subject, [])

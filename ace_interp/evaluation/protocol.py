@@ -38,6 +38,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from ace_interp.data.mquake import MQuAKECase
 from ace_interp.data.prompts import (
     Demonstration,
+    case_entities,
     demonstrations_for_case,
     few_shot_prompt,
     multi_hop_prompts,
@@ -155,7 +156,7 @@ class SpecificityPool:
     def sample(self, case: MQuAKECase, n: int, seed: int) -> list[dict]:
         """Up to n facts of the case's edited relations that do not involve the case's entities."""
         relations = [rw.relation_id for rw in case.requested_rewrite]
-        entities = {x.lower() for t in case.orig.triples_labeled + case.orig.new_triples_labeled for x in (t[0], t[2])}
+        entities = {x.lower() for x in case_entities(case)}
         candidates = [
             f for r in dict.fromkeys(relations) for f in self.facts.get(r, [])
             if f["subject"].lower() not in entities and not ({a.lower() for a in f["answers"]} & entities)
