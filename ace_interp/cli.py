@@ -164,6 +164,7 @@ def cmd_main_table(args: argparse.Namespace) -> int:
 
     config = TableConfig(models=tuple(args.models), per_edits=args.per_edits, out=Path(args.out),
                          ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
+                         ace_variants=tuple(args.ace_variants),
                          seeds=tuple(args.seeds))
     cases = {m: default_cases(m) for m in config.models}
     command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--no-cot", action="store_true")
+    p.add_argument("--ace-variants", nargs="*", default=["implicit"], choices=["implicit"],
+                   help="ACE with an option on, a row each: implicit = the implicit-subject write (docs/ace.md); "
+                        "none when given without a value")
     p.add_argument("--no-readme", action="store_true")
     p.set_defaults(func=cmd_main_table)
 

@@ -52,8 +52,8 @@ def main() -> None:
         return default_hparams("ace", bridge, **overrides) if method == "ace" else None
 
     out = Path(args.out)
-    cfg = TableConfig(models=(args.model,), methods=("ace",), per_edits=10 if toy else 3, ablations=(), cot=False,
-                      seeds=(0, 1, 2) if toy else (0, 1), out=Path(tempfile.mkdtemp()),  # the table's files are not kept
+    cfg = TableConfig(models=(args.model,), methods=("ace",), per_edits=10 if toy else 3, ablations=(),
+                      ace_variants=(), cot=False, seeds=(0, 1, 2) if toy else (0, 1), out=Path(tempfile.mkdtemp()),  # the table's files are not kept
                       hparams=ace_hparams)
     df = evaluate_model(args.model, TOY_CASES if toy else CASES[args.model], cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def main() -> None:
         print(both.groupby("method")[columns].mean())
         for baseline in ("ace", "pmet"):
             print(paired_comparison(both, "ace (now)", baseline))
-        print(advantage_table(both.assign(model=args.model), method="ace (now)", baseline="pmet"))
+        print(advantage_table(both.assign(model=args.model), methods=["ace (now)"], baseline="pmet"))
 
 
 if __name__ == "__main__":

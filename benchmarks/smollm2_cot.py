@@ -34,8 +34,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cot_methods = tuple(None if m == "base" else m for m in args.methods)
-    cfg = TableConfig(models=("smollm2-135m",), methods=(), per_edits=3, ablations=(), cot=True, seeds=(0, 1),
-                      cot_methods=cot_methods, out=Path(tempfile.mkdtemp()))
+    cfg = TableConfig(models=("smollm2-135m",), methods=(), per_edits=3, ablations=(), ace_variants=(),
+                      cot=True, seeds=(0, 1), cot_methods=cot_methods, out=Path(tempfile.mkdtemp()))
     cot = evaluate_model("smollm2-135m", CASES, cfg)
     if args.earlier:
         earlier = pd.read_csv(args.earlier)

@@ -34,6 +34,7 @@ from ace_interp.editing.hparams import (
     ROMEHParams,
     TargetHParams,
     default_hparams,
+    implicit_subject_layers,
     override_hparams,
     parse_overrides,
 )
@@ -160,6 +161,6 @@ __all__ = [
     "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
-    "default_corpus", "default_hparams", "edit", "edit_sequentially", "model_sampled_corpus", "override_hparams",
-    "parse_overrides", "second_moments", "solve_key_value", "undo_edits", "validate_requests",
+    "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",
+    "override_hparams", "parse_overrides", "second_moments", "solve_key_value", "undo_edits", "validate_requests",
 ]

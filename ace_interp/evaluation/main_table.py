@@ -4,7 +4,8 @@
 (balanced over the number of edits), writes `results/<model>/{per_case,summary}.csv`, a combined
 `results/main_table.md`, and rewrites the README's results section between its markers. ACE's layer
 ablations (skip the top-1 query layer, the top-1..3 query layers, the top-1 value layer, the top-1..2
-value layers) and the chain-of-thought out-of-distribution-demonstration setting run in the same command.
+value layers), its options (`ace +implicit`: the implicit-subject write, off in ACE's defaults) and the
+chain-of-thought out-of-distribution-demonstration setting run in the same command.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase, load_mquake
-from ace_interp.editing import default_hparams
+from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import HParams
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, evaluate, is_toy_name, style_for
@@ -60,6 +61,29 @@ def ace_ablation_hparams(bridge, skip: str):
     return replace(hp, query_layers=tuple(q), value_layers=tuple(v))
 
 
+ACE_VARIANTS = ("implicit",)
+
+
+def ace_variant_hparams(bridge, variant: str):
+    """ACE's defaults with one of its options switched on: 'implicit' is the implicit-subject write at
+    `implicit_subject_layers(bridge)` (docs/ace.md, "The implicit subject")."""
+    if variant == "implicit":
+        return default_hparams("ace", bridge, implicit_layers=implicit_subject_layers(bridge))
+    raise ValueError(f"unknown ACE variant {variant!r}; expected one of {ACE_VARIANTS}")
+
+
+def ace_extra_rows(bridge, config: "TableConfig") -> list[tuple[str, object]]:
+    """(row label, ACE hyper-parameters) for the table's ACE ablations ('ace -q1') and variants ('ace +implicit');
+    an ablation that leaves no layer to write is logged and left out."""
+    rows = []
+    for skip in config.ablations:
+        try:
+            rows.append((f"ace -{skip}", ace_ablation_hparams(bridge, skip)))
+        except ValueError as err:
+            log.warning("ACE ablation -%s not run: %s", skip, err)
+    return rows + [(f"ace +{v}", ace_variant_hparams(bridge, v)) for v in config.ace_variants]
+
+
 @dataclass
 class TableConfig:
     models: tuple[str, ...] = ("smollm2-135m", "toy-gptj", "toy-qwen3")
@@ -67,6 +91,7 @@ class TableConfig:
     per_edits: int = 6
     n_specificity: int = 5
     ablations: tuple[str, ...] = ("q1", "q1-3", "v1", "v1-2")
+    ace_variants: tuple[str, ...] = ACE_VARIANTS  # ACE with an option on, a row each (direct prompting)
     cot: bool = True
     cot_methods: tuple[str | None, ...] = (None, "pmet", "ace")  # the chain-of-thought rows (None: the unedited model)
     seeds: tuple[int, ...] = (0,)
@@ -99,15 +124,10 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
     chosen = {m: hp for m, hp in chosen.items() if hp is not None}
     frames = [evaluate(bridge, cases, list(config.methods), style, n_specificity=config.n_specificity,
                        hparams=chosen, hop_prompts=hops, seed=seed).per_case]
-    for skip in config.ablations:
-        try:
-            ablated = ace_ablation_hparams(bridge, skip)
-        except ValueError as err:
-            log.warning("%s: ACE ablation -%s not run: %s", model_name, skip, err)
-            continue
+    for label, ace_hparams in ace_extra_rows(bridge, config):
         res = evaluate(bridge, cases, ["ace"], style, n_specificity=config.n_specificity,
-                       hparams={"ace": ablated}, hop_prompts=hops, seed=seed)
-        frames.append(res.per_case.assign(method=f"ace -{skip}"))
+                       hparams={"ace": ace_hparams}, hop_prompts=hops, seed=seed)
+        frames.append(res.per_case.assign(method=label))
     if config.cot and style.supports_cot:
         for ood in (False, True):
             cot_style = style_for(model_name, out_of_distribution=ood) if not is_toy_name(model_name) else style
@@ -119,24 +139,28 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
     return pd.concat(frames, ignore_index=True)
 
 
-def advantage_table(per_case: pd.DataFrame, method: str = "ace", baseline: str = "pmet") -> str:
-    """Multi-hop accuracy of `method` minus `baseline` per model: each seed's difference, their mean and
-    standard deviation (pooled over the numbers of edits): direct, chain-of-thought, and chain-of-thought with
-    out-of-distribution demonstrations."""
+def advantage_table(per_case: pd.DataFrame, methods: Sequence[str] = ("ace",), baseline: str = "pmet") -> str:
+    """Multi-hop accuracy of each of `methods` minus `baseline` per model: each seed's difference, their mean and
+    standard deviation (pooled over the numbers of edits), and the case-seeds only one of the two answers with
+    their sign test; direct, chain-of-thought, and chain-of-thought with out-of-distribution demonstrations."""
     rows = []
     for model, df in per_case.groupby("model", sort=False):
-        for suffix, prompting in (("", "direct"), (" CoT", "chain of thought"),
-                                  (" CoT-OOD", "chain of thought, other relations' demonstrations")):
-            a, b = df[df.method == method + suffix], df[df.method == baseline + suffix]
-            if a.empty or b.empty:
-                continue
-            diffs = (a.groupby("seed").multi_hop.mean() - b.groupby("seed").multi_hop.mean()).dropna()
-            rows.append({
-                "model": model, "prompting": prompting,
-                f"{method} − {baseline} (multi-hop)": f"{diffs.mean():+.1%} ± {diffs.std(ddof=1) if len(diffs) > 1 else 0:.1%}",
-                "per seed": ", ".join(f"{d:+.1%}" for d in diffs),
-                "seeds": len(diffs), "cases per seed": len(a) // max(1, len(diffs)),
-            })
+        for method in methods:
+            for suffix, prompting in (("", "direct"), (" CoT", "chain of thought"),
+                                      (" CoT-OOD", "chain of thought, other relations' demonstrations")):
+                a, b = df[df.method == method + suffix], df[df.method == baseline + suffix]
+                if a.empty or b.empty:
+                    continue
+                diffs = (a.groupby("seed").multi_hop.mean() - b.groupby("seed").multi_hop.mean()).dropna()
+                paired = paired_comparison(pd.concat([a, b]), method + suffix, baseline + suffix)
+                rows.append({
+                    "model": model, "method": method, "prompting": prompting,
+                    f"− {baseline} (multi-hop)": f"{diffs.mean():+.1%} ± {diffs.std(ddof=1) if len(diffs) > 1 else 0:.1%}",
+                    "per seed": ", ".join(f"{d:+.1%}" for d in diffs),
+                    f"only it / only {baseline}": f"{paired['only ' + method + suffix]} / {paired['only ' + baseline + suffix]}",
+                    "sign-test p": f"{paired['sign-test p']:.2g}",
+                    "seeds": len(diffs), "cases per seed": len(a) // max(1, len(diffs)),
+                })
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
 
@@ -214,7 +238,9 @@ def update_readme(readme: Path, table: str, command: str) -> None:
 def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:
     """The main table's markdown: the table, ACE's advantage over PMET, and the one-edit cases by edited hop."""
     table = markdown_table(per_case)
-    advantage = advantage_table(per_case)
+    # ACE and its variants ('ace +implicit'), not its ablations
+    aces = [m for m in per_case.method.unique() if m == "ace" or m.startswith("ace +")]
+    advantage = advantage_table(per_case, methods=aces)
     if advantage:
         table += f"\n\nACE's multi-hop advantage over PMET (mean ± s.d. over seeds {list(seeds)}):\n\n{advantage}"
     by_hop = edited_hop_table(per_case)

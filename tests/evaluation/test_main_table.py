@@ -45,15 +45,17 @@ def test_advantage_table_reports_each_seed_and_the_spread():
     for seed, (ace, pmet) in enumerate([(0.5, 0.25), (0.75, 0.25), (0.25, 0.25)]):
         for method, acc in (("ace", ace), ("pmet", pmet)):
             for i in range(4):  # 4 cases: the first round(acc·4) succeed
-                rows.append({"model": "m", "method": method, "seed": seed, "multi_hop": float(i < acc * 4)})
+                rows.append({"model": "m", "method": method, "seed": seed, "case_id": i, "multi_hop": float(i < acc * 4)})
     table = advantage_table(pd.DataFrame(rows))
     assert "+25.0%, +50.0%, +0.0%" in table  # per seed
     assert "+25.0% ± 25.0%" in table  # mean ± sample s.d.
+    cells = [c.strip() for c in table.splitlines()[2].split("|")]
+    assert "3 / 0" in cells and "0.25" in cells  # case-seeds only ACE / only PMET answers; sign test 2/2³
     # each prompting setting gets its own row, from its own methods' rows only
     ood = pd.DataFrame(rows).assign(method=lambda d: d.method + " CoT-OOD", multi_hop=lambda d: 1.0 - d.multi_hop)
     table = advantage_table(pd.concat([pd.DataFrame(rows), ood]))
     assert table.count("| m ") == 2 and "other relations' demonstrations" in table
-    assert "-25.0%, -50.0%, +0.0%" in table
+    assert "-25.0%, -50.0%, +0.0%" in table and "0 / 3" in table
 
 
 def test_edited_hop_table_splits_one_edit_cases_by_the_hop_they_edit():
@@ -109,7 +111,8 @@ def test_table_config_hparams_reach_the_edits(tiny_model):
 
     efficacy = {}
     for name, choose in (("defaults", None), ("no steps", no_steps)):
-        config = TableConfig(methods=("ft",), n_specificity=0, ablations=(), cot=False, hparams=choose)
+        config = TableConfig(methods=("ft",), n_specificity=0, ablations=(), ace_variants=(), cot=False,
+                             hparams=choose)
         efficacy[name] = float(_evaluate_seed(tiny_model, "tiny", cases, style, None, config, seed=0).efficacy.iloc[0])
     assert asked == [("ft", tiny_model)]
     assert efficacy == {"defaults": 1.0, "no steps": 0.0}, efficacy
@@ -157,6 +160,35 @@ def test_chain_of_thought_rows_run_the_configured_methods(tiny_model):
     style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q,
                         max_new_tokens=1, cot_max_new_tokens=2)
     for cot_methods, expected in (((None,), ["base CoT"]), ((None, "rome"), ["base CoT", "rome CoT"])):
-        config = TableConfig(methods=(), n_specificity=0, ablations=(), cot=True, cot_methods=cot_methods)
+        config = TableConfig(methods=(), n_specificity=0, ablations=(), ace_variants=(), cot=True,
+                             cot_methods=cot_methods)
         rows = _evaluate_seed(tiny_model, "toy-tiny", cases, style, None, config, seed=0)
         assert list(rows.method) == expected
+
+
+def test_ace_variant_rows_switch_on_the_implicit_subject_write(tiny_model):
+    """`TableConfig.ace_variants` adds a row of ACE with an option on: 'implicit' writes the implicit subject at
+    `implicit_subject_layers` (layer n − 2 on models of ≤ 6 layers), everything else left at ACE's defaults."""
+    from dataclasses import replace
+
+    from ace_interp.data.mquake import MQuAKECase
+    from ace_interp.editing import implicit_subject_layers
+    from ace_interp.evaluation.main_table import TableConfig, _evaluate_seed, ace_extra_rows, ace_variant_hparams
+    from ace_interp.evaluation.protocol import PromptStyle
+    from ace_interp.model.architecture import model_spec
+
+    from test_protocol import _tiny_case
+
+    n = model_spec(tiny_model).n_layers
+    assert implicit_subject_layers(tiny_model) == (max(0, n - 2),)
+    variant = ace_variant_hparams(tiny_model, "implicit")
+    assert variant == replace(default_hparams("ace", tiny_model), implicit_layers=(max(0, n - 2),))
+    with pytest.raises(ValueError, match="unknown ACE variant 'loud'"):
+        ace_variant_hparams(tiny_model, "loud")
+    config = TableConfig(methods=("ace",), n_specificity=0, ablations=("q1", "v1"), cot=False)
+    labels = [label for label, _ in ace_extra_rows(tiny_model, config)]
+    assert labels[-1] == "ace +implicit" and labels[0] == "ace -q1"
+    cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome"))]
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
+    rows = _evaluate_seed(tiny_model, "tiny", cases, style, None, replace(config, ablations=()), seed=0)
+    assert list(rows.method) == ["ace", "ace +implicit"]
