@@ -18,6 +18,11 @@ Runs recorded in docs/ace.md (the first two when the SmolLM2 default was the rel
         (the default since 2026-11-27)
     --model toy-gptj --ace "implicit_layers=(4,)" --against results/toy-gptj/per_case.csv --out results/toy-gptj-ace-implicit
         (and the same for toy-qwen3: the implicit-subject write on the toy table's cases)
+    --ace "implicit_layers=(18,19,20)" --out results/smollm2-ace-implicit-18-20 --add-to results/smollm2-table
+        --label "ace +implicit"   (the row `ace main-table` now adds, put into the SmolLM2 table run before it had one)
+
+`--add-to DIR --label NAME` puts the rows, as method NAME, into a table that `ace main-table` wrote to DIR (its
+main_table_per_case.csv, replacing earlier rows of that name) and rebuilds DIR/main_table.md from the rows.
 """
 
 import argparse
@@ -28,7 +33,14 @@ from pathlib import Path
 import pandas as pd
 
 from ace_interp.editing import default_hparams, parse_overrides
-from ace_interp.evaluation.main_table import TableConfig, advantage_table, evaluate_model, paired_comparison
+from ace_interp.evaluation.main_table import (
+    METHODS,
+    TableConfig,
+    advantage_table,
+    evaluate_model,
+    paired_comparison,
+    table_report,
+)
 from ace_interp.evaluation.protocol import is_toy_name
 from ace_interp.model.loading import ASSETS
 
@@ -43,6 +55,8 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--against", default=None, metavar="CSV", help="an earlier per-case CSV with ACE and PMET rows")
     p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--add-to", default=None, metavar="DIR", help="a main table's folder to put the rows into")
+    p.add_argument("--label", default=None, help="the rows' method name in --add-to's table, e.g. 'ace +implicit'")
     args = p.parse_args()
     toy = is_toy_name(args.model)
     logging.basicConfig(level=logging.WARNING)
@@ -71,6 +85,15 @@ def main() -> None:
         for baseline in ("ace", "pmet"):
             print(paired_comparison(both, "ace (now)", baseline))
         print(advantage_table(both.assign(model=args.model), methods=["ace (now)"], baseline="pmet"))
+    if args.add_to:
+        if not args.label or args.label in METHODS:
+            p.error("--add-to needs a --label that names none of the table's methods")
+        table = Path(args.add_to) / "main_table_per_case.csv"
+        rows = pd.read_csv(table)
+        rows = pd.concat([rows[rows.method != args.label], df.assign(method=args.label)], ignore_index=True)
+        rows.to_csv(table, index=False)
+        (table.parent / "main_table.md").write_text(table_report(rows, sorted(int(s) for s in rows.seed.unique())) + "\n")
+        print(f"{len(df)} rows put into {table} as {args.label!r}")
 
 
 if __name__ == "__main__":

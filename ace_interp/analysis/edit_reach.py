@@ -27,7 +27,8 @@ from ace_interp.editing.keys import encode, subject_prompt_ids
 from ace_interp.evaluation.protocol import case_requests
 
 
-def _mlp_out(bridge: TransformerBridge, layer: int, text: str) -> tuple[list[int], torch.Tensor]:
+def mlp_out(bridge: TransformerBridge, layer: int, text: str) -> tuple[list[int], torch.Tensor]:
+    """(token ids, layer's FFN output at every position [pos, d_model]) of `text`."""
     ids = encode(bridge, text)
     hook = f"blocks.{layer}.hook_mlp_out"
     with torch.no_grad():
@@ -53,10 +54,10 @@ def write_reach(
     applied = edit(bridge, requests, method=method, hparams=hparams, hop_prompts=hop_prompts)
     layer = applied.layers[-1]
     try:
-        after = {t: _mlp_out(bridge, layer, t) for t, _ in texts}
+        after = {t: mlp_out(bridge, layer, t) for t, _ in texts}
     finally:
         applied.undo()
-    before = {t: _mlp_out(bridge, layer, t) for t, _ in texts}
+    before = {t: mlp_out(bridge, layer, t) for t, _ in texts}
     rows = []
     for i, (request, hop) in enumerate(zip(requests, case.edited_hops, strict=True)):
         _, at = subject_prompt_ids(bridge, "", request)
