@@ -25,7 +25,6 @@ import logging
 from collections import Counter
 
 import pandas as pd
-import torch
 
 from ace_interp.analysis.edit_reach import mlp_out
 from ace_interp.data.mquake import MQuAKECase, load_mquake
@@ -36,13 +35,9 @@ from ace_interp.evaluation.hops import hop_prompts_for, model_world
 from ace_interp.evaluation.protocol import case_requests
 from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
+from benchmarks.toy_implicit_subject import top1
 
 CASES = ASSETS / "world" / "mquake_cases.json"
-
-
-def greedy(bridge, prompts: list[str]) -> list[str]:
-    with torch.no_grad():
-        return [bridge.to_string(bridge(bridge.to_tokens(p))[0, -1].argmax()).strip() for p in prompts]
 
 
 def largest_change(bridge, layer: int, texts: list[str], write) -> list[float]:
@@ -65,7 +60,7 @@ def run_model(model_name: str, n: int) -> tuple[Counter, pd.DataFrame]:
         prompts = hops(case)
         cloze = case.questions[-1]
         with edit(bridge, [first, second], "ace", ace_implicit, hop_prompts=prompts):
-            said, first_said, second_said = greedy(bridge, [cloze, *(h.cloze for h in case.new_single_hops)])
+            said, first_said, second_said = top1(bridge, [cloze, *(h.cloze for h in case.new_single_hops)])
         kind = {case.new_answer: "new answer", second.target_true: "new bridge's unedited next hop",
                 case.answer: "unedited chain's answer"}.get(said, "other")
         answers[(kind, first_said == first.target_new, second_said == second.target_new)] += 1
