@@ -97,7 +97,7 @@ class TableConfig:
     seeds: tuple[int, ...] = (0,)
     out: Path = Path("results")
     # (method, bridge) -> the method's hyper-parameters, or None for `default_hparams`; for the table's
-    # methods and their chain-of-thought rows (ACE's layer ablations start from the defaults)
+    # methods and their chain-of-thought rows (ACE's layer ablations and variants start from the defaults)
     hparams: Callable[[str, TransformerBridge], HParams | None] | None = None
 
 
