@@ -130,7 +130,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ace_interp.data.mquake import load_mquake
-    from ace_interp.editing import default_hparams, parse_overrides
+    from ace_interp.editing import overridden_hparams
     from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
     from ace_interp.evaluation.protocol import evaluate, style_for
@@ -146,8 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     methods = [None if m == "base" else m for m in args.method]
     style = style_for(args.model, out_of_distribution=args.ood)
-    overrides = {m: parse_overrides(v) for m, v in (("ace", args.ace), ("pmet", args.pmet)) if v}
-    hparams = {m: default_hparams(m, bridge, **o) for m, o in overrides.items()}
+    hparams = overridden_hparams(bridge, {"ace": args.ace, "pmet": args.pmet})
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ace_interp.data.mquake import load_mquake
-from ace_interp.editing import default_hparams, parse_overrides
+from ace_interp.editing import overridden_hparams
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.main_table import paired_comparison
 from ace_interp.evaluation.protocol import edited_hop_indices, evaluate, style_for
@@ -63,8 +63,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model("smollm2-135m")
     cases = edited_hop_cases(n=args.n, hop=args.hop)
-    overrides = {"ace": parse_overrides(args.ace), "pmet": parse_overrides(args.pmet)}
-    hparams = {m: default_hparams(m, bridge, **o) for m, o in overrides.items() if o} or None
+    hparams = overridden_hparams(bridge, {"ace": args.ace, "pmet": args.pmet}) or None
     # only ACE's attribution variant with its own query target uses the hop prompts (evaluation.hops)
     per_case = evaluate(bridge, cases, [None, *args.methods], style_for("smollm2-135m"), hparams=hparams,
                         hop_prompts=None if args.no_hop_prompts else hop_prompts_for(bridge, CASES), seed=0).per_case

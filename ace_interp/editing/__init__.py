@@ -35,6 +35,7 @@ from ace_interp.editing.hparams import (
     TargetHParams,
     default_hparams,
     implicit_subject_layers,
+    overridden_hparams,
     override_hparams,
     parse_overrides,
 )
@@ -162,5 +163,6 @@ __all__ = [
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
     "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",
-    "override_hparams", "parse_overrides", "second_moments", "solve_key_value", "undo_edits", "validate_requests",
+    "overridden_hparams", "override_hparams", "parse_overrides", "second_moments", "solve_key_value", "undo_edits",
+    "validate_requests",
 ]

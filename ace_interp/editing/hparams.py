@@ -23,7 +23,7 @@ solve with one key row per context prefix (`CovarianceHParams.context_keys="each
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Literal, TypeVar
 
@@ -394,6 +394,12 @@ def parse_overrides(assignments: Sequence[str]) -> dict[str, object]:
         except (ValueError, SyntaxError):
             out[name.strip()] = text
     return out
+
+
+def overridden_hparams(bridge: TransformerBridge, assignments: Mapping[str, Sequence[str]]) -> dict[str, HParams]:
+    """{method: `default_hparams(method, bridge)` with its command-line `FIELD=VALUE` overrides} for each method given
+    at least one (`{"ace": ["implicit_layers=(4,)"], "pmet": []}` → ACE only)."""
+    return {m: default_hparams(m, bridge, **parse_overrides(a)) for m, a in assignments.items() if a}
 
 
 def small_budget(hp: HParams, steps: int = 5, n_context: int = 2, n_tokens: int = 1_000) -> HParams:

@@ -60,3 +60,12 @@ def test_parse_overrides_reads_literals_and_keeps_words():
         "variant": "attribution"}
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_overrides(["query_weight"])
+
+
+def test_overridden_hparams_builds_only_the_methods_given_overrides(tiny_model):
+    from ace_interp.editing import overridden_hparams
+
+    chosen = overridden_hparams(tiny_model, {"ace": ["query_weight=0.5", "implicit_layers=(1,)"], "pmet": []})
+    assert list(chosen) == ["ace"]
+    assert chosen["ace"] == default_hparams("ace", tiny_model, query_weight=0.5, implicit_layers=(1,))
+    assert overridden_hparams(tiny_model, {"ace": [], "pmet": []}) == {}
