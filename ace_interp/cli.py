@@ -162,6 +162,7 @@ def cmd_main_table(args: argparse.Namespace) -> int:
     from ace_interp.model.loading import REPO_ROOT
 
     config = TableConfig(models=tuple(args.models), per_edits=args.per_edits, out=Path(args.out),
+                         methods=tuple(None if m == "base" else m for m in args.methods),
                          ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
                          ace_variants=tuple(args.ace_variants),
                          seeds=tuple(args.seeds))
@@ -227,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("main-table", help="regenerate the main table into results/ and the README")
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "toy-gptj", "toy-qwen3"])
     p.add_argument("--per-edits", type=int, default=6)
+    p.add_argument("--methods", nargs="+", default=["base", "ft", "rome", "memit", "pmet", "ace"],
+                   choices=["base", "ft", "rome", "memit", "pmet", "ace"], help="the table's rows (ablations and "
+                   "variants of ACE come with --no-ablations / --ace-variants)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="case samples (ACE's advantage is reported per seed)")
     p.add_argument("--out", default="results")
     p.add_argument("--no-ablations", action="store_true")

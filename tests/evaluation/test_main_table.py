@@ -193,3 +193,25 @@ def test_ace_variant_rows_switch_on_the_implicit_subject_write(tiny_model):
     style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
     rows = _evaluate_seed(tiny_model, "tiny", cases, style, None, replace(config, ablations=()), seed=0)
     assert list(rows.method) == ["ace", "ace +implicit"]
+
+
+def test_main_table_command_passes_its_rows_to_the_table(monkeypatch):
+    """`ace main-table --methods … --ace-variants … --no-ablations` reaches `TableConfig` as asked (the run itself is
+    replaced: it takes minutes per model)."""
+    import ace_interp.evaluation.main_table as main_table
+    from ace_interp.cli import main
+
+    seen = {}
+
+    def fake_run(config, cases, readme, command):
+        seen.update(config=config, cases=cases, readme=readme, command=command)
+        return "table"
+
+    monkeypatch.setattr(main_table, "run_main_table", fake_run)
+    assert main(["main-table", "--models", "toy-gptj", "--methods", "base", "pmet", "ace", "--ace-variants",
+                 "--no-ablations", "--no-readme", "--seeds", "3", "4"]) == 0
+    config = seen["config"]
+    assert config.methods == (None, "pmet", "ace") and config.ace_variants == () and config.ablations == ()
+    assert config.seeds == (3, 4) and config.models == ("toy-gptj",) and seen["readme"] is None
+    assert main(["main-table", "--models", "toy-gptj", "--no-readme"]) == 0
+    assert seen["config"].methods == main_table.METHODS and seen["config"].ace_variants == ("implicit",)
