@@ -93,7 +93,7 @@ def target_write_map(
     moments = load_second_moments(bridge, [layer], cov)[layer]
     with stage("solve"):
         weight = cov.cov_weight if cov_weight is None else cov_weight
-        return write_map(keys, moments, cov_weight=weight, ridge=cov.ridge)
+        return write_map(keys, moments, cov_weight=weight, ridge=cov.ridge, min_realised=cov.min_realised)
 
 
 def residual_target(
@@ -166,7 +166,8 @@ def spread_write(
                 current = current_output(step)
             with stage("solve"):
                 residual = step.scale * (step.z - current) / step.divisor
-                delta = solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[step.layer])
+                delta = solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[step.layer],
+                                        min_realised=cov.min_realised)
                 residual_norms.append(float((step.z - current).norm(dim=-1).mean()))
                 temporary.append(apply_weight_updates(bridge, {(step.layer, "W_out"): delta}, label="spread-write step"))
                 key_pass.written(step.layer)

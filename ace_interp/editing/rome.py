@@ -40,7 +40,8 @@ def rome_updates(
     mapping = None
     if hp.target.through_write:
         with stage("solve"):
-            mapping = write_map(keys, second, cov_weight=weight, ridge=hp.covariance.ridge)
+            mapping = write_map(keys, second, cov_weight=weight, ridge=hp.covariance.ridge,
+                                min_realised=hp.covariance.min_realised)
     target = compute_targets(bridge, requests, layer, hp.target, contexts, sites=("mlp",), write_map=mapping)
     w_out = ffn_weight(bridge, layer, "W_out")
     b_out = ffn_weight(bridge, layer, "b_out")
@@ -49,7 +50,8 @@ def rome_updates(
             residual = target.deltas["mlp"]
         else:  # v* − F(k̄)
             residual = target.targets["mlp"] - (keys @ w_out + (0 if b_out is None else b_out))
-        delta = solve_key_value(keys, residual, second, cov_weight=weight, ridge=hp.covariance.ridge)
+        delta = solve_key_value(keys, residual, second, cov_weight=weight, ridge=hp.covariance.ridge,
+                                min_realised=hp.covariance.min_realised)
     return MethodResult(
         {(layer, "W_out"): delta},
         {"target_prob": target.target_prob, "target_losses": target.losses, "keys": keys, "values": target.targets["mlp"]},

@@ -62,17 +62,19 @@ def solve_key_value(
     cov_weight: float = 0.0,
     ridge: float = 1e-4,
     cholesky: Tensor | None = None,
+    min_realised: float = 0.0,
 ) -> Float[Tensor, "d_mlp d_model"]:
     """Δ = C⁻¹Kᵀ (K C⁻¹ Kᵀ + λI)⁻¹ R  (= argmin ‖KΔ − R‖² + λ tr(ΔᵀCΔ)); C = I when not given.
 
     Computed in float64 and returned in `residuals`' dtype. `cholesky` may pass a precomputed
     `regularised_cholesky(second_moment, ridge)`. Keys [n, c, d_mlp]: one row per context (module docstring).
+    `min_realised` lowers λ for the requests whose keys it would hold back most (`write_map`).
     """
     if keys.ndim not in (2, 3) or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
         raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
     if not torch.isfinite(residuals).all():
         raise SolverError("residuals contain NaN/inf")
-    mapping = write_map(keys, second_moment, cov_weight, ridge, cholesky)
+    mapping = write_map(keys, second_moment, cov_weight, ridge, cholesky, min_realised)
     return (mapping @ residuals.to(device=keys.device, dtype=torch.float64)).to(residuals.dtype)
 
 
@@ -82,26 +84,36 @@ def write_map(
     cov_weight: float = 0.0,
     ridge: float = 1e-4,
     cholesky: Tensor | None = None,
+    min_realised: float = 0.0,
 ) -> Float[Tensor, "d_mlp n"]:
-    """U = C⁻¹Kᵀ (K C⁻¹ Kᵀ + λI)⁻¹ (float64), so that the solver's update is Δ = U R.
+    """U = C⁻¹Kᵀ (K C⁻¹ Kᵀ + Λ)⁻¹ (float64), so that the solver's update is Δ = U R; Λ = λI by default.
 
     A key k' then has its output moved by k'Δ = (k'U) R: the write is linear in the residuals R, with
     weights k'U that are ≈ e_i at edited key i (exactly at λ = 0) and small for keys unlike the edited
     ones. `targets.compute_targets(write_map=U)` uses this to optimise R through the write itself.
     Keys [n, c, d_mlp] give every context its own row, weighted 1/c (module docstring); U is still [d_mlp, n].
+
+    `min_realised` = f ∈ [0, 1): a lone key k realises q/(q + λ) of its residual, q = kᵀC⁻¹k, so a key typical
+    of the corpus (small q) is held back most (SmolLM2: "China" realised 0.11 of its residual; README). A key row
+    below f gets its own λ_j = q_j(1 − f)/f, which realises f; Λ = diag(λ_j). Per row, not per request: a request's
+    context rows differ (the bare prompt's subject key is unlike the prefixed ones), and the bare one is what is
+    asked. This is the same least squares with row j weighted λ/λ_j:  argmin Σ_j (λ/λ_j)‖k̃_jΔ − r̃_j‖² +
+    λ tr(ΔᵀCΔ)  (k̃, r̃ the stacked rows).  f = 0 is the plain solve.
     """
+    if not 0 <= min_realised < 1:
+        raise SolverError(f"min_realised must be in [0, 1), got {min_realised}")
     if keys.ndim == 3:
         n, c, d = keys.shape
-        stacked = write_map(keys.reshape(n * c, d) / c**0.5, second_moment, cov_weight, ridge, cholesky)
-        return stacked.reshape(d, n, c).sum(-1) / c**0.5  # Ũ E/√c: each request's c columns summed
-    if keys.ndim != 2:
+        k = keys.reshape(n * c, d).to(torch.float64) / c**0.5
+    elif keys.ndim == 2:
+        k = keys.to(torch.float64)
+        n, c, d = keys.shape[0], 1, keys.shape[1]
+    else:
         raise SolverError(f"keys must be [n, d_mlp] or [n, contexts, d_mlp], got {tuple(keys.shape)}")
     if cov_weight < 0:
         raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
-    if not torch.isfinite(keys).all():
+    if not torch.isfinite(k).all():
         raise SolverError("keys contain NaN/inf")
-    k = keys.to(torch.float64)
-    n, d = k.shape
     if cholesky is None and second_moment is not None:
         if second_moment.shape != (d, d):
             raise SolverError(f"second moment {tuple(second_moment.shape)} does not match keys of width {d}")
@@ -109,10 +121,16 @@ def write_map(
     if cholesky is None:
         c_inv_kt = k.T.clone()  # C = I
     else:
-        c_inv_kt = torch.cholesky_solve(k.T.contiguous(), cholesky.to(keys.device))  # C⁻¹Kᵀ [d, n]
-    gram = k @ c_inv_kt + cov_weight * torch.eye(n, dtype=torch.float64, device=k.device)  # K C⁻¹ Kᵀ + λI
-    inverse, info = torch.linalg.inv_ex(gram)  # (K C⁻¹ Kᵀ + λI)⁻¹  [n, n]
+        c_inv_kt = torch.cholesky_solve(k.T.contiguous(), cholesky.to(keys.device))  # C⁻¹Kᵀ [d, rows]
+    lam = torch.full((k.shape[0],), float(cov_weight), dtype=torch.float64, device=k.device)
+    if min_realised > 0:
+        q = (k * c_inv_kt.T).sum(-1)  # k̃ᵀC⁻¹k̃ per row
+        lam = torch.minimum(lam, q * (1 - min_realised) / min_realised)
+    gram = k @ c_inv_kt + torch.diag(lam)  # K C⁻¹ Kᵀ + Λ
+    inverse, info = torch.linalg.inv_ex(gram)  # (K C⁻¹ Kᵀ + Λ)⁻¹  [rows, rows]
     if info.item() != 0 or not torch.isfinite(inverse).all():
         # λ = 0 with linearly dependent keys (e.g. one subject edited twice): least-norm solution
         inverse = torch.linalg.pinv(gram, hermitian=True)
-    return c_inv_kt @ inverse
+    rows = c_inv_kt @ inverse
+    # Ũ E/√c: each request's c columns summed (c = 1: U itself)
+    return rows.reshape(d, n, c).sum(-1) / c**0.5

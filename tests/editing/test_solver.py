@@ -144,3 +144,40 @@ def test_compute_keys_with_owners_average_each_owners_requests(tiny_model):
         compute_keys(tiny_model, rows, [0], owners=[0, 2, 0])
     with pytest.raises(ValueError, match="3 requests"):
         compute_keys(tiny_model, rows, [0], owners=[0, 1])
+
+
+@pytest.mark.parametrize("per_context", [False, True])
+def test_min_realised_is_the_row_weighted_least_squares(per_context):
+    """`min_realised` = f: a key row that would realise q/(q + λ) < f of its residual gets λ_j = q(1 − f)/f, i.e. it
+    weighs λ/λ_j in min Σ_j w_j‖k_jΔ − r_j‖² + λ tr(ΔᵀCΔ); checked against that problem solved as one stacked
+    ordinary least squares, and a lone key then realises exactly f."""
+    n, c, d, m, lam, f = 3, 2, 12, 5, 50.0, 0.5
+    g = torch.Generator().manual_seed(2)
+    keys = torch.randn(n, c, d, generator=g, dtype=torch.float64) * torch.tensor([0.2, 1.0, 5.0])[:, None, None]
+    residuals = torch.randn(n, m, generator=g, dtype=torch.float64)
+    _, _, moment = _problem(d=d)
+    if not per_context:
+        keys = keys[:, 0]
+    rows = keys.reshape(-1, d) / (c**0.5 if per_context else 1.0)
+    reps = c if per_context else 1
+    q = (rows * torch.linalg.solve(moment, rows.T).T).sum(-1)  # per key row
+    lam_j = torch.minimum(torch.full_like(q, lam), q * (1 - f) / f)
+    assert (lam_j < lam).any() and (lam_j == lam).any()  # the problem exercises both cases
+    weights = lam / lam_j
+    chol = torch.linalg.cholesky(moment)
+    a = torch.cat([rows * weights[:, None] ** 0.5, lam**0.5 * chol.T])
+    b = torch.cat([residuals.repeat_interleave(reps, 0) / reps**0.5 * weights[:, None] ** 0.5,
+                   torch.zeros(d, m, dtype=torch.float64)])
+    reference = torch.linalg.lstsq(a, b).solution
+    delta = solve_key_value(keys, residuals, moment, cov_weight=lam, ridge=0.0, min_realised=f)
+    torch.testing.assert_close(delta, reference, rtol=1e-7, atol=1e-9)
+    assert torch.equal(solve_key_value(keys, residuals, moment, lam, ridge=0.0, min_realised=0.0),
+                       solve_key_value(keys, residuals, moment, lam, ridge=0.0))
+    # one key alone: the plain solve realises q/(q + λ) < f of its residual, with the floor exactly f
+    lone, r = (keys[:1, 0] if per_context else keys[:1]), residuals[:1]
+    q1 = float(lone[0] @ torch.linalg.solve(moment, lone[0]))
+    assert q1 / (q1 + lam) < f
+    realised = lone @ solve_key_value(lone, r, moment, lam, ridge=0.0, min_realised=f)
+    torch.testing.assert_close(realised, f * r)
+    with pytest.raises(SolverError, match="min_realised"):
+        solve_key_value(keys, residuals, moment, lam, min_realised=1.0)
