@@ -146,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     methods = [None if m == "base" else m for m in args.method]
     style = style_for(args.model, out_of_distribution=args.ood)
-    hparams = overridden_hparams(bridge, {"ace": args.ace, "pmet": args.pmet})
+    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in ("ft", "rome", "memit", "pmet", "ace")})
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
@@ -220,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
                    help='ACEHParams overrides, e.g. "implicit_layers=(4,)" (the implicit-subject write; docs/ace.md)')
-    p.add_argument("--pmet", nargs="*", default=[], metavar="FIELD=VALUE", help="PMETHParams overrides")
+    for method in ("ft", "rome", "memit", "pmet"):
+        p.add_argument(f"--{method}", nargs="*", default=[], metavar="FIELD=VALUE",
+                       help=f"{method.upper()}HParams overrides, e.g. covariance.min_realised=0.5" if method != "ft"
+                       else "FTHParams overrides")
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
