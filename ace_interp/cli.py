@@ -146,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     methods = [None if m == "base" else m for m in args.method]
     style = style_for(args.model, out_of_distribution=args.ood)
-    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in ("ft", "rome", "memit", "pmet", "ace")})
+    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS})
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
@@ -171,6 +171,11 @@ def cmd_main_table(args: argparse.Namespace) -> int:
     readme = None if args.no_readme else REPO_ROOT / "README.md"
     print(run_main_table(config, cases, readme, command))
     return 0
+
+
+# the editing methods (`editing.METHODS`, spelled out so that `ace --help` does not import torch) and the unedited model
+EDITORS = ["ft", "rome", "memit", "pmet", "ace"]
+ROWS = ["base", *EDITORS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", required=True)
     p.add_argument("--target-new", required=True)
     p.add_argument("--target-true", default=None)
-    p.add_argument("--method", default="ace", choices=["ft", "rome", "memit", "pmet", "ace"])
+    p.add_argument("--method", default="ace", choices=EDITORS)
     p.add_argument("--ask", nargs="*", default=[], help="more prompts to answer before and after")
     p.add_argument("--max-new-tokens", type=int, default=6)
     p.add_argument("--save", default=None, help="folder to save the edited model to (save_pretrained format)")
@@ -211,19 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="MQuAKE protocol on a case file (multi-hop, efficacy, paraphrase, specificity)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--cases", default=None, help="MQuAKE-format JSON (default: the model's own case set)")
-    p.add_argument("--method", nargs="+", default=["base", "pmet", "ace"], choices=["base", "ft", "rome", "memit", "pmet", "ace"])
+    p.add_argument("--method", nargs="+", default=["base", "pmet", "ace"], choices=ROWS)
     p.add_argument("--edits", nargs="+", type=int, default=[1, 2, 3, 4])
     p.add_argument("--per-edits", type=int, default=None, help="sample this many cases per number of edits")
     p.add_argument("--cot", action="store_true", help="chain-of-thought prompting")
     p.add_argument("--ood", action="store_true", help="few-shot demonstrations from other relations")
     p.add_argument("--n-specificity", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help='ACEHParams overrides, e.g. "implicit_layers=(4,)" (the implicit-subject write; docs/ace.md)')
-    for method in ("ft", "rome", "memit", "pmet"):
+    for method in EDITORS:
         p.add_argument(f"--{method}", nargs="*", default=[], metavar="FIELD=VALUE",
-                       help=f"{method.upper()}HParams overrides, e.g. covariance.min_realised=0.5" if method != "ft"
-                       else "FTHParams overrides")
+                       help=f"{method.upper()}HParams overrides, e.g. " + (
+                           '"implicit_layers=(4,)" (the implicit-subject write; docs/ace.md)' if method == "ace"
+                           else "lr=0.01" if method == "ft" else "covariance.min_realised=0.5"))
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
@@ -231,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("main-table", help="regenerate the main table into results/ and the README")
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "toy-gptj", "toy-qwen3"])
     p.add_argument("--per-edits", type=int, default=6)
-    p.add_argument("--methods", nargs="+", default=["base", "ft", "rome", "memit", "pmet", "ace"],
-                   choices=["base", "ft", "rome", "memit", "pmet", "ace"], help="the table's rows (ablations and "
+    p.add_argument("--methods", nargs="+", default=ROWS, choices=ROWS, help="the table's rows (ablations and "
                    "variants of ACE come with --no-ablations / --ace-variants)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="case samples (ACE's advantage is reported per seed)")
     p.add_argument("--out", default="results")
