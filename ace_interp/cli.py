@@ -178,6 +178,16 @@ EDITORS = ["ft", "rome", "memit", "pmet", "ace"]
 ROWS = ["base", *EDITORS]
 
 
+def add_override_flags(parser: argparse.ArgumentParser, methods: list[str] = EDITORS) -> None:
+    """`--{method} FIELD=VALUE ...` for each editing method: hyper-parameter overrides on its defaults (dotted names
+    reach nested fields; `editing.overridden_hparams` reads them back as `{method: getattr(args, method)}`)."""
+    examples = {"ft": "lr=0.01", "ace": '"implicit_layers=(4,)" (the implicit-subject write; docs/ace.md)'}
+    for method in methods:
+        parser.add_argument(f"--{method}", nargs="*", default=[], metavar="FIELD=VALUE",
+                            help=f"{method.upper()}HParams overrides, e.g. "
+                                 + examples.get(method, "covariance.min_realised=0 (the reference solve)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ace", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -223,11 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ood", action="store_true", help="few-shot demonstrations from other relations")
     p.add_argument("--n-specificity", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    for method in EDITORS:
-        p.add_argument(f"--{method}", nargs="*", default=[], metavar="FIELD=VALUE",
-                       help=f"{method.upper()}HParams overrides, e.g. " + (
-                           '"implicit_layers=(4,)" (the implicit-subject write; docs/ace.md)' if method == "ace"
-                           else "lr=0.01" if method == "ft" else "covariance.min_realised=0.5"))
+    add_override_flags(p)
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

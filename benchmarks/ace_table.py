@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ace_interp.cli import add_override_flags
 from ace_interp.editing import default_hparams, parse_overrides
 from ace_interp.evaluation.main_table import (
     METHODS,
@@ -51,7 +52,7 @@ TOY_CASES = ASSETS / "world" / "mquake_cases.json"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE", help="ACEHParams overrides")
+    add_override_flags(p, ["ace"])
     p.add_argument("--out", required=True)
     p.add_argument("--against", default=None, metavar="CSV", help="an earlier per-case CSV with ACE and PMET rows")
     p.add_argument("--model", default="smollm2-135m")

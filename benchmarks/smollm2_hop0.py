@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ace_interp.cli import add_override_flags
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import overridden_hparams
 from ace_interp.evaluation.hops import hop_prompts_for
@@ -49,11 +50,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["pmet", "ace"])
     p.add_argument("--hop", type=int, default=0, help="the hop the rewrites edit (1: a bridge entity; 31 cases)")
     p.add_argument("--out", default=None, help="default results/smollm2-hop{HOP}")
-    p.add_argument("--ace", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="ACEHParams overrides (dotted names reach nested fields), e.g. value_target_after_query=False "
-                        "target.subject_kl_factor=0.0")
-    p.add_argument("--pmet", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="PMETHParams overrides, e.g. target.subject_kl_factor=0.5 (ACE's subject KL on PMET)")
+    add_override_flags(p, ["pmet", "ace"])  # e.g. --ace value_target_after_query=False, --pmet target.subject_kl_factor=0.5
     p.add_argument("--against", default=None, metavar="CSV",
                    help="compare ACE with the non-ACE methods of an earlier run's per_case.csv (same cases) instead "
                         "of re-running them, e.g. results/smollm2-hop0/per_case.csv with --methods ace")

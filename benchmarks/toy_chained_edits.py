@@ -31,11 +31,11 @@ from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.data.prompts import case_entities
 from ace_interp.data.world import noun_phrase
 from ace_interp.editing import ImplicitSubject, default_hparams, edit, implicit_subject_layers
+from ace_interp.evaluation.answers import next_token_answers
 from ace_interp.evaluation.hops import hop_prompts_for, model_world
 from ace_interp.evaluation.protocol import case_requests
 from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
-from benchmarks.toy_implicit_subject import top1
 
 CASES = ASSETS / "world" / "mquake_cases.json"
 
@@ -60,7 +60,7 @@ def run_model(model_name: str, n: int) -> tuple[Counter, pd.DataFrame]:
         prompts = hops(case)
         cloze = case.questions[-1]
         with edit(bridge, [first, second], "ace", ace_implicit, hop_prompts=prompts):
-            said, first_said, second_said = top1(bridge, [cloze, *(h.cloze for h in case.new_single_hops)])
+            said, first_said, second_said = next_token_answers(bridge, [cloze, *(h.cloze for h in case.new_single_hops)])
         kind = {case.new_answer: "new answer", second.target_true: "new bridge's unedited next hop",
                 case.answer: "unedited chain's answer"}.get(said, "other")
         answers[(kind, first_said == first.target_new, second_said == second.target_new)] += 1

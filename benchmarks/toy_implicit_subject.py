@@ -27,13 +27,12 @@ import random
 from pathlib import Path
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.data.world import World, load_world
 from ace_interp.editing import default_hparams, edit
-from ace_interp.evaluation.answers import check_answers
+from ace_interp.evaluation.answers import check_answers, next_token_answers
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import case_requests
 from ace_interp.model import load_model
@@ -61,11 +60,6 @@ def neighbour_questions(world: World, case: MQuAKECase, n: int = 8, seed: int = 
     return [cloze.replace(subject, y, 1) for y in others[:n]]
 
 
-def top1(bridge, prompts: list[str]) -> list[str]:
-    with torch.no_grad():
-        return [bridge.to_string(bridge(bridge.to_tokens(p))[0, -1].argmax()).strip() for p in prompts]
-
-
 def run_model(model_name: str, cases: list[MQuAKECase], world: World) -> pd.DataFrame:
     bridge = load_model(model_name)
     hops = hop_prompts_for(bridge, CASES)
@@ -75,12 +69,12 @@ def run_model(model_name: str, cases: list[MQuAKECase], world: World) -> pd.Data
         for case in tqdm(cases, desc=f"{model_name}: {label}"):
             request = case_requests(case)[0]
             neighbours = neighbour_questions(world, case)
-            before = top1(bridge, neighbours)
+            before = next_token_answers(bridge, neighbours)
             kwargs = {"hop_prompts": hops(case)} if method == "ace" else {}
             with edit(bridge, [request], method, hp, **kwargs) as applied:
                 follows = any(check_answers(bridge, list(case.questions), [case.new_answers] * len(case.questions), 1)[0])
                 efficacy = check_answers(bridge, [request.text], [[request.target_new]], 1)[0][0]
-                after = top1(bridge, neighbours)
+                after = next_token_answers(bridge, neighbours)
             rows.append({"model": model_name, "setting": label, "case_id": case.case_id,
                          "edited_hop": case.edited_hops[0], "multi_hop": float(follows), "efficacy": float(efficacy),
                          "neighbourhood": sum(a == b for a, b in zip(after, before)) / max(1, len(neighbours)),

@@ -196,6 +196,11 @@ def generate_greedy(
     return out
 
 
+def next_token_answers(bridge: TransformerBridge, prompts: Sequence[str]) -> list[str]:
+    """Each prompt's greedy next token, decoded and stripped (a special token gives ""): a one-token cloze's answer."""
+    return [text.strip() for text in generate_greedy(bridge, prompts, max_new_tokens=1, stop_at_newline=False)]
+
+
 def check_answers(
     bridge: TransformerBridge,
     prompts: Sequence[str],

@@ -11,6 +11,7 @@ from ace_interp.evaluation.answers import (
     cot_final_answer,
     generate_greedy,
     normalize_answer,
+    next_token_answers,
     plain_hf_model,
     target_scores,
     target_token_ids,
@@ -81,6 +82,13 @@ def test_batched_cached_generation_matches_bridge_reference(tiny_model):
     tok = tiny_model.tokenizer
     want = [tok.decode(_reference_greedy(tiny_model, p, 5), skip_special_tokens=True) for p in prompts]
     assert got == want
+
+
+def test_next_token_answers_are_the_bridge_references_first_token(tiny_model):
+    prompts = ["the capital of france is", "tokyo", "q : paris"]
+    decode = tiny_model.tokenizer.decode
+    want = [decode(_reference_greedy(tiny_model, p, 1), skip_special_tokens=True).strip() for p in prompts]
+    assert next_token_answers(tiny_model, prompts) == want
 
 
 def test_plain_model_shares_the_bridge_tensors(tiny_model):
