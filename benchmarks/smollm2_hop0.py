@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["pmet", "ace"])
     p.add_argument("--hop", type=int, default=0, help="the hop the rewrites edit (1: a bridge entity; 31 cases)")
     p.add_argument("--out", default=None, help="default results/smollm2-hop{HOP}")
-    add_override_flags(p, ["pmet", "ace"])  # e.g. --ace value_target_after_query=False, --pmet target.subject_kl_factor=0.5
+    add_override_flags(p, ["pmet", "ace"])  # e.g. --pmet target.subject_kl_factor=0.5
     p.add_argument("--against", default=None, metavar="CSV",
                    help="compare ACE with the non-ACE methods of an earlier run's per_case.csv (same cases) instead "
                         "of re-running them, e.g. results/smollm2-hop0/per_case.csv with --methods ace")
