@@ -79,8 +79,8 @@ class CovarianceHParams:
     # how a request's keys over the context prefixes enter the solve: "mean" — one averaged key (ROME/MEMIT);
     # "each" — one row per context, each weighted 1/c (`solver` docstring; docs/ace.md, "Keys per context")
     context_keys: Literal["mean", "each"] = "mean"
-    # the least share of its residual every request's key realises (`solver.write_map`: a smaller λ for keys typical
-    # of the corpus); 0 is the reference solve (and the default on small models and the paper's two); 0.5 on
+    # the least share of its residual every key row realises (`solver.write_map`: a smaller λ for keys typical of
+    # the corpus); 0 is the reference solve (and the default on small models and the paper's two); 0.5 on
     # the adapted models (`default_hparams`, README: measured on SmolLM2).
     min_realised: float = 0.0
     seq_len: int = 128

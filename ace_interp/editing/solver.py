@@ -68,7 +68,7 @@ def solve_key_value(
 
     Computed in float64 and returned in `residuals`' dtype. `cholesky` may pass a precomputed
     `regularised_cholesky(second_moment, ridge)`. Keys [n, c, d_mlp]: one row per context (module docstring).
-    `min_realised` lowers λ for the requests whose keys it would hold back most (`write_map`).
+    `min_realised` lowers λ for the key rows it would hold back most (`write_map`).
     """
     if keys.ndim not in (2, 3) or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
         raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
