@@ -25,6 +25,7 @@ from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import HParams
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, evaluate, is_toy_name, style_for
+from ace_interp.evaluation.stats import sign_test
 from ace_interp.model import load_model
 
 log = logging.getLogger(__name__)
@@ -162,15 +163,6 @@ def advantage_table(per_case: pd.DataFrame, methods: Sequence[str] = ("ace",), b
                     "seeds": len(diffs), "cases per seed": len(a) // max(1, len(diffs)),
                 })
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact binomial p-value of `wins` against `losses` under p = 1/2 (ties dropped)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def paired_comparison(per_case: pd.DataFrame, method: str, baseline: str) -> dict:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ace_interp.editing import default_hparams
-from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits, sign_test
+from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits
 from ace_interp.model import load_model
 
 
@@ -116,15 +116,6 @@ def test_table_config_hparams_reach_the_edits(tiny_model):
         efficacy[name] = float(_evaluate_seed(tiny_model, "tiny", cases, style, None, config, seed=0).efficacy.iloc[0])
     assert asked == [("ft", tiny_model)]
     assert efficacy == {"defaults": 1.0, "no steps": 0.0}, efficacy
-
-
-def test_sign_test_is_the_exact_two_sided_binomial():
-    assert sign_test(5, 0) == 2 / 2**5
-    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
-    # brute force over every outcome as extreme as (7 wins, 2 losses) under p = 1/2
-    n = 9
-    extreme = sum(math.comb(n, k) for k in range(n + 1) if min(k, n - k) <= 2) / 2**n
-    assert math.isclose(sign_test(7, 2), extreme) and math.isclose(sign_test(2, 7), extreme)
 
 
 def test_paired_counts_cases_only_one_method_answers():
