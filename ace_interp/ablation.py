@@ -134,8 +134,15 @@ def ablate_neurons(
     mean_values: Mapping[int, Tensor] | Tensor | None = None,
     positions: Sequence[int] | None = None,
 ) -> Iterator[TransformerBridge]:
-    """Within the block, every forward pass (bridge call, `run_with_cache`, the wrapped HF model,
-    generation) sees m^l_k replaced by 0 (`mode="zero"`) or by `mean_values[l][k]` (`mode="mean"`)
+    """Within the block, every forward pass sees the chosen neurons ablated.
+
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        with ai.ablate(model, {4: [17, 210], 5: [3]}):          # {layer: [neuron ids]}
+            logits = model("anna kovac 's country is")         # [batch=1, seq, d_vocab], neurons zeroed
+
+    Every forward pass (bridge call, `run_with_cache`, the wrapped HF model, generation) sees m^l_k
+    (`blocks.{l}.mlp.hook_post`, [batch, seq, d_mlp]) replaced by 0 (`mode="zero"`) or by `mean_values[l][k]` (`mode="mean"`)
     for the chosen {layer: [neuron ids]}. The hooks are removed on exit, also after an exception.
 
     `positions` index the token axis of each forward's own activations: right for full-sequence forwards

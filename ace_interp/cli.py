@@ -17,24 +17,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; fail
 log = logging.getLogger("ace_interp")
 
 
-def model_summary(bridge) -> str:
-    """A few lines describing the model at the neuron level."""
-    from ace_interp.model import model_spec
-
-    spec = model_spec(bridge)
-    mlp = "gated " + spec.act_fn if spec.gated_mlp else spec.act_fn
-    blocks = "parallel attention+MLP" if spec.parallel_attn_mlp else "sequential attention then MLP"
-    return "\n".join(
-        [
-            f"architecture      {spec.architecture} ({blocks}, {spec.normalization}, {mlp} MLP)",
-            f"layers            {spec.n_layers}",
-            f"d_model           {spec.d_model}",
-            f"neurons per layer {spec.d_mlp}  (total {spec.n_neurons:,} FFN neurons)",
-            f"vocabulary        {spec.d_vocab:,}",
-        ]
-    )
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from ace_interp.model import available_models
 
@@ -44,10 +26,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ace_interp.model import load_model
+    from ace_interp.model import load_model, model_spec
 
     bridge = load_model(args.model, device=args.device)
-    print(model_summary(bridge))
+    print(model_spec(bridge).summary())
     return 0
 
 
@@ -59,31 +41,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_cases(model: str) -> Path:
-    """The case file each named model is analysed and evaluated on."""
-    from ace_interp.evaluation.protocol import is_toy_name
-    from ace_interp.model.loading import ASSETS
-
-    if is_toy_name(model):
-        return ASSETS / "world" / "mquake_cases.json"
-    return ASSETS / "real_facts" / "smollm2_known.json"
-
-
-def multi_hop_asker(model: str):
-    """How multi-hop questions are put to a model: toy models take the question as trained; real
-    models get the project's few-shot demonstrations."""
-    from ace_interp.evaluation.protocol import few_shot_style, is_toy_name
-
-    if is_toy_name(model):
-        return None
-
-    style = few_shot_style()
-    return lambda case: style.multi_hop(case, False)[0]
-
-
 def cmd_figures(args: argparse.Namespace) -> int:
     from ace_interp.analysis.figures import FigureConfig, make_figures
     from ace_interp.data.mquake import load_mquake
+    from ace_interp.evaluation.protocol import default_cases, multi_hop_asker
     from ace_interp.model import load_model
 
     config = FigureConfig.quick() if args.quick else FigureConfig()
@@ -133,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ace_interp.editing import overridden_hparams
     from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
-    from ace_interp.evaluation.protocol import evaluate, style_for
+    from ace_interp.evaluation.protocol import default_cases, evaluate, style_for
     from ace_interp.model import load_model
 
     bridge = load_model(args.model, device=args.device)
@@ -159,6 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_main_table(args: argparse.Namespace) -> int:
     from ace_interp.evaluation.main_table import TableConfig, run_main_table
+    from ace_interp.evaluation.protocol import default_cases
     from ace_interp.model.loading import REPO_ROOT
 
     config = TableConfig(models=tuple(args.models), per_edits=args.per_edits, out=Path(args.out),

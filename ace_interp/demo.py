@@ -63,16 +63,15 @@ def run_demo(config: DemoConfig) -> Path:
     from ace_interp import plotting
     from ace_interp.analysis.pathways import curves_from_table
     from ace_interp.attribution.layers import rank_layers
-    from ace_interp.cli import model_summary
     from ace_interp.editing import EditRequest, edit
-    from ace_interp.model import hf_parameters, load_model
+    from ace_interp.model import hf_parameters, load_model, model_spec
 
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/5] Loading {config.model} ...")
     bridge = load_model(config.model, device=config.device)
-    print(model_summary(bridge))
+    print(model_spec(bridge).summary())
 
     print(f"\n[2/5] Multi-hop question: {QUESTION}")
     before = _probe(bridge)

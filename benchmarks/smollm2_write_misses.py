@@ -21,7 +21,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from ace_interp.cli import default_cases
+from ace_interp.evaluation.protocol import default_cases
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams, edit
 from ace_interp.editing.hparams import PMETHParams

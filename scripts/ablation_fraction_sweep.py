@@ -10,7 +10,7 @@ import logging
 
 from ace_interp.ablation import value_ablation_experiment
 from ace_interp.analysis.figures import single_hop_prompts
-from ace_interp.cli import default_cases
+from ace_interp.evaluation.protocol import default_cases
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
 
@@ -21,7 +21,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
     p.add_argument("--cases", default=None,
-                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
+                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `evaluation.protocol.default_cases`), "
                         "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.10])
     args = p.parse_args()

@@ -16,7 +16,7 @@ import torch
 from ace_interp.ablation import query_knockout_experiment
 from ace_interp.analysis.figures import multi_hop_prompts
 from ace_interp.attribution.layers import rank_layers
-from ace_interp.cli import default_cases, multi_hop_asker
+from ace_interp.evaluation.protocol import default_cases, multi_hop_asker
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
 
@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
     p.add_argument("--cases", default=None,
-                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
+                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `evaluation.protocol.default_cases`), "
                         "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
     p.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100])
     args = p.parse_args()

@@ -84,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import logging
 
-    from ace_interp.cli import default_cases
     from ace_interp.data.mquake import load_mquake
     from ace_interp.evaluation.main_table import sample_by_edits
+    from ace_interp.evaluation.protocol import default_cases
     from ace_interp.model import load_model
 
     p = argparse.ArgumentParser(prog="python -m ace_interp.analysis.edit_reach", description=main.__doc__)

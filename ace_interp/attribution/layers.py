@@ -95,6 +95,13 @@ def rank_layers(
 ) -> LayerRanking:
     """Rank value layers and query layers over `prompts` (module docstring for the formulas).
 
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        ranking = ai.rank_layers(model, ["anna kovac 's country is"], [" france"])
+        ranking.value_layers, ranking.query_layers   # lists of layer indices, best first
+        ranking.table                                # each prompt's top value and query neurons (DataFrame)
+
+    `prompts` (b strings) and `targets` (b answers, or one for all) as in `top_value_neurons`.
     `relations` labels each prompt (e.g. the relation or knowledge type) and gives per-relation layer
     scores in `layer_scores`; the top-level `value_layers` / `query_layers` use all prompts.
     Prompts are processed `batch_size` at a time (one forward per batch).

@@ -183,6 +183,12 @@ def query_scores(
 ) -> QueryScores:
     """Query scores (positive, inner, weighted; module docstring) of all neurons, per prompt.
 
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        q = ai.query_scores(model, ["anna kovac 's country is"], [" france"], n_value_neurons=50)
+        q.positive.shape     # [batch=1, n_layers=6, d_mlp=512]: how much each neuron activates later value neurons
+        q.top(10)            # DataFrame: layer, neuron, score, rank of prompt 0's top query neurons
+
     T is each prompt's top `n_value_neurons` value neurons (exact, frozen norm, `top_value_neurons`),
     or the rows of `value_neurons` (columns prompt, layer, neuron, score) when given.
     """

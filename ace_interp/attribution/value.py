@@ -683,6 +683,14 @@ def top_value_neurons(
 ) -> pd.DataFrame:
     """The exact top-k value neurons per prompt (frozen norm), computing exact scores only where needed.
 
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        top = ai.top_value_neurons(model, "anna kovac 's country is", " france", k=20)
+        top.head()   # DataFrame, k rows per prompt: prompt, layer, neuron, score (nats), rank
+
+    `prompts`: one string or a list of b; `targets`: one answer (string: its first token; or a token id)
+    per prompt; `positions`: the token each prompt is scored at (default the last). A neuron's score is
+    I(v) = log p(w | x^l + m^l_k fc2^l_k) − log p(w | x^l) under the frozen final norm (docs/attribution.md).
     Neurons are visited in order of the upper bound of `value_upper_bounds`; once the next bound is
     below the k-th best exact score found so far, no remaining neuron can enter the top k. Returns the
     same rows (prompt, layer, neuron, score, rank) as `value_scores(...).to_frame(k)` (ties aside),

@@ -467,6 +467,11 @@ def load_mquake(
     """Load MQuAKE cases from a local JSON file (official CF-3k-v2 / CF / T, MQuAKE-hard, or ours) or
     by name ("CF-3k-v2", "CF", "T", ...) through `datasets` when a hub is reachable.
 
+        import ace_interp as ai
+        cases = ai.load_mquake("assets/real_facts/smollm2_known.json")
+        case = cases[0]
+        case.questions, case.new_answer, case.requested_rewrite    # 3 paraphrases, the edited answer, the edits
+
     Malformed cases raise `MQuAKEFormatError` naming the case id and field. Duplicate case ids too.
     """
     raw = read_mquake_json(path_or_name)

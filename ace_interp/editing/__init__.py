@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.ace import HopPrompt, ImplicitSubject, ace_updates
+from ace_interp.editing.ace import ace_updates
 from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
 from ace_interp.editing.ft import ft_updates
 from ace_interp.editing.hparams import (
@@ -42,7 +42,14 @@ from ace_interp.editing.hparams import (
 from ace_interp.editing.keys import compute_keys, context_templates
 from ace_interp.editing.memit import MethodResult, memit_updates
 from ace_interp.editing.pmet import pmet_updates
-from ace_interp.editing.requests import EditRequest, EditRequestError, as_requests, validate_requests
+from ace_interp.editing.requests import (
+    EditRequest,
+    EditRequestError,
+    HopPrompt,
+    ImplicitSubject,
+    as_requests,
+    validate_requests,
+)
 from ace_interp.editing.rome import rome_updates
 from ace_interp.editing.solver import solve_key_value
 from ace_interp.editing.timing import stage, stage_timer
@@ -94,6 +101,16 @@ def edit(
 ) -> AppliedEdit:
     """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
 
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        request = ai.EditRequest("{} 's country is", "anna kovac", "japan", "france")
+        applied = ai.edit(model, [request], method="rome")
+        applied.layers, applied.seconds       # the layers written, the wall time
+        applied.undo()                        # the weights are back, bit for bit
+
+    Every write is a W_out (or W_in, for FT) update in TL orientation, [d_mlp, d_model] per layer, applied
+    all at once or not at all (`model.weights.apply_weight_updates`); a bad request raises
+    `EditRequestError` before anything is computed.
     `hparams` defaults to `default_hparams(method, bridge)`. `contexts` overrides the context prefixes
     (default: "" plus `hparams.target.n_context` texts sampled from the model). `hop_prompts` and
     `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant; `ImplicitSubject`s among

@@ -53,32 +53,13 @@ from ace_interp.editing.memit import (
     sqrt_spread_steps,
     target_write_map,
 )
-from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.requests import EditRequest, HopPrompt, ImplicitSubject
 from ace_interp.editing.targets import compute_z_pmet
 from ace_interp.editing.timing import stage
 from ace_interp.model.architecture import check_layer
 from ace_interp.model.weights import apply_weight_updates
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HopPrompt:
-    """A multi-hop prompt of an edit: it mentions request `request`'s subject; `answer` is the new answer."""
-
-    request: int
-    prompt: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class ImplicitSubject:
-    """A noun phrase that names request `request`'s subject only through another entity: "dmitri costa 's
-    birthplace" for marrakesh. Request `request`'s prompt with the phrase in the subject's place ("dmitri costa 's
-    birthplace 's nation is") is a multi-hop question whose bridge entity is the edited subject."""
-
-    request: int
-    phrase: str
 
 
 def implicit_subject_requests(

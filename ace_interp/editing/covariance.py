@@ -36,6 +36,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from ace_interp.editing.keys import capture_input, encode, hf_runner, hooks, run_until
 from ace_interp.model.architecture import check_layer, ffn_weight
 from ace_interp.model.loading import cache_dir
+from ace_interp.model.state import model_state
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class TextCorpus:
 
 def model_id(bridge: TransformerBridge) -> str:
     """Source name plus a fingerprint of the config and of weights editors never write (embeddings, W_in[0])."""
-    source = Path(str(bridge.__dict__.get("ace_source", type(bridge.original_model).__name__))).name
+    source = Path(model_state(bridge).source or type(bridge.original_model).__name__).name
     h = hashlib.sha1(json.dumps(bridge.original_model.config.to_dict(), sort_keys=True, default=str).encode())
     emb = bridge.original_model.get_input_embeddings().weight
     for t in (emb[:4, :16], ffn_weight(bridge, 0, "W_in")[:16, :16]):
@@ -179,17 +180,12 @@ def default_corpus(bridge: TransformerBridge, n_tokens: int = 10_000, progress: 
 def world_corpus_path(bridge: TransformerBridge) -> Path | None:
     """The training-corpus sample of a synthetic-world toy model, or None for any other model.
 
-    Looked up in the model's own folder, then in the shipped world next to it (assets/toy-*/ beside
-    assets/world/). Its presence is also how the editors tell a toy model, trained on one fact per
-    sequence, from a model trained on running text (`hparams.default_hparams`).
+    It sits in the toy's world folder, which `load_model` found from the model's own metadata
+    (`model.state`: a toy's `training.json` names its world config).
     """
-    source = bridge.__dict__.get("ace_source")
-    if not source:
-        return None
-    for path in (Path(source) / WORLD_CORPUS_FILE, Path(source).parent / "world" / WORLD_CORPUS_FILE):
-        if path.exists():
-            return path
-    return None
+    world = model_state(bridge).world
+    path = world / WORLD_CORPUS_FILE if world is not None else None
+    return path if path is not None and path.exists() else None
 
 
 def _corpus_rows(bridge: TransformerBridge, corpus: TextCorpus, seq_len: int):

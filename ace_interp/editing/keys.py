@@ -27,11 +27,9 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.requests import EditRequest, target_token_ids
 from ace_interp.model.architecture import check_layer, ffn_weight, hf_model, hf_parameters
+from ace_interp.model.state import model_state
 
 log = logging.getLogger(__name__)
-
-_RUNNER_ATTR = "_ace_hf_runner"
-_TEMPLATES_ATTR = "_ace_context_templates"
 
 
 # ----------------------------------------------------------------------------- the fast forward path
@@ -241,10 +239,9 @@ def transformers_version() -> str:
 
 def hf_runner(bridge: TransformerBridge) -> HFRunner:
     """The bridge's fast path, built once per bridge (kept on the bridge object, rebuilt if it moved)."""
-    runner = bridge.__dict__.get(_RUNNER_ATTR)
+    runner = model_state(bridge).hf_runner
     if runner is None or not runner.is_current(bridge):
-        runner = HFRunner(bridge)
-        bridge.__dict__[_RUNNER_ATTR] = runner
+        runner = model_state(bridge).hf_runner = HFRunner(bridge)
     return runner
 
 
@@ -524,7 +521,7 @@ def context_templates(
     tokenizers) are replaced by a vocabulary word drawn with the same seed. Computed once per bridge.
     """
     key = (n, length, seed)
-    cache = bridge.__dict__.setdefault(_TEMPLATES_ATTR, {})
+    cache = model_state(bridge).context_templates
     if key in cache:
         return list(cache[key])
     templates = [""]

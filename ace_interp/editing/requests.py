@@ -24,7 +24,16 @@ class EditRequestError(ValueError):
 
 @dataclass(frozen=True)
 class EditRequest:
-    """One counterfactual fact: `prompt.format(subject)` should be continued by `target_new`."""
+    """One counterfactual fact: `prompt.format(subject)` should be continued by `target_new`.
+
+        import ace_interp as ai
+        request = ai.EditRequest("The capital of {} is", "France", "Rome", "Paris")  # prompt, subject, new, true
+        request.text                                   # 'The capital of France is'
+        ai.EditRequest.from_rewrite({"prompt": "The capital of France is", "subject": "France",
+                                     "target_new": {"str": "Rome"}})             # an MQuAKE/CounterFact rewrite
+
+    `target_true` (optional) is the answer being replaced; `validate_requests` checks a batch against a model.
+    """
 
     prompt: str  # template with exactly one "{}" where the subject goes
     subject: str
@@ -80,6 +89,26 @@ class EditRequest:
         if self.target_true is not None:
             out["target_true"] = {"str": self.target_true}
         return out
+
+
+# ACE's multi-hop material of a batch of requests (editing.ace): each refers to its request by index
+@dataclass(frozen=True)
+class HopPrompt:
+    """A multi-hop prompt of an edit: it mentions request `request`'s subject; `answer` is the new answer."""
+
+    request: int
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class ImplicitSubject:
+    """A noun phrase that names request `request`'s subject only through another entity: "dmitri costa 's
+    birthplace" for marrakesh. Request `request`'s prompt with the phrase in the subject's place ("dmitri costa 's
+    birthplace 's nation is") is a multi-hop question whose bridge entity is the edited subject."""
+
+    request: int
+    phrase: str
 
 
 def as_requests(items: EditRequest | Mapping | Sequence[EditRequest | Mapping]) -> list[EditRequest]:

@@ -1,7 +1,7 @@
 """Multi-hop prompts for ACE's query write that the evaluation does not ask.
 
 ACE's attribution variant optimises its query-group target on an edit's multi-hop prompts
-(`editing.ace.HopPrompt`). Handing it the case's own multi-hop questions would train on the test
+(`editing.requests.HopPrompt`). Handing it the case's own multi-hop questions would train on the test
 questions. But a bridge entity has several continuations: a person's sport has an origin *and* equipment,
 a country has a capital, a continent, a language and a currency. So for an edit (s, r, o*), the hop
 prompts are the 2-hop compositions (r, r₂) whose second relation is not the one the case continues with,
@@ -38,8 +38,8 @@ from ace_interp.data.prompts import (
 )
 from ace_interp.data.real_facts import Entity, RealFacts, capitalise_first, load_real_facts
 from ace_interp.data.world import World, load_world, multi_hop_prompt, noun_phrase, world_paths
-from ace_interp.editing.ace import HopPrompt, ImplicitSubject
-from ace_interp.editing.covariance import world_corpus_path
+from ace_interp.editing.requests import HopPrompt, ImplicitSubject
+from ace_interp.model.state import model_state
 
 WORLD_SPEC_FILE = "world.json"
 
@@ -86,9 +86,9 @@ def world_implicit_subjects(world: World, n: int = 16, seed: int = 0) -> Callabl
 
 
 def model_world(bridge: TransformerBridge) -> World | None:
-    """The synthetic world a toy model was trained on (next to its corpus sample), or None."""
-    corpus = world_corpus_path(bridge)
-    spec = Path(corpus).parent / WORLD_SPEC_FILE if corpus is not None else None
+    """The synthetic world a toy model was trained on (found at load time, `model.state`), or None."""
+    folder = model_state(bridge).world
+    spec = folder / WORLD_SPEC_FILE if folder is not None else None
     return load_world(spec) if spec is not None and spec.exists() else None
 
 

@@ -54,6 +54,8 @@ from ace_interp.evaluation.answers import (
     target_scores,
     target_token_ids,
 )
+from ace_interp.model.loading import ASSETS, model_metadata
+from ace_interp.model.state import model_state
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +117,38 @@ def toy_world_style() -> PromptStyle:
 
 
 def is_toy_name(model_name: str | Path) -> bool:
-    """A synthetic-world toy model, by name: "toy-gptj", or a folder whose name starts with "toy-"."""
-    return Path(str(model_name)).name.startswith("toy-")
+    """Whether a named model, folder or hub id is a synthetic-world toy, read from the model's own metadata
+    without loading its weights (what `load_model` records as `model_state(bridge).is_toy`; `model/state.py`)."""
+    return model_metadata(model_name).is_toy
 
 
 def style_for(model_name: str, out_of_distribution: bool = False) -> PromptStyle:
     """The prompt style of a named model (toy models: as trained; real models: few-shot)."""
     return toy_world_style() if is_toy_name(model_name) else few_shot_style(out_of_distribution=out_of_distribution)
+
+
+def model_style(bridge: TransformerBridge, out_of_distribution: bool = False) -> PromptStyle:
+    """The prompt style of a loaded model (toy models: as trained; real models: few-shot)."""
+    is_toy = model_state(bridge).is_toy
+    return toy_world_style() if is_toy else few_shot_style(out_of_distribution=out_of_distribution)
+
+
+def default_cases(model: str | Path) -> Path:
+    """The case file each model is analysed and evaluated on: a toy's world's cases, else the curated real facts
+    SmolLM2 knows."""
+    world = model_metadata(model).world
+    if world is not None:
+        return world / "mquake_cases.json"
+    return ASSETS / "real_facts" / "smollm2_known.json"
+
+
+def multi_hop_asker(model: str | Path) -> Callable[[MQuAKECase], str] | None:
+    """How multi-hop questions are put to a model: toy models take the question as trained (None); real
+    models get the project's few-shot demonstrations."""
+    if is_toy_name(model):
+        return None
+    style = few_shot_style()
+    return lambda case: style.multi_hop(case, False)[0]
 
 
 # ----------------------------------------------------------------------------- one case
@@ -290,8 +317,19 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate each method (None = the unedited base model) on every case; see the module docstring."""
-    style = style or few_shot_style()
+    """Evaluate each method (None = the unedited base model) on every case; see the module docstring.
+
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        cases = ai.load_mquake("assets/world/mquake_cases.json")[:2]
+        result = ai.evaluate(model, cases, [None, "rome"])
+        result.summary     # DataFrame by method and number of edits: multi_hop, efficacy, ..., n_cases
+        result.per_case    # one row per (method, case)
+
+    `style` defaults to the model's own (`model_style`: toy models as trained, real models few-shot). Each
+    case's edits are undone before the next case, so the model ends as it started.
+    """
+    style = style or model_style(bridge)
     if cot and not style.supports_cot:
         raise ValueError(f"prompt style {style.name!r} has no chain-of-thought form")
     pool = SpecificityPool.from_cases(cases)

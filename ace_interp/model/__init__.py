@@ -33,4 +33,5 @@ from ace_interp.model.neurons import (
     tokenize_prompts,
     unembed,
 )
+from ace_interp.model.state import ModelState, model_state
 from ace_interp.model.weights import WeightEdit, WeightWriteError, apply_weight_updates, edit_stack, undo_all

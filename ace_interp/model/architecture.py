@@ -50,6 +50,23 @@ class ModelSpec:
     def n_neurons(self) -> int:
         return self.n_layers * self.d_mlp
 
+    def summary(self) -> str:
+        """A few lines describing the model at the neuron level (`ace info` prints them).
+
+            print(model_spec(load_model("toy-gptj")).summary())
+        """
+        mlp = "gated " + self.act_fn if self.gated_mlp else self.act_fn
+        blocks = "parallel attention+MLP" if self.parallel_attn_mlp else "sequential attention then MLP"
+        return "\n".join(
+            [
+                f"architecture      {self.architecture} ({blocks}, {self.normalization}, {mlp} MLP)",
+                f"layers            {self.n_layers}",
+                f"d_model           {self.d_model}",
+                f"neurons per layer {self.d_mlp}  (total {self.n_neurons:,} FFN neurons)",
+                f"vocabulary        {self.d_vocab:,}",
+            ]
+        )
+
 
 def _hf_leaf(component: nn.Module) -> nn.Module:
     """The HF module behind a bridge component (the component itself when it is already HF)."""
@@ -100,6 +117,8 @@ def check_supported(bridge: TransformerBridge) -> ModelSpec:
 
 
 def model_spec(bridge: TransformerBridge) -> ModelSpec:
+    """The model's `ModelSpec` (layers, widths, MLP and norm kinds); `UnsupportedModelError` when ace-interp
+    cannot take it apart."""
     return check_supported(bridge)
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import GenerationConfig
 
 from ace_interp.model.architecture import check_supported, hf_model, hf_parameters
+from ace_interp.model.state import SAVED_STATE_FILE, ModelState, attach_state, model_state, state_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,12 @@ def resolve_model_source(name_or_path: str | os.PathLike) -> str:
     return text
 
 
+def model_metadata(name_or_path: str | os.PathLike) -> ModelState:
+    """What a model's own folder says about it (a synthetic-world toy or not, its world), without loading its
+    weights: the `ModelState` that `load_model` starts the bridge with (`model/state.py`)."""
+    return state_from_metadata(resolve_model_source(name_or_path), shipped_worlds=(ASSETS / "world",))
+
+
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str | torch.device | None = None,
@@ -165,7 +173,13 @@ def load_model(
 ) -> TransformerBridge:
     """Load a causal LM into a `TransformerBridge` (eval mode) and check ace-interp can take it apart.
 
-    `device=None` picks CUDA when available. Extra keyword arguments go to
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")               # a named model, a local HF folder, or a hub id
+        logits = model("anna kovac 's country is")      # [batch=1, seq, d_vocab] float32
+        print(model.cfg.n_layers, model.cfg.d_mlp)      # 6 512
+
+    `ace_interp.model.state.model_state(model)` says where it came from and whether it is a synthetic-world
+    toy (read once, here, from the folder's own metadata). `device=None` picks CUDA when available. Extra keyword arguments go to
     `TransformerBridge.boot_transformers` (e.g. `device_map="auto"` for models larger than one GPU).
     """
     source = resolve_model_source(name_or_path)
@@ -185,12 +199,17 @@ def load_model(
     if named is not None and named.prepend_bos is not None:
         bridge.cfg.default_prepend_bos = named.prepend_bos
     bridge.eval()
-    bridge.__dict__["ace_source"] = source
+    attach_state(bridge, model_metadata(source))
     return bridge
 
 
 def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     """Save the (possibly edited) wrapped model as a plain HF checkpoint folder with its tokenizer.
+
+        import ace_interp as ai
+        model = ai.load_model("toy-gptj")
+        folder = ai.save_model(model, "/tmp/toy-copy")  # config.json, model.safetensors, tokenizer files
+        again = ai.load_model(folder)                   # same logits; a toy stays a toy (ace_interp.json)
 
     The bridge nests HF modules and adds alias tensors, so HF's `save_pretrained` on the wrapped model
     fails; we build a fresh model skeleton of the same class on the meta device, give it the live
@@ -208,4 +227,7 @@ def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     skeleton.generation_config = GenerationConfig.from_model_config(model.config)
     skeleton.save_pretrained(folder)
     bridge.tokenizer.save_pretrained(folder)
+    metadata = model_state(bridge).saved_metadata()  # a toy stays a toy when reloaded (model/state.py)
+    if metadata is not None:
+        (folder / SAVED_STATE_FILE).write_text(json.dumps(metadata, indent=1))
     return folder

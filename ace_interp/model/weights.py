@@ -27,11 +27,10 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.model.architecture import FFN_COMPONENTS, check_layer, ffn_weight, hf_parameters
+from ace_interp.model.state import model_state
 
 # An update target: (layer, TL FFN component name) in TL orientation, or a HF checkpoint parameter name.
 WeightKey = tuple[int, str] | str
-
-_STACK_ATTR = "_ace_weight_edits"
 
 
 class WeightWriteError(ValueError):
@@ -40,9 +39,7 @@ class WeightWriteError(ValueError):
 
 def edit_stack(bridge: TransformerBridge) -> list["WeightEdit"]:
     """The edits currently applied to this model, oldest first."""
-    if _STACK_ATTR not in bridge.__dict__:
-        bridge.__dict__[_STACK_ATTR] = []
-    return bridge.__dict__[_STACK_ATTR]
+    return model_state(bridge).weight_edits
 
 
 def resolve_weight(bridge: TransformerBridge, key: WeightKey) -> Tensor:

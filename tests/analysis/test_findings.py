@@ -10,7 +10,7 @@ import pytest
 from ace_interp.ablation import query_knockout_experiment, value_ablation_experiment
 from ace_interp.analysis.figures import multi_hop_prompts, single_hop_prompts
 from ace_interp.attribution.layers import rank_layers
-from ace_interp.cli import default_cases, multi_hop_asker
+from ace_interp.evaluation.protocol import default_cases, multi_hop_asker
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
 

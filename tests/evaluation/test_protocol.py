@@ -80,15 +80,17 @@ def test_toy_style_reads_the_last_chain_of_thought_step():
     assert style.cot_answer("") == ""
 
 
-def test_toy_models_are_recognised_by_name_or_folder():
-    from ace_interp.cli import default_cases, multi_hop_asker
-    from ace_interp.evaluation.protocol import is_toy_name, style_for
+def test_toy_models_are_recognised_by_their_metadata_not_their_name(tiny_model_dir, tmp_path):
+    from ace_interp.evaluation.protocol import default_cases, is_toy_name, multi_hop_asker, style_for
+    from ace_interp.model.loading import ASSETS
 
-    for toy in ("toy-gptj", "assets/toy-qwen3", Path("/tmp/runs/toy-qwen3-cpu15")):
+    for toy in ("toy-gptj", ASSETS / "toy-qwen3"):
         assert is_toy_name(toy) and style_for(toy).name == "toy-world" and multi_hop_asker(str(toy)) is None
-        assert default_cases(str(toy)).parent.name == "world"
-    for real in ("smollm2-135m", "/models/gpt2", "toy-models/gpt2"):
-        assert not is_toy_name(real) and style_for(real).name == "few-shot"
+        assert default_cases(str(toy)) == ASSETS / "world" / "mquake_cases.json"
+    named_like_a_toy = tmp_path / "toy-gpt2"
+    named_like_a_toy.symlink_to(tiny_model_dir("gpt2"), target_is_directory=True)
+    for real in (tiny_model_dir("gpt2"), named_like_a_toy):
+        assert not is_toy_name(real) and style_for(real).name == "few-shot" and multi_hop_asker(real) is not None
         assert default_cases(real).name == "smollm2_known.json"
 
 

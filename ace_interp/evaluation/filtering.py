@@ -9,8 +9,8 @@ chain-of-thought prompt as a second chance (`"either"`). Demonstrations never na
 case. Unique single hops are evaluated once, and multi-hop questions only for cases whose hops all
 pass (unless `evaluate_all`), so a filter over a few hundred cases takes minutes on a CPU.
 
-    python -m ace_interp.data.filtering --model smollm2-135m --file ../shared/datasets/MQuAKE-hard.json --out kept.json
-    python -m ace_interp.data.filtering --model smollm2-135m --curated --out assets/real_facts/smollm2_known.json
+    python -m ace_interp.evaluation.filtering --model smollm2-135m --file ../shared/datasets/MQuAKE-hard.json --out kept.json
+    python -m ace_interp.evaluation.filtering --model smollm2-135m --curated --out assets/real_facts/smollm2_known.json
 """
 
 from __future__ import annotations
