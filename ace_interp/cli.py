@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; fail fast instead of hanging
-
 log = logging.getLogger("ace_interp")
 
 
@@ -62,7 +60,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from ace_interp.editing import EditRequest, edit
+    from ace_interp.editing import EditRequest, edit, validate_requests
     from ace_interp.evaluation.answers import generate_greedy, target_scores
     from ace_interp.model import load_model, save_model
 
@@ -71,6 +69,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     request = EditRequest.from_rewrite(
         {"prompt": args.prompt, "subject": args.subject, "target_new": args.target_new, "target_true": args.target_true}
     )
+    validate_requests(bridge, [request])  # before the first generation
     prompts = [request.text, *args.ask]
 
     def show(when: str) -> None:
@@ -91,23 +90,25 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ace_interp.data.mquake import load_mquake
-    from ace_interp.editing import overridden_hparams
+    from ace_interp.editing import check_hparam_layers, default_hparams, overridden_hparams
     from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
-    from ace_interp.evaluation.protocol import default_cases, evaluate, style_for
+    from ace_interp.evaluation.protocol import default_cases, evaluate, model_style
     from ace_interp.model import load_model
 
-    bridge = load_model(args.model, device=args.device)
+    # everything the run needs is checked before its first expensive step (the base evaluation)
     cases_path = args.cases or default_cases(args.model)
     cases = [c for c in load_mquake(cases_path) if c.n_edits in args.edits]
     if args.per_edits:
         cases = sample_by_edits(cases, args.per_edits, args.seed)
     if not cases:
-        print(f"no cases with {args.edits} edits")
-        return 1
+        raise ValueError(f"{cases_path} has no cases with {args.edits} edits")
+    bridge = load_model(args.model, device=args.device)
     methods = [None if m == "base" else m for m in args.method]
-    style = style_for(args.model, out_of_distribution=args.ood)
+    style = model_style(bridge, out_of_distribution=args.ood)
     hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS})
+    for method in filter(None, methods):
+        check_hparam_layers(bridge, hparams.get(method) or default_hparams(method, bridge), method)
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
@@ -153,6 +154,7 @@ def add_override_flags(parser: argparse.ArgumentParser, methods: list[str] = EDI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ace", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list named models")
@@ -224,14 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a library call raises for bad input (a request, a model name or folder, a case file, a hyper-parameter):
+# the CLI prints these as one line. Anything else is a bug and keeps its traceback.
+LIBRARY_ERRORS = (ValueError, LookupError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; fail fast instead of hanging
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("choreographer", "kaleido", "httpx", "urllib3"):  # PNG export chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except LIBRARY_ERRORS as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"ace {args.command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -122,6 +122,7 @@ def edit(
     hp = default_hparams(method, bridge) if hparams is None else hparams
     if not isinstance(hp, _HPARAM_TYPES[method]):
         raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
+    check_hparam_layers(bridge, hp, method)
     start = time.perf_counter()
     with stage_timer() as timings:
         if contexts is None:
@@ -147,6 +148,33 @@ def edit(
     log.info("%s edited layers %s in %.2f s (%s)", method, result.layers, seconds,
              ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info)
+
+
+def check_hparam_layers(bridge: TransformerBridge, hp: object, label: str = "") -> None:
+    """Raise a ValueError naming the field when a hyper-parameter names a layer the model does not have.
+
+        check_hparam_layers(model, override_hparams(default_hparams("rome", model), layer=99), "rome")
+        # ValueError: rome.layer = 99, but the model has 6 layers (0..5)
+
+    Layer fields are found by name in `hp` and its nested dataclasses: `layer`, `layers`, `*_layer`, `*_layers`
+    (an index or a sequence of indices; `n_*` counts and booleans are not layers).
+    """
+    n = bridge.cfg.n_layers
+    for f in fields(hp):
+        value = getattr(hp, f.name)
+        name = f"{label}.{f.name}" if label else f.name
+        if is_dataclass(value):
+            check_hparam_layers(bridge, value, name)
+            continue
+        if f.name.startswith("n_") or not (f.name in ("layer", "layers") or f.name.endswith(("_layer", "_layers"))):
+            continue
+        if isinstance(value, bool) or value is None:
+            continue
+        for layer in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(layer, int) or isinstance(layer, bool):
+                raise ValueError(f"{name} = {value!r}: layers are integer indices")
+            if not -n <= layer < n:
+                raise ValueError(f"{name} = {value!r}, but the model has {n} layers (0..{n - 1})")
 
 
 def edit_sequentially(
@@ -178,7 +206,7 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 __all__ = [
     "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
-    "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
+    "as_requests", "check_hparam_layers", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
     "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",
     "overridden_hparams", "override_hparams", "parse_overrides", "second_moments", "solve_key_value", "undo_edits",
     "validate_requests",
