@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import get_act_name
 
 from ace_interp.attribution.query import query_scores
 from ace_interp.attribution.value import (
@@ -122,7 +123,7 @@ def ablation_hooks(
                 out[:, pos[:, None], cols[None, :]] = fill
             return out
 
-        hooks.append((f"blocks.{layer}.mlp.hook_post", hook))
+        hooks.append((get_act_name("post", layer), hook))
     return hooks
 
 
@@ -159,13 +160,13 @@ def mean_activations(
     layers (zeros for layers not in `layers`)."""
     layers = resolve_layers(bridge, layers)
     tokens, lengths = tokenize_prompts(bridge, prompts)
-    names = {f"blocks.{l}.mlp.hook_post" for l in layers}
+    names = {get_act_name("post", l) for l in layers}
     with torch.no_grad():
         _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     mask = (torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]).to(torch.float32)
     out = torch.zeros(bridge.cfg.n_layers, bridge.cfg.d_mlp)
     for l in layers:
-        act = cache[f"blocks.{l}.mlp.hook_post"].float()
+        act = cache[get_act_name("post", l)].float()
         out[l] = (act * mask[..., None]).sum((0, 1)) / mask.sum()
     return out
 

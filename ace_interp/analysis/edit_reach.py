@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import get_act_name
 
 from ace_interp.data.mquake import MQuAKECase
 from ace_interp.editing import HopPrompt, edit
@@ -30,7 +31,7 @@ from ace_interp.evaluation.protocol import case_requests
 def mlp_out(bridge: TransformerBridge, layer: int, text: str) -> tuple[list[int], torch.Tensor]:
     """(token ids, layer's FFN output at every position [pos, d_model]) of `text`."""
     ids = encode(bridge, text)
-    hook = f"blocks.{layer}.hook_mlp_out"
+    hook = get_act_name("mlp_out", layer)
     with torch.no_grad():
         _, cache = bridge.run_with_cache(torch.tensor([ids], device=bridge.cfg.device), names_filter=lambda n: n == hook)
     return ids, cache[hook][0].float()

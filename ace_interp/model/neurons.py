@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import get_act_name
 
 from ace_interp.model.architecture import (
     check_layer,
@@ -31,6 +32,9 @@ from ace_interp.model.architecture import (
     model_spec,
     unembed_module,
 )
+
+# the final norm's input (the last residual stream); `get_act_name` has no short name for it
+FINAL_RESID_HOOK = "ln_final.hook_in"
 
 
 # ----------------------------------------------------------------------------- weights as neurons
@@ -132,14 +136,8 @@ def neuron_activations(
     layers = resolve_layers(bridge, layers)
     tokens, lengths = tokenize_prompts(bridge, prompts)
     pos = resolve_positions(lengths, positions)
-    wanted = {"ln_final.hook_in"}
-    for l in layers:
-        wanted |= {
-            f"blocks.{l}.mlp.hook_post",
-            f"blocks.{l}.hook_resid_pre",
-            f"blocks.{l}.hook_attn_out",
-            f"blocks.{l}.hook_mlp_out",
-        }
+    kinds = ("post", "resid_pre", "attn_out", "mlp_out")  # TransformerLens activation names (`get_act_name`)
+    wanted = {FINAL_RESID_HOOK} | {get_act_name(kind, l) for kind in kinds for l in layers}
     with torch.no_grad():
         logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
     rows = torch.arange(len(pos), device=pos.device)
@@ -147,17 +145,17 @@ def neuron_activations(
     def at_pos(name: str) -> Tensor:
         return cache[name][rows, pos]
 
-    def stack(hook: str) -> Tensor:
-        return torch.stack([at_pos(hook.format(l=l)) for l in layers], dim=1)
+    def stack(kind: str) -> Tensor:
+        return torch.stack([at_pos(get_act_name(kind, l)) for l in layers], dim=1)
 
     return NeuronActivations(
         layers=layers,
         positions=pos,
-        coefficients=stack("blocks.{l}.mlp.hook_post"),
-        resid_pre=stack("blocks.{l}.hook_resid_pre"),
-        attn_out=stack("blocks.{l}.hook_attn_out"),
-        mlp_out=stack("blocks.{l}.hook_mlp_out"),
-        final_resid=at_pos("ln_final.hook_in"),
+        coefficients=stack("post"),
+        resid_pre=stack("resid_pre"),
+        attn_out=stack("attn_out"),
+        mlp_out=stack("mlp_out"),
+        final_resid=at_pos(FINAL_RESID_HOOK),
         logits=logits[rows, pos],
     )
 
