@@ -136,6 +136,34 @@ def cmd_main_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge_lag(args: argparse.Namespace) -> int:
+    """Value-curve lag between each 2-hop question's bridge entity and its answer (analysis.bridge_lag)."""
+    import time
+
+    from ace_interp.analysis.bridge_lag import LAG_KINDS, bridge_lag
+    from ace_interp.data.mquake import load_mquake
+    from ace_interp.model import load_model
+    from ace_interp.provenance import write_run_json
+
+    for model in args.model:
+        start = time.perf_counter()
+        cases_path = args.cases or default_cases(model)
+        bridge = load_model(model, device=args.device)
+        lag = bridge_lag(bridge, load_mquake(cases_path), multi_hop_asker(model), args.n_cases,
+                         args.n_value_neurons, progress=True)
+        out = Path(args.out) / Path(model).name
+        out.mkdir(parents=True, exist_ok=True)
+        lag.lags.to_csv(out / "lags.csv", index=False)
+        lag.curves.to_csv(out / "curves.csv", index=False)
+        summary = {f"{which}{'_answered' if answered else ''}": lag.summary(which, answered)
+                   for which in LAG_KINDS for answered in (False, True) if not answered or lag.lags.answer_is_top.any()}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_run_json(out, case_file=cases_path, wall_s=time.perf_counter() - start,
+                       n_cases=args.n_cases, n_value_neurons=args.n_value_neurons, model=model)
+        print(f"[{model}] {json.dumps(summary, indent=1)}\nwritten under {out}")
+    return 0
+
+
 # the editing methods (`editing.METHODS`, spelled out so that `ace --help` does not import torch) and the unedited model
 EDITORS = ["ft", "rome", "memit", "pmet", "ace"]
 ROWS = ["base", *EDITORS]
@@ -216,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "none when given without a value")
     p.add_argument("--no-readme", action="store_true")
     p.set_defaults(func=cmd_main_table)
+
+    p = sub.add_parser("bridge-lag", help="does a 2-hop question's bridge entity surface before its answer? (value curves)")
+    p.add_argument("--model", nargs="+", default=["toy-gptj", "toy-qwen3", "smollm2-135m"])
+    p.add_argument("--cases", default=None, help="MQuAKE-format file (default: the model's own case set)")
+    p.add_argument("--n-cases", type=int, default=None, help="the first N 2-hop cases (default all)")
+    p.add_argument("--n-value-neurons", type=int, default=100)
+    p.add_argument("--out", default="results/bridge-lag")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_bridge_lag)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the real default model")
     p.add_argument("--model", default="smollm2-135m")

@@ -2,7 +2,7 @@
 
 1. load the model and print its neuron-level summary;
 2. ask a real multi-hop question (the capital of the country where the Eiffel Tower is);
-3. find its value and query layers and neurons, and the query→value lag;
+3. find its value and query layers and neurons, and the bridge lag (does ' France' surface before ' Paris'?);
 4. edit the first-hop fact (Eiffel Tower → Italy) with PMET and with ACE, showing the multi-hop answer and
    the probabilities of the old and new answers before and after each, undoing each edit (bit-exact);
 5. write figures and a results table under `out`.
@@ -61,6 +61,7 @@ def _hparams(bridge, method: str, quick: bool):
 
 def run_demo(config: DemoConfig) -> Path:
     from ace_interp import plotting
+    from ace_interp.analysis.bridge_lag import token_lag
     from ace_interp.analysis.pathways import curves_from_table
     from ace_interp.attribution.layers import rank_layers
     from ace_interp.editing import EditRequest, edit
@@ -86,9 +87,16 @@ def run_demo(config: DemoConfig) -> Path:
         print(f"  {relation}: value layers {ranking.layers('value', relation, 3)}, query layers {ranking.layers('query', relation, 3)}")
     top_values = table[(table.relation == "2-hop question") & (table.kind == "value")].head(5)
     print("  top value neurons for ' Paris':", ", ".join(f"L{l} n{n} (+{s:.2f})" for l, n, s in zip(top_values.layer, top_values.neuron, top_values.score)))
+    # the lag that could come out either way: value curves of the bridge entity and of the answer (analysis.bridge_lag)
+    lag = token_lag(bridge, [MULTI_HOP_PROMPT], [" " + FIRST_HOP["target_true"]], [" " + OLD_ANSWER],
+                    n_value_neurons=n_neurons).lags.iloc[0]
+    print(f"  bridge lag (value curves, last position): the bridge '{FIRST_HOP['target_true']}' peaks at layer "
+          f"{lag.bridge_peak}, the answer '{OLD_ANSWER}' at layer {lag.answer_peak}: lag {lag.peak_lag:+d} layers "
+          f"(answer peak − bridge peak; centres of mass {lag.centre_lag:+.1f})")
     curves = curves_from_table(table[table.relation == "2-hop question"], bridge.cfg.n_layers)
-    lag = curves.lags.iloc[0]
-    print(f"  query neurons peak at layer {lag.query_peak}, value neurons at layer {lag.value_peak}: lag {lag.peak_lag} layers")
+    view = curves.lags.iloc[0]
+    print(f"  query-score view (query neurons count only value neurons of later layers, so they precede them by "
+          f"construction): query peak layer {view.query_peak}, value peak layer {view.value_peak}")
     table.to_csv(out / "attribution_table.csv", index=False)
     plotting.save_figure(plotting.query_value_curves(curves.mean_curves(), title=f"{QUESTION} → {OLD_ANSWER}"), out, "pathway_curves")
 

@@ -19,6 +19,7 @@ from ace_interp.attribution.value import (
 )
 from ace_interp.attribution.query import (
     QUERY_AGGREGATES,
+    QUERY_DEFINITIONS,
     QueryScores,
     activation_keys,
     mlp_input_norm,

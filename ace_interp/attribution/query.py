@@ -21,6 +21,14 @@ norm, over all layers), the query scores of neuron (l, k) are
     positive[l, k] = Σ_{(l',j) ∈ T, l' > l} max(0, a^{l'}_j(v^l_k))     (summed positive activation)
     inner[l, k]    = Σ_{(l',j) ∈ T, l' > l} a^{l'}_j(v^l_k)             (norm-weighted inner product)
     weighted[l, k] = Σ_{(l',j) ∈ T, l' > l} I_j · a^{l'}_j(v^l_k)       (weighted by the value score)
+    share[l, k]    = Σ_{(l',j) ∈ T, l' > l} I_j · a^{l'}_j(v^l_k) / a^{l'}_j(x^{l'})
+
+`share` is Yu & Ananiadou's definition ("Neuron-Level Knowledge Attribution in Large Language Models",
+EMNLP 2024; zepingyu0512/neuron-attribution, Llama_view_knowledge.ipynb cell 15, and the ACE notebooks): the
+query neuron's share of value neuron j's pre-activation, v·(γ⊙K_j) / x·(γ⊙K_j) (the frozen divisor cancels;
+the norm bias is in neither), times j's value score, over the top *30* value neurons. Two definitions are
+offered (`definition=`): "inner_product" (ours, the default: T = top 100, ranked by `positive`) and "share"
+(T = top 30, ranked by `share`). docs/query-scores.md states both and their measured overlap on SmolLM2.
 
 Neurons of the last layer (no later layers) score 0.
 """
@@ -46,7 +54,11 @@ from ace_interp.attribution.value import (
 from ace_interp.model import NeuronActivations, check_layer, ffn_weight, model_spec, sub_values
 
 KeyKind = Literal["auto", "in", "gate"]
-QUERY_AGGREGATES: tuple[str, ...] = ("positive", "inner", "weighted")
+QUERY_AGGREGATES: tuple[str, ...] = ("positive", "inner", "weighted", "share")
+QueryDefinition = Literal["inner_product", "share"]
+# definition -> (size of T, the aggregate that ranks query neurons). 30: `ffn_subvalue_list_sort[:30]` in
+# Yu & Ananiadou's notebooks (zepingyu0512/neuron-attribution) and the ACE release's (yjywdzh/ACE).
+QUERY_DEFINITIONS: dict[str, tuple[int, str]] = {"inner_product": (100, "positive"), "share": (30, "share")}
 
 
 # ----------------------------------------------------------------------------- the MLP input of a layer
@@ -142,14 +154,18 @@ class QueryScores:
     positive: Float[Tensor, "batch n_layers d_mlp"]
     inner: Float[Tensor, "batch n_layers d_mlp"]
     weighted: Float[Tensor, "batch n_layers d_mlp"]
+    share: Float[Tensor, "batch n_layers d_mlp"]
     key: str
+    definition: str = "inner_product"
 
-    def scores(self, aggregate: str = "positive") -> Float[Tensor, "batch n_layers d_mlp"]:
+    def scores(self, aggregate: str | None = None) -> Float[Tensor, "batch n_layers d_mlp"]:
+        """One aggregate (None: the one `definition` ranks by: positive for inner_product, share for share)."""
+        aggregate = QUERY_DEFINITIONS[self.definition][1] if aggregate is None else aggregate
         if aggregate not in QUERY_AGGREGATES:
             raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {QUERY_AGGREGATES}")
         return getattr(self, aggregate)
 
-    def top(self, k: int, prompt: int = 0, aggregate: str = "positive") -> pd.DataFrame:
+    def top(self, k: int, prompt: int = 0, aggregate: str | None = None) -> pd.DataFrame:
         """The k highest-scoring query neurons of one prompt: layer, neuron, score, rank."""
         return top_neurons_frame(self.scores(aggregate)[prompt], self.layers, k)
 
@@ -174,24 +190,33 @@ def query_scores(
     bridge: TransformerBridge,
     prompts: str | Sequence[str],
     targets: str | int | Sequence[str | int],
-    n_value_neurons: int = 100,
+    n_value_neurons: int | None = None,
     positions: int | Sequence[int] = -1,
     key: KeyKind = "auto",
     value_neurons: pd.DataFrame | None = None,
     activations: NeuronActivations | None = None,
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    definition: QueryDefinition = "inner_product",
 ) -> QueryScores:
-    """Query scores (positive, inner, weighted; module docstring) of all neurons, per prompt.
+    """Query scores (positive, inner, weighted, share; module docstring) of all neurons, per prompt.
 
         import ace_interp as ai
         model = ai.load_model("toy-gptj")
         q = ai.query_scores(model, ["anna kovac 's country is"], [" france"], n_value_neurons=50)
         q.positive.shape     # [batch=1, n_layers=6, d_mlp=512]: how much each neuron activates later value neurons
         q.top(10)            # DataFrame: layer, neuron, score, rank of prompt 0's top query neurons
+        ai.query_scores(model, ["anna kovac 's country is"], [" france"], definition="share").top(10)
+                             # ranked by Yu & Ananiadou's share over the top-30 value neurons
 
-    T is each prompt's top `n_value_neurons` value neurons (exact, frozen norm, `top_value_neurons`),
-    or the rows of `value_neurons` (columns prompt, layer, neuron, score) when given.
+    Shapes: every aggregate is [batch, n_layers, d_mlp]. T is each prompt's top `n_value_neurons` value
+    neurons (exact, frozen norm, `top_value_neurons`; None: 100 for "inner_product", 30 for "share"), or the
+    rows of `value_neurons` (columns prompt, layer, neuron, score) when given. `definition` also picks the
+    aggregate `QueryScores.top` / `scores` rank by when none is named.
     """
+    if definition not in QUERY_DEFINITIONS:
+        raise ValueError(f"unknown query-score definition {definition!r}; expected one of {sorted(QUERY_DEFINITIONS)}")
+    if n_value_neurons is None:
+        n_value_neurons = QUERY_DEFINITIONS[definition][0]
     prompts, acts, target_ids = _prepare(bridge, prompts, targets, positions, None, activations)
     layers = list(range(bridge.cfg.n_layers))
     if value_neurons is None:
@@ -200,22 +225,26 @@ def query_scores(
             activations=acts,
         )
     shape = (len(prompts), len(layers), bridge.cfg.d_mlp)
-    positive, inner, weighted = (acts.x.new_zeros(shape) for _ in range(3))
+    positive, inner, weighted, share = (acts.x.new_zeros(shape) for _ in range(4))
+    parallel = model_spec(bridge).parallel_attn_mlp
     with torch.no_grad():
         for b in range(len(prompts)):
             T = value_neurons[value_neurons["prompt"] == b]
             if T.empty:
                 continue
-            cols, col_layer, col_score = [], [], []
+            cols, col_layer, col_score, col_whole = [], [], [], []
             E_device = acts.x.device
             for l, group in T.groupby("layer"):
                 l = int(l)
-                cols.append(_effective_keys(bridge, acts, b, l, torch.tensor(group["neuron"].to_numpy(), device=E_device), key))
+                e = _effective_keys(bridge, acts, b, l, torch.tensor(group["neuron"].to_numpy(), device=E_device), key)
+                cols.append(e)
+                col_whole.append(mlp_input_resid(acts, l, parallel)[b] @ e)  # a^l_j(x^l): j's whole pre-activation
                 col_layer += [l] * len(group)
                 col_score += group["score"].tolist()
             E = torch.cat(cols, dim=1)
             col_layer_t = torch.tensor(col_layer, device=E.device)
             col_score_t = torch.tensor(col_score, dtype=E.dtype, device=E.device)
+            col_share_t = col_score_t / torch.cat(col_whole)  # I_j / a_j(x): the share formula's weights
             for i, l in enumerate(layers):
                 later = col_layer_t > l
                 if not later.any():
@@ -225,5 +254,8 @@ def query_scores(
                 positive[b, i] = A.clamp(min=0).sum(1)
                 inner[b, i] = A.sum(1)
                 weighted[b, i] = A @ col_score_t[later]
+                share[b, i] = A @ col_share_t[later]
     resolved = key if key != "auto" else ("gate" if bridge.cfg.gated_mlp else "in")
-    return QueryScores(layers, acts.positions, target_ids, value_neurons, positive, inner, weighted, resolved)
+    return QueryScores(
+        layers, acts.positions, target_ids, value_neurons, positive, inner, weighted, share, resolved, definition
+    )

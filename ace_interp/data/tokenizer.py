@@ -2,8 +2,8 @@
 
 Ids 0..3 are [UNK], [BOS], [EOS], [PAD] (each its own id); then the world's words, sorted. The tokenizer
 splits on whitespace and adds no special tokens itself: `encode_example` prepends [BOS] for training, and
-`load_model` sets the bridge's `default_prepend_bos` for the named toy models (TransformerLens 4.3 does not
-prepend it for them by itself).
+`load_model` reads `"prepend_bos": true` from the toy's training.json (`model.loading.model_prepends_bos`) so
+the bridge prepends it too.
 """
 
 from __future__ import annotations

@@ -444,6 +444,7 @@ def save_result(result: TrainResult, cfg: TrainConfig, out: str | os.PathLike, c
     info = {
         "command": command,
         "config": asdict(cfg),
+        "prepend_bos": True,  # items are [BOS] + prompt + target (`encode_example`); `load_model` reads this
         "steps_run": result.steps,
         "train_seconds": round(result.train_seconds, 1),
         "train_cpu_seconds": round(result.cpu_seconds, 1),

@@ -89,6 +89,10 @@ def model_id(bridge: TransformerBridge) -> str:
     emb = bridge.original_model.get_input_embeddings().weight
     for t in (emb[:4, :16], ffn_weight(bridge, 0, "W_in")[:16, :16]):
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    if not getattr(bridge.cfg, "default_prepend_bos", True):
+        # keys depend on the tokenisation: statistics taken with a BOS in front are not these (ids of
+        # BOS-prepending models stay as they were, so their caches stay valid)
+        h.update(b"no-bos")
     return f"{_safe(source)}-{h.hexdigest()[:10]}"
 
 

