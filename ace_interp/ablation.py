@@ -143,8 +143,8 @@ def ablate_neurons(
             logits = model("anna kovac 's country is")         # [batch=1, seq, d_vocab], neurons zeroed
 
     Every forward pass (bridge call, `run_with_cache`, the wrapped HF model, generation) sees m^l_k
-    (`blocks.{l}.mlp.hook_post`, [batch, seq, d_mlp]) replaced by 0 (`mode="zero"`) or by `mean_values[l][k]` (`mode="mean"`)
-    for the chosen {layer: [neuron ids]}. The hooks are removed on exit, also after an exception.
+    (`blocks.{l}.mlp.hook_post`, [batch, seq, d_mlp]) replaced by 0 (`mode="zero"`) or by `mean_values[l][k]`
+    (`mode="mean"`; `mean_values` [n_layers, d_mlp]) for the chosen {layer: [neuron ids]}. The hooks are removed on exit, also after an exception.
 
     `positions` index the token axis of each forward's own activations: right for full-sequence forwards
     (and cache-free generation); with a KV cache each step sees only its new token(s), so leave it None."""

@@ -170,7 +170,7 @@ WORLD_CORPUS_FILE = "corpus_sample.txt"
 def default_corpus(bridge: TransformerBridge, n_tokens: int = 10_000, progress: bool = True) -> TextCorpus:
     """The corpus key statistics use unless told otherwise.
 
-    A synthetic-world toy model's folder carries a sample of its own training corpus
+    A synthetic-world toy model's world folder (`model_state(bridge).world`) carries a sample of its training corpus
     (`corpus_sample.txt`, one sentence a line, written by `ace_interp.data.world.save_world_assets`): use
     it. Any other model gets text sampled from itself (`model_sampled_corpus`).
     """

@@ -216,10 +216,11 @@ def load_model(
         print(model.cfg.n_layers, model.cfg.d_mlp)      # 6 512
 
     `ace_interp.model.state.model_state(model)` says where it came from and whether it is a synthetic-world
-    toy (read once, here, from the folder's own metadata). `device=None` picks CUDA when available. `prepend_bos=None` sets the bridge's `cfg.default_prepend_bos` to
-    the model's own convention (`model_prepends_bos`), which every tokenisation in ace-interp goes through
-    (`bridge.to_tokens`); pass True / False to override it. Extra keyword arguments go to
-    `TransformerBridge.boot_transformers` (e.g. `device_map="auto"` for models larger than one GPU).
+    toy (read once, here, from the folder's own metadata). `device=None` picks CUDA when available.
+    `prepend_bos=None` sets the bridge's `cfg.default_prepend_bos` to the model's own convention
+    (`model_prepends_bos`), which every tokenisation in ace-interp goes through (`bridge.to_tokens`); pass
+    True / False to override it. Extra keyword arguments go to `TransformerBridge.boot_transformers`
+    (e.g. `device_map="auto"` for models larger than one GPU).
     """
     source = resolve_model_source(name_or_path)
     if device is None and "device_map" not in boot_kwargs:

@@ -94,6 +94,14 @@ def test_toy_models_are_recognised_by_their_metadata_not_their_name(tiny_model_d
         assert default_cases(real).name == "smollm2_known.json"
 
 
+def test_a_loaded_model_is_asked_in_its_own_style(tiny_model_dir):
+    from ace_interp.evaluation.protocol import model_style
+    from ace_interp.model import load_model
+
+    assert model_style(load_model("toy-gptj", device="cpu")).name == "toy-world"
+    assert model_style(load_model(tiny_model_dir("gpt2"), device="cpu")).name == "few-shot"
+
+
 @pytest.mark.real_model
 def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
     """`ace evaluate` on the CF-3k-v2-schema fixture with the real default model, one one-edit case, and a
