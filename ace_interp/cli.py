@@ -155,8 +155,9 @@ def cmd_bridge_lag(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         lag.lags.to_csv(out / "lags.csv", index=False)
         lag.curves.to_csv(out / "curves.csv", index=False)
-        summary = {f"{which}{'_answered' if answered else ''}": lag.summary(which, answered)
-                   for which in LAG_KINDS for answered in (False, True) if not answered or lag.lags.answer_is_top.any()}
+        summary = {which: lag.summary(which) for which in LAG_KINDS}
+        if lag.lags.answer_is_top.any():  # the cases the model answers (its next token is the answer's first)
+            summary |= {f"{which}_answered": lag.summary(which, answered_only=True) for which in LAG_KINDS}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         write_run_json(out, case_file=cases_path, wall_s=time.perf_counter() - start,
                        n_cases=args.n_cases, n_value_neurons=args.n_value_neurons, model=model)

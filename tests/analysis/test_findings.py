@@ -1,13 +1,18 @@
 """The paper's mechanistic findings, reproduced on the real default model and on both toy models.
 
 (a) zeroing a relation's top-1% value neurons hurts single-hop recall far more than a random 1%;
-(b) on 2-hop questions the top query layer precedes the top value layer;
+(b) on 2-hop questions the bridge entity surfaces in the value neurons before the answer (the paper: a lead of
+    1-2 layers). Measured as a lag that can come out either way (analysis.bridge_lag): the peak layer of the
+    answer token's value curve minus that of the bridge entity's token, same prompt, same last position. The
+    query-score view ("the top query layer precedes the top value layer") holds by construction and is not
+    tested as a finding;
 (c) knocking out the top query neurons reduces the downstream activated value neurons.
 """
 
 import pytest
 
 from ace_interp.ablation import query_knockout_experiment, value_ablation_experiment
+from ace_interp.analysis.bridge_lag import bridge_lag
 from ace_interp.analysis.figures import multi_hop_prompts, single_hop_prompts
 from ace_interp.attribution.layers import rank_layers
 from ace_interp.evaluation.protocol import default_cases, multi_hop_asker
@@ -20,7 +25,8 @@ from ace_interp.model import load_model
 # - top-1% value ablation (31 of 3,072 neurons on toy-gptj, 23 of 2,304 on toy-qwen3) leaves single-hop accuracy
 #   at 1.00 on both (drop 0.00; random 1%: 0.00) -- not reproduced.
 # - the top query layer precedes the top value layer on both (gptj: query 2, value 5; qwen3: query 3, value 5)
-#   -- reproduced. With 6 questions gptj's top value layer was 1 (12 and 24 questions: 5), hence 12.
+#   -- holds, but by construction (query scores count only later value neurons); the bridge lag below replaces
+#   it. With 6 questions gptj's top value layer was 1 (12 and 24 questions: 5), hence 12.
 # - knocking out the top query layer's top-20 query neurons does not lower the activated value neurons
 #   by the 5% the test asks (gptj layer 2: 19.2 -> 18.9; qwen3 layer 3: 13.1 -> 14.7 per prompt) -- not
 #   reproduced. SmolLM2: query layer 24 precedes value layer 29 and the knockout lowers them 72.6 -> 64.7.
@@ -83,12 +89,27 @@ def two_hop(setup):
     return multi, ranking
 
 
+# Bridge lag (b), measured 2026-12-06 with `ace bridge-lag` (docs/findings/2026-12-06-bridge-lag.md): mean peak lag
+# (answer peak - bridge peak, layers) with its bootstrap 95% interval
+#   toy-gptj   +0.14 [-0.15, +0.42] (n=200; 66 positive, 82 zero, 52 negative; sign test p=0.23)
+#   toy-qwen3  -0.48 [-0.68, -0.30] (n=200; 20 positive, 112 zero, 68 negative; p=2.8e-7): the answer peaks first
+#   SmolLM2   -0.30 [-0.54, -0.07] (n=97 of its first 100 2-hop cases; 1 positive, 81 zero, 15 negative; p=5.2e-4);
+#             its first 24 cases (the test's): +0.25 [0.00, +0.75] (1 positive, 23 zero)
+# None shows the paper's lead of the bridge by 1-2 layers: the interval's upper end stays below +1 layer.
+N_BRIDGE_CASES = {"toy-gptj": 200, "toy-qwen3": 200, "smollm2-135m": 24}
+
+
 @pytest.mark.real_model
-def test_query_layers_precede_value_layers(setup, two_hop, request):
-    name, _, _ = setup
-    _expect_reproduced(request, "pathway", name)
-    _, ranking = two_hop
-    assert ranking.query_layers[0] < ranking.value_layers[0]
+def test_bridge_does_not_lead_the_answer_by_a_layer(setup):
+    name, bridge, cases = setup
+    lag = bridge_lag(bridge, cases, multi_hop_asker(name), N_BRIDGE_CASES[name])
+    s = lag.summary("peak_lag")
+    print(f"{name}: peak lag {s['mean']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}] n={s['n']}, "
+          f"{s['n_positive']}/{s['n_zero']}/{s['n_negative']} (+/0/-), sign test p={s['sign_test_p']:.2g}")
+    assert s["n"] >= 0.9 * N_BRIDGE_CASES[name]
+    assert s["ci_high"] < 1.0  # the bridge does not lead by a layer or more
+    if name == "toy-qwen3":
+        assert s["ci_high"] < 0.0  # its answer peaks before the bridge
 
 
 @pytest.mark.real_model
