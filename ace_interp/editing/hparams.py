@@ -467,6 +467,9 @@ def reference_fields(method: str, spec: ModelSpec) -> dict:
         return list(dict.fromkeys(_scaled_layer(x, n_from, n_to) for x in layers))
 
     fields_["layers"] = scale(fields_["layers"])
+    if fields_["layers"] and isinstance(fields_["layers"][0], list):  # ACE's two groups, kept apart and in order:
+        first, second = fields_["layers"]  # layers the mapping merged stay in the second group
+        fields_["layers"] = [[l for l in first if l < min(second)] or [max(0, min(second) - 1)], second]
     fields_["v_loss_layer"] = n_to - 1
     if "mom2_update_weight" in fields_:
         fields_["mom2_update_weight"] = fields_["mom2_update_weight"] * spec.d_mlp / entry["d_mlp"]

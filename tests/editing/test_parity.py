@@ -203,3 +203,6 @@ def test_reference_preset_scales_layers_and_lambda_to_the_toy():
         assert fields["layers"] == [1] and fields["v_loss_layer"] == 5
     assert math.isclose(reference_fields("memit", toy)["mom2_update_weight"], 15000 * 512 / 16384)
     assert reference_fields("ace", toy)["layers"] == [[1], [4, 5]]
+    # Qwen3-8B's adjacent groups [[25..27], [28..32]] collapse onto layer 4 of 6: kept disjoint
+    qwen_toy = dataclasses.replace(toy, architecture="Qwen3ForCausalLM", d_mlp=384)
+    assert reference_fields("ace", qwen_toy)["layers"] == [[3], [4, 5]]
