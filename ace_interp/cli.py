@@ -80,7 +80,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
             print(f"  {prompt.splitlines()[-1]!r} -> {answer.strip()!r}")
 
     show("before")
-    applied = edit(bridge, [request], method=args.method)
+    applied = edit(bridge, [request], method=args.method, preset=args.preset)
     print(f"\n{args.method} wrote layers {applied.layers} in {applied.seconds:.1f} s")
     show("after")
     if args.save:
@@ -106,14 +106,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bridge = load_model(args.model, device=args.device)
     methods = [None if m == "base" else m for m in args.method]
     style = model_style(bridge, out_of_distribution=args.ood)
-    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS})
+    # --preset names the preset of every evaluated method; without it the default preset, and only overridden
+    # methods get explicit hyper-parameters
+    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS if m in methods}, args.preset)
     for method in filter(None, methods):
-        check_hparam_layers(bridge, hparams.get(method) or default_hparams(method, bridge), method)
+        check_hparam_layers(bridge, hparams.get(method) or default_hparams(method, bridge, args.preset), method)
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
     result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
                       hparams=hparams or None, hop_prompts=hop_prompts_for(bridge, cases_path))
     paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
+    from ace_interp.editing import DEFAULT_PRESET
+    from ace_interp.provenance import write_run_json
+
+    paths.append(write_run_json(args.out, preset=args.preset or DEFAULT_PRESET, hparams=hparams, case_file=cases_path,
+                                seeds=[args.seed], model=args.model))
     print(result.summary.to_string(index=False))
     print(f"\nwritten: {', '.join(map(str, paths))}")
     return 0
@@ -212,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="ace", choices=EDITORS)
     p.add_argument("--ask", nargs="*", default=[], help="more prompts to answer before and after")
     p.add_argument("--max-new-tokens", type=int, default=6)
+    p.add_argument("--preset", default=None, help="tuned (the default) or reference (docs/presets.md)")
     p.add_argument("--save", default=None, help="folder to save the edited model to (save_pretrained format)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_edit)
@@ -227,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-specificity", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     add_override_flags(p)
+    p.add_argument("--preset", default=None, help="hyper-parameter preset of every edited method: tuned (the default) or "
+                   "reference (the paper code's released algorithm and settings; docs/presets.md); --METHOD overrides "
+                   "apply on top")
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

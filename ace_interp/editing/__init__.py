@@ -7,6 +7,9 @@ and write* (`solver.py` + the transactional `ace_interp.model.apply_weight_updat
     ...
     applied.undo()          # restores the weights bit for bit
 
+`preset="reference"` runs the released algorithm and configuration of the method's paper code, `"tuned"` (the
+default) this project's defaults (`hparams.py`, docs/presets.md); `applied.preset` records which.
+
 A batch is validated as a whole before anything is computed; one bad request raises `EditRequestError`
 and nothing is written. Sequences of edits are consecutive `edit` calls (undo newest first, or
 `undo_edits`).
@@ -33,8 +36,13 @@ from ace_interp.editing.hparams import (
     PMETHParams,
     ROMEHParams,
     TargetHParams,
+    DEFAULT_PRESET,
     default_hparams,
+    hparams_from_reference,
     implicit_subject_layers,
+    load_preset,
+    preset_names,
+    reference_fields,
     overridden_hparams,
     override_hparams,
     parse_overrides,
@@ -72,6 +80,8 @@ class AppliedEdit:
     layers: list[int]
     seconds: float
     info: dict = field(default_factory=dict)
+    # the preset the hyper-parameters came from ("tuned", "reference"); "custom" when the caller passed hparams
+    preset: str = DEFAULT_PRESET
 
     @property
     def undone(self) -> bool:
@@ -98,6 +108,7 @@ def edit(
     contexts: Sequence[str] | None = None,
     hop_prompts: Sequence[HopPrompt | ImplicitSubject] = (),
     ranking=None,
+    preset: str | None = None,
 ) -> AppliedEdit:
     """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
 
@@ -111,24 +122,27 @@ def edit(
     Every write is a W_out (or W_in, for FT) update in TL orientation, [d_mlp, d_model] per layer, applied
     all at once or not at all (`model.weights.apply_weight_updates`); a bad request raises
     `EditRequestError` before anything is computed.
-    `hparams` defaults to `default_hparams(method, bridge)`. `contexts` overrides the context prefixes
-    (default: "" plus `hparams.target.n_context` texts sampled from the model). `hop_prompts` and
+    `hparams` defaults to `default_hparams(method, bridge, preset)` (`preset` default "tuned"; "reference" runs the
+    paper code's released algorithm, docs/presets.md); passing both is an error. `contexts` overrides the context
+    prefixes (default: "" plus the texts `hparams.target` asks to sample from the model). `hop_prompts` and
     `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant; `ImplicitSubject`s among
     the hop prompts feed its implicit-subject write (`ACEHParams.implicit_layers`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
     requests = validate_requests(bridge, requests)  # the whole batch, before any computation
-    hp = default_hparams(method, bridge) if hparams is None else hparams
+    if hparams is not None and preset is not None:
+        raise ValueError("pass either hparams or preset, not both (override a preset with default_hparams(..., **fields))")
+    hp = default_hparams(method, bridge, preset) if hparams is None else hparams
+    preset_used = (preset or DEFAULT_PRESET) if hparams is None else "custom"
     if not isinstance(hp, _HPARAM_TYPES[method]):
         raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
     check_hparam_layers(bridge, hp, method)
     start = time.perf_counter()
     with stage_timer() as timings:
         if contexts is None:
-            t = hp.target
             with stage("contexts"):
-                contexts = context_templates(bridge, t.n_context, t.context_length, t.seed)
+                contexts = sampled_contexts(bridge, hp.target)
         contexts = list(contexts)
         if method == "ft":
             result = ft_updates(bridge, requests, hp, contexts)
@@ -147,7 +161,14 @@ def edit(
     result.info["timings"] = dict(timings)
     log.info("%s edited layers %s in %.2f s (%s)", method, result.layers, seconds,
              ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info)
+    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, preset_used)
+
+
+def sampled_contexts(bridge: TransformerBridge, target: TargetHParams) -> list[str]:
+    """"" plus the context prefixes `target` asks for: `context_lengths` (length, count) pairs, e.g. ROME's
+    ((5, 10), (10, 10)), each sampled with its own seed, or `n_context` prefixes of `context_length` tokens."""
+    pairs = target.context_lengths if target.context_lengths is not None else ((target.context_length, target.n_context),)
+    return [""] + [c for j, (length, n) in enumerate(pairs) for c in context_templates(bridge, n, length, target.seed + j)[1:]]
 
 
 def check_hparam_layers(bridge: TransformerBridge, hp: object, label: str = "") -> None:
@@ -204,10 +225,11 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 
 
 __all__ = [
-    "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
+    "ACEHParams", "AppliedEdit", "CovarianceHParams", "DEFAULT_PRESET", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
-    "as_requests", "check_hparam_layers", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
-    "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",
-    "overridden_hparams", "override_hparams", "parse_overrides", "second_moments", "solve_key_value", "undo_edits",
-    "validate_requests",
+    "as_requests", "check_hparam_layers", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet",
+    "context_templates", "default_corpus", "default_hparams", "edit", "edit_sequentially", "hparams_from_reference",
+    "implicit_subject_layers", "load_preset", "model_sampled_corpus", "overridden_hparams", "override_hparams",
+    "parse_overrides", "preset_names", "reference_fields", "sampled_contexts", "second_moments", "solve_key_value",
+    "undo_edits", "validate_requests",
 ]

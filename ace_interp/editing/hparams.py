@@ -1,11 +1,24 @@
-"""Hyper-parameters of every editor, as dataclasses with documented defaults per architecture.
+"""Hyper-parameters of every editor: dataclasses, and the named presets that fill them for a model.
 
-Reference values are the published ones for GPT-J-6B (ROME / MEMIT / PMET papers and their released
-configs; ACE's released config for its layer groups). For other depths the layer choices are mapped
-*proportionally* from GPT-J's 28 layers (layer x ↦ round(x·(L−1)/27)), and the covariance weight λ is
-scaled with the FFN width (GPT-J: λ = 15,000 for d_mlp = 16,384, i.e. ≈ 0.9·d_mlp), because the
-Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows with d_mlp.
-Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
+Presets live as data files, `ace_interp/editing/presets/<method>/<preset>.json`:
+
+- `reference` — the released configuration of each paper's code, field by field in the release's own names
+  (GPT-J-6B for ROME / MEMIT / PMET / ACE, Qwen3-8B for ACE), the repository, commit and path each came from,
+  the algorithm settings that make our editors run the release's algorithm (loss, KL position, weight-decay
+  exponent, stopping rules, per-request optimisation, key averaging, no ridge), and the rule that scales a
+  release to another model's shape (`reference_hparams`; docs/presets.md).
+- `tuned` — this project's defaults (`tuned_hparams`), fitted on the shipped toys and SmolLM2-135M; where they
+  depart from the reference and why is in docs/presets.md and in the comments of `tuned_hparams`.
+
+    >>> hp = default_hparams("pmet", bridge, preset="reference")   # doctest: +SKIP
+
+`default_hparams(method, bridge, preset=...)` picks one (default `DEFAULT_PRESET`, "tuned"); overrides
+(`override_hparams`, `--pmet FIELD=VALUE` on the command line) apply on top of either.
+
+The tuned preset, by model shape: for other depths the layer choices are mapped *proportionally* from GPT-J's 28
+layers (layer x ↦ round(x·(L−1)/27)), and λ is scaled with the FFN width (λ/d_mlp ≈ 0.9, GPT-J's MEMIT value
+15,000 / 16,384), because the Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows
+with d_mlp. Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
 (mapped), where its target can still steer the answer from the subject position, and ACE writes its query
 group first, towards that group's own target (the attribution variant with fixed groups); PMET and ACE optimise
 the FFN delta alone (ROME's clamp) and spread it with residual accounting, and ROME, MEMIT, PMET and ACE
@@ -23,14 +36,16 @@ solve with one key row per context prefix (`CovarianceHParams.context_keys="each
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import TextCorpus, world_corpus_path
-from ace_interp.model.architecture import model_spec
+from ace_interp.model.architecture import ModelSpec, model_spec
 
 METHODS = ("ft", "rome", "memit", "pmet", "ace")
 
@@ -39,12 +54,19 @@ METHODS = ("ft", "rome", "memit", "pmet", "ace")
 class TargetHParams:
     """Optimisation of the target vector z (ROME/MEMIT `compute_v`/`compute_z`, PMET `compute_zs`).
 
-    loss = mean NLL(target_new | context + prompt)              over the context prefixes
-         + kl_factor · KL(p_δ ‖ p_0) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged)
-         + subject_kl_factor · the same KL at the subject's last token of `kl_prompt` (keeps what follows
-           the subject itself, e.g. in a generated answer that names it)
-         + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (MEMIT: power 2; PMET: power 1)
+    loss = c · mean NLL(target_new | context + prompt)          over the context prefixes (c = nll_factor)
+         + kl_factor · KL(p_δ ‖ p_0) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged; our term)
+         + subject_kl_factor · the same KL at the subject's last token of `kl_prompt` — this is the KL term of
+           ROME / MEMIT / PMET / ACE (`kl_factor` in their hparams; `logits[i, lookup_idx]` in compute_v/z/zs)
+         + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (the reference codes: power 2)
     Adam on δ, then δ is clamped to ‖δ‖ ≤ clamp_norm_factor · ‖z_0‖ after every step.
+
+    Stopping: `stop_on="nll"` stops once every request's NLL term is below `early_stop_loss` (the tuned preset);
+    `stop_on="loss"` once the total loss is (the references, `loss < 5e-2`). `argmax_nll_factor` (PMET's
+    compute_zs): once the target is the argmax at every target position, the next step's NLL weight is
+    c·argmax_nll_factor, and the optimisation stops if the KL terms are ≤ `argmax_kl_stop`. `per_request`
+    optimises each request of a batch on its own, with a fresh δ and Adam (the references); False optimises
+    them jointly with one shared stop.
     """
 
     v_num_grad_steps: int = 25
@@ -54,13 +76,21 @@ class TargetHParams:
     clamp_norm_factor: float = 0.75
     kl_factor: float = 0.0625
     kl_prompt: str = "{} is a"
-    # 0: the references (ROME/MEMIT/PMET) have no such term. δ sits at the subject's last token, so it also
-    # changes what the model predicts right after the subject; when another edit's answer names this subject,
-    # the edited model then derails in the middle of that answer (SmolLM2: "Bucharest is the capital of" →
-    # " Denmark-Loraima"; docs/ace.md, "Chained edits")
+    # The references' only KL term sits here (their `kl_factor`; the reference preset maps it to this field).
+    # The tuned preset keeps `kl_factor` (the prompt's last token) and uses this one on adapted models for ROME
+    # and ACE only: δ sits at the subject's last token, so it also changes what the model predicts right after
+    # the subject; when another edit's answer names this subject, the edited model then derails in the middle of
+    # that answer (SmolLM2: "Bucharest is the capital of" → " Denmark-Loraima"; docs/ace.md, "Chained edits")
     subject_kl_factor: float = 0.0
-    early_stop_loss: float = 5e-2  # stop when every request's NLL term (mean over prompts) is below this
+    early_stop_loss: float = 5e-2  # stop when every request's NLL term (stop_on="nll") or loss ("loss") is below
+    stop_on: Literal["nll", "loss"] = "nll"
+    nll_factor: float = 1.0  # c above (PMET's nll_loss_factor)
+    argmax_nll_factor: float | None = None  # PMET: 0.1 once the target is the argmax; None: no such rule
+    argmax_kl_stop: float = 0.01  # PMET: stop when the target is the argmax and the KL terms are at most this
+    per_request: bool = False
     n_context: int = 5  # sampled context prefixes (plus the empty one)
+    # (length, count) pairs of sampled prefixes, e.g. ROME's ((5, 10), (10, 10)); None: (context_length, n_context)
+    context_lengths: tuple[tuple[int, int], ...] | None = None
     # optimise δ through the write at the target layer (`compute_targets(write_map=…)`): the loss sees what
     # Δ = Uδ does at every position, not only at the subject's last token (docs/ace.md, "Through the write")
     through_write: bool = False
@@ -76,9 +106,11 @@ class CovarianceHParams:
     n_tokens: int = 10_000
     cov_weight: float = 15_000.0  # λ in ‖KΔ − R‖² + λ tr(ΔᵀCΔ)  (MEMIT's mom2_update_weight)
     ridge: float = 1e-4  # C + ε·mean(diag C)·I
-    # how a request's keys over the context prefixes enter the solve: "mean" — one averaged key (ROME/MEMIT);
-    # "each" — one row per context, each weighted 1/c (`solver` docstring; docs/ace.md, "Keys per context")
-    context_keys: Literal["mean", "each"] = "mean"
+    # how a request's keys over the context prefixes enter the solve: "mean" — one key averaged uniformly over the
+    # contexts (ROME's compute_u); "grouped" — averaged within the bare prompt's group and the prefixes' group, then
+    # across the two (MEMIT / PMET compute_ks: the bare prompt weighs 1/2); "each" — one row per context, each
+    # weighted 1/c (`solver` docstring; docs/ace.md, "Keys per context")
+    context_keys: Literal["mean", "grouped", "each"] = "mean"
     # the least share of its residual every key row realises (`solver.write_map`: a smaller λ for keys typical of
     # the corpus); 0 is the reference solve (and the default on small models and the paper's two); 0.5 on
     # the adapted models (`default_hparams`, README: measured on SmolLM2).
@@ -89,9 +121,18 @@ class CovarianceHParams:
     @property
     def per_context_keys(self) -> bool:
         """Whether the solve takes one key row per context (`context_keys == "each"`)."""
-        if self.context_keys not in ("mean", "each"):
-            raise ValueError(f"unknown context_keys {self.context_keys!r}; expected 'mean' or 'each'")
+        if self.context_keys not in ("mean", "grouped", "each"):
+            raise ValueError(f"unknown context_keys {self.context_keys!r}; expected 'mean', 'grouped' or 'each'")
         return self.context_keys == "each"
+
+    def key_weights(self, contexts: Sequence[str]) -> list[float] | None:
+        """Weights of the contexts in a request's averaged key: None for a uniform mean ("mean") or one row per
+        context ("each"); "grouped" gives the bare prompt "" 1/2 and the prefixes 1/(2·(c−1)) between them (MEMIT's
+        `compute_ks`: mean within each context-template group, then across groups)."""
+        if self.per_context_keys or self.context_keys == "mean" or "" not in contexts or len(contexts) == 1:
+            return None
+        rest = 0.5 / (len(contexts) - 1)
+        return [0.5 if c == "" else rest for c in contexts]
 
 
 @dataclass
@@ -117,6 +158,10 @@ class ROMEHParams:
     covariance: CovarianceHParams = field(default_factory=CovarianceHParams)
     # ROME inserts the fact exactly: λ = 0 in the shared solver (minimum-C-norm interpolation).
     exact: bool = True
+    # "shared": the shared solver on the averaged key; "rome": ROME's own formula (rome_main.execute_rome),
+    # Δ = C⁻¹k̄ (v* − F(k_bare))ᵀ / (k_bareᵀ C⁻¹ k̄) with k̄ the averaged key, k_bare the bare prompt's, and the
+    # requests of a batch written one after another (each on the model the previous ones left)
+    solve: Literal["shared", "rome"] = "shared"
 
 
 @dataclass
@@ -202,9 +247,29 @@ def _span(a: int, b: int, n_layers: int) -> tuple[int, ...]:
     return tuple(range(lo, max(hi, lo) + 1))
 
 
-def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HParams:
-    """The documented defaults of `method` for this model's architecture (overrides replace fields, dotted
-    names reach nested ones: `default_hparams("ace", bridge, **{"target.v_lr": 0.1})`, `override_hparams`)."""
+def default_hparams(method: str, bridge: TransformerBridge, preset: str | None = None, **overrides) -> HParams:
+    """`method`'s hyper-parameters for this model under `preset` (default `DEFAULT_PRESET`): overrides replace
+    fields, dotted names reach nested ones (`default_hparams("ace", bridge, **{"target.v_lr": 0.1})`,
+    `override_hparams`).
+
+        >>> default_hparams("memit", bridge, preset="reference").target.stop_on   # doctest: +SKIP
+        'loss'
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
+    preset = DEFAULT_PRESET if preset is None else preset
+    rule = load_preset(method, preset).get("rule")
+    if preset == "reference":
+        hp = reference_hparams(method, bridge)
+    elif rule == "tuned_hparams":
+        hp = tuned_hparams(method, bridge)
+    else:
+        raise ValueError(f"preset {preset!r} of {method} names no known rule ({rule!r})")
+    return override_hparams(hp, **overrides)
+
+
+def tuned_hparams(method: str, bridge: TransformerBridge) -> HParams:
+    """The tuned preset: this project's defaults for `method` on this model's architecture (module docstring)."""
     if method not in METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
     spec = model_spec(bridge)
@@ -236,7 +301,9 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     # specificity 86 → 88 / 88 → 84 / 100 → 94%. docs/ace.md, "A floor on the realised share".
     covariance = CovarianceHParams(cov_weight=cov_weight, n_tokens=n_tokens, context_keys="each" if adapted else "mean",
                                    min_realised=0.5 if adapted else 0.0)
-    pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)  # PMET: 20,000 vs MEMIT's 15,000
+    # PMET: 4/3 of MEMIT's λ (20,000 on GPT-J-6B). Our choice, not the release's: the PMET release's GPT-J file has
+    # 6,000 (presets/pmet/reference.json), 0.4 of MEMIT's 15,000
+    pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)
     # Small models (tiny random test models, synthetic-world toys) have activations of norm ~0.01–1; the
     # reference decay ‖δ‖/‖z_0‖^p and clamp c·‖z_0‖ were tuned for GPT-J-sized norms and would freeze δ.
     # lr 0.5 / ≤ 100 steps (early stop at NLL < 0.05): at lr 0.1 / 40 steps the toy targets stopped at
@@ -255,6 +322,8 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     pmet_target = (
         TargetHParams(**small_target)
         if small
+        # the PMET release's lr, steps and clamp; NOT its decay exponent (the release divides by ‖h0‖², power 2) nor
+        # its KL (weight 1, at the subject's last token: here 0.0625 at the prompt's last token); docs/presets.md
         else TargetHParams(v_lr=0.2, decay_power=1, clamp_norm_factor=0.75, v_num_grad_steps=30)
     )
     # Away from the paper's two models (and above 6 layers) PMET and ACE optimise the FFN delta alone with
@@ -269,7 +338,8 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
     # k's answer (SmolLM2, ROME: "Bucharest is the capital of" → " Denmark-Loraima"). ROME and ACE get a KL term
     # at the subject's position of "{s} is a". SmolLM2 main table, greedy efficacy: ROME 92 → 95%, ACE 83 → 86%,
     # nothing else changed. The same term cost MEMIT and PMET one case (95 → 92%: " Alexandre Dumascer"), so
-    # they keep the reference (docs/ace.md, "Chained edits"; results/smollm2-subject-kl).
+    # they keep only the last-token KL (docs/ace.md, "Chained edits"; results/smollm2-subject-kl). (This subject-
+    # position term is in fact the references' KL term; see `TargetHParams.subject_kl_factor`.)
     subject_kl = {"subject_kl_factor": 0.5} if adapted else {}
     if method == "ft":
         hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 0.1, norm_constraint=5e-5 if not small else 0.5)
@@ -345,7 +415,109 @@ def default_hparams(method: str, bridge: TransformerBridge, **overrides) -> HPar
             # With the own query target: multi-hop on hop-0 edits 33% value-first → 56% query-first.
             value_target_after_query=adapted,
         )
-    return override_hparams(hp, **overrides)
+    return hp
+
+
+# ----------------------------------------------------------------------------- presets as data files
+
+PRESET_DIR = Path(__file__).with_name("presets")
+DEFAULT_PRESET = "tuned"
+
+
+def preset_names(method: str) -> list[str]:
+    """The presets `method` has (the file names under `presets/<method>/`)."""
+    return sorted(p.stem for p in (PRESET_DIR / method).glob("*.json"))
+
+
+def load_preset(method: str, preset: str) -> dict:
+    """The preset file of `method` as a dict (`presets/<method>/<preset>.json`); a clear error for an unknown one."""
+    path = PRESET_DIR / method / f"{preset}.json"
+    if method not in METHODS or not path.exists():
+        raise ValueError(f"no preset {preset!r} for method {method!r}; presets: {preset_names(method) if method in METHODS else []}")
+    return json.loads(path.read_text())
+
+
+def _scaled_layer(x: int, n_from: int, n_to: int) -> int:
+    return round(x * (n_to - 1) / (n_from - 1))
+
+
+def _released_entry(doc: dict, spec: ModelSpec) -> tuple[dict, bool]:
+    """The released entry for this model (exact: same architecture and depth), else the family's, else the first."""
+    entries = doc["released"]
+    for e in entries:
+        if e["architecture"] == spec.architecture and e["n_layers"] == spec.n_layers:
+            return e, True
+    family = [e for e in entries if e["architecture"] == spec.architecture]
+    return (family or entries)[0], False
+
+
+def reference_fields(method: str, spec: ModelSpec) -> dict:
+    """The reference preset's fields for a model, in the release's own names: the released entry itself for the
+    model it was released for, else that entry scaled to the model's shape by the file's `scaling` rule
+    (layers mapped proportionally, loss layer = last block, λ·d_mlp/d_mlp_released, the tuned statistics budget)."""
+    entry, exact = _released_entry(load_preset(method, "reference"), spec)
+    fields_ = {**entry["hparams"], **{k: v for k, v in entry.get("outside_hparams", {}).items() if k != "source"}}
+    if exact:
+        return fields_
+    n_from, n_to = entry["n_layers"], spec.n_layers
+
+    def scale(layers):
+        if layers and isinstance(layers[0], list):
+            return [scale(g) for g in layers]
+        return list(dict.fromkeys(_scaled_layer(x, n_from, n_to) for x in layers))
+
+    fields_["layers"] = scale(fields_["layers"])
+    if fields_["layers"] and isinstance(fields_["layers"][0], list):  # ACE's two groups, kept apart and in order:
+        first, second = fields_["layers"]  # layers the mapping merged stay in the second group
+        fields_["layers"] = [[l for l in first if l < min(second)] or [max(0, min(second) - 1)], second]
+    fields_["v_loss_layer"] = n_to - 1
+    if "mom2_update_weight" in fields_:
+        fields_["mom2_update_weight"] = fields_["mom2_update_weight"] * spec.d_mlp / entry["d_mlp"]
+    fields_["mom2_n_samples"] = 100_000 if n_to >= 28 and spec.d_mlp >= 8192 else (2_000 if n_to <= 6 else 5_000)
+    return fields_
+
+
+def hparams_from_reference(method: str, released: Mapping, n_layers: int) -> HParams:
+    """Our dataclass for `method` from a reference configuration in the release's names (a released hparams json,
+    or `reference_fields`), with the reference preset's `algorithm` settings on top.
+
+    Mapping: `kl_factor` → `target.subject_kl_factor` (the release's KL sits at the subject's last token),
+    `nll_loss_factor` → `target.nll_factor`, `mom2_update_weight` → `covariance.cov_weight`, `mom2_n_samples` →
+    `covariance.n_tokens` (a token count here), `context_template_length_params` → `target.context_lengths`, ACE's
+    `layers` [[first group], [second group]] → (query_layers, value_layers). `v_loss_layer` must be the last block
+    and `fact_token` "subject_last": the only ones our editors implement."""
+    doc = load_preset(method, "reference")
+    r = dict(released)
+    if r.get("fact_token", "subject_last") != "subject_last":
+        raise ValueError(f"fact_token {r['fact_token']!r} is not implemented (only subject_last)")
+    if r.get("v_loss_layer", n_layers - 1) != n_layers - 1:
+        raise ValueError(f"v_loss_layer {r['v_loss_layer']} is not the last block ({n_layers - 1}); only that is implemented")
+    pairs = tuple((int(length), int(count)) for length, count in r.get("context_template_length_params", []))
+    target = TargetHParams(
+        v_num_grad_steps=int(r["v_num_grad_steps"]), v_lr=float(r["v_lr"]), v_weight_decay=float(r["v_weight_decay"]),
+        clamp_norm_factor=float(r["clamp_norm_factor"]), subject_kl_factor=float(r["kl_factor"]),
+        nll_factor=float(r.get("nll_loss_factor", 1.0)), context_lengths=pairs,
+        n_context=sum(c for _, c in pairs), context_length=pairs[0][0] if pairs else 10,
+    )
+    covariance = CovarianceHParams(cov_weight=float(r.get("mom2_update_weight", 0.0)), n_tokens=int(r["mom2_n_samples"]))
+    layers = r["layers"]
+    if method == "rome":
+        hp = ROMEHParams(layer=int(layers[0]), target=target, covariance=covariance)
+    elif method == "memit":
+        hp = MEMITHParams(layers=tuple(layers), target=target, covariance=covariance)
+    elif method == "pmet":
+        hp = PMETHParams(layers=tuple(layers), target=target, covariance=covariance)
+    elif method == "ace":
+        hp = ACEHParams(query_layers=tuple(layers[0]), value_layers=tuple(layers[1]), target=target, covariance=covariance)
+    else:
+        raise ValueError(f"{method} has no reference preset")
+    return override_hparams(hp, **doc["algorithm"])
+
+
+def reference_hparams(method: str, bridge: TransformerBridge) -> HParams:
+    """The reference preset for this model: `hparams_from_reference` of `reference_fields`."""
+    spec = model_spec(bridge)
+    return hparams_from_reference(method, reference_fields(method, spec), spec.n_layers)
 
 
 def implicit_subject_layers(bridge: TransformerBridge) -> tuple[int, ...]:
@@ -408,10 +580,14 @@ def parse_overrides(assignments: Sequence[str]) -> dict[str, object]:
     return out
 
 
-def overridden_hparams(bridge: TransformerBridge, assignments: Mapping[str, Sequence[str]]) -> dict[str, HParams]:
-    """{method: `default_hparams(method, bridge)` with its command-line `FIELD=VALUE` overrides} for each method given
-    at least one (`{"ace": ["implicit_layers=(4,)"], "pmet": []}` → ACE only)."""
-    return {m: default_hparams(m, bridge, **parse_overrides(a)) for m, a in assignments.items() if a}
+def overridden_hparams(
+    bridge: TransformerBridge, assignments: Mapping[str, Sequence[str]], preset: str | None = None
+) -> dict[str, HParams]:
+    """{method: `default_hparams(method, bridge, preset)` with its command-line `FIELD=VALUE` overrides} for each
+    method given at least one (`{"ace": ["implicit_layers=(4,)"], "pmet": []}` → ACE only), or for every method
+    given when `preset` is named."""
+    return {m: default_hparams(m, bridge, preset, **parse_overrides(a)) for m, a in assignments.items()
+            if a or preset is not None}
 
 
 def small_budget(hp: HParams, steps: int = 5, n_context: int = 2, n_tokens: int = 1_000) -> HParams:

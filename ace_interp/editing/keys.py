@@ -432,9 +432,19 @@ class PromptBatch:
         order = torch.sort(self.owner, stable=True).indices
         return values[order].reshape(n_owners, int(counts[0]), *values.shape[1:])
 
-    def keys_per_owner(self, values: Float[Tensor, "batch d"], n_owners: int, per_context: bool) -> Tensor:
-        """[n, d] keys averaged over each owner's contexts, or [n, c, d] kept apart (`solver.write_map`)."""
-        return self.per_owner(values, n_owners) if per_context else self.mean_per_owner(values, n_owners)
+    def keys_per_owner(
+        self, values: Float[Tensor, "batch d"], n_owners: int, per_context: bool, weights: Sequence[float] | None = None
+    ) -> Tensor:
+        """[n, d] keys averaged over each owner's contexts, or [n, c, d] kept apart (`solver.write_map`).
+
+        `weights` (one per context, in `build_batch`'s context order; `CovarianceHParams.key_weights`) replaces the
+        uniform mean by a weighted one: MEMIT's mean within context groups, then across them."""
+        if per_context:
+            return self.per_owner(values, n_owners)
+        if weights is None:
+            return self.mean_per_owner(values, n_owners)
+        w = torch.tensor(list(weights), dtype=values.dtype, device=values.device)
+        return torch.einsum("ncd,c->nd", self.per_owner(values, n_owners), w)
 
 
 def subject_prompt_ids(bridge: TransformerBridge, context: str, request: EditRequest) -> tuple[list[int], int]:
@@ -575,9 +585,11 @@ def compute_keys(
     contexts: Sequence[str] = ("",),
     per_context: bool = False,
     owners: Sequence[int] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> dict[int, Float[Tensor, "n_requests d_mlp"] | Float[Tensor, "n_requests n_contexts d_mlp"]]:
     """k^l per request: the down-projection input at the subject's last token, averaged over contexts
-    ([n, d_mlp]), or with `per_context` one per context ([n, c, d_mlp], in `contexts` order).
+    ([n, d_mlp]; weighted by `weights`, one per context, where given), or with `per_context` one per context
+    ([n, c, d_mlp], in `contexts` order).
 
     `owners[i]` groups requests: the keys of all requests with the same owner are averaged into its row
     (ACE's implicit subjects: one key per edit, averaged over the noun phrases that reach its subject)."""
@@ -589,7 +601,7 @@ def compute_keys(
     factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
     with torch.no_grad(), hooks(*factories):
         run_until(runner, batch.tokens, runner.down_proj[max(layers)])
-    return {l: batch.keys_per_owner(stores[l][0][batch.rows, batch.lookup], n, per_context) for l in layers}
+    return {l: batch.keys_per_owner(stores[l][0][batch.rows, batch.lookup], n, per_context, weights) for l in layers}
 
 
 def outputs_at_subject(

@@ -89,7 +89,8 @@ def target_write_map(
     `keys.compute_keys`): the map a target optimised through the write (`TargetHParams.through_write`) is
     added with."""
     with stage("keys"):
-        keys = compute_keys(bridge, requests, [layer], contexts, per_context=cov.per_context_keys, owners=owners)[layer]
+        keys = compute_keys(bridge, requests, [layer], contexts, per_context=cov.per_context_keys, owners=owners,
+                            weights=cov.key_weights(contexts))[layer]
     moments = load_second_moments(bridge, [layer], cov)[layer]
     with stage("solve"):
         weight = cov.cov_weight if cov_weight is None else cov_weight
@@ -162,7 +163,8 @@ def spread_write(
         for step in steps:
             with stage("keys"):
                 m = key_pass.read(runner.down_proj[step.layer], step.layer, what="input")
-                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], n, cov.per_context_keys)
+                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], n, cov.per_context_keys,
+                                                cov.key_weights(contexts))
                 current = current_output(step)
             with stage("solve"):
                 residual = step.scale * (step.z - current) / step.divisor
@@ -197,5 +199,6 @@ def memit_updates(
     divisors = spread_divisors(len(layers), "linear")
     steps = [SpreadStep(l, z, z_layer, "resid", d) for l, d in zip(layers, divisors)]
     result = spread_write(bridge, requests, steps, contexts, hp.covariance)
-    result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer)
+    result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer, target=target,
+                       n_evals=target.n_evals, stop_reasons=target.stop_reasons)
     return result

@@ -46,7 +46,7 @@ def regularised_cholesky(second_moment: Float[Tensor, "d d"], ridge: float = 1e-
     scale = c.diagonal().mean().clamp_min(1e-12)
     eye = torch.eye(d, dtype=torch.float64, device=c.device)
     factor, info = torch.linalg.cholesky_ex(c + ridge * scale * eye)
-    jitter = ridge
+    jitter = max(ridge, 1e-12)  # ridge 0 (the reference solve) may still need a jitter to factor
     while info.item() != 0:  # numerically indefinite: raise the ridge until it factors
         jitter *= 10
         if jitter > 1.0:

@@ -13,8 +13,11 @@ token, in every prompt (ROME `compute_v`, MEMIT `compute_z`, PMET `compute_zs`):
             + v_weight_decay · Σ_sites ‖δ‖ / ‖z_0‖^decay_power
     after each Adam step: δ ← δ · min(1, clamp_norm_factor·‖z_0‖ / ‖δ‖)
 
-All requests of a batch are optimised in one forward pass per step (rows are independent and Adam is
-element-wise, so this equals optimising each request on its own, except for the shared early stop).
+By default all requests of a batch are optimised in one forward pass per step (rows are independent and Adam is
+element-wise, so this equals optimising each request on its own, except for the shared early stop);
+`TargetHParams.per_request` optimises them one after another, each with its own stop, as the references do.
+The stopping rules (`TargetHParams` docstring) are the tuned preset's (every NLL term < early_stop_loss) or the
+references' (total loss < 0.05 — MEMIT compute_z, ROME compute_v; plus PMET compute_zs's argmax rule).
 Gradients reach only δ: the model's parameters are frozen for the duration.
 """
 
@@ -60,6 +63,10 @@ class TargetResult:
     deltas: dict[str, Float[Tensor, "n d_model"]]
     losses: list[float] = field(default_factory=list)
     target_prob: Float[Tensor, " n"] | None = None  # mean p(target token) over prompts, at the end
+    # per request: loss evaluations (forward passes; Adam steps = n_evals − 1) and why the optimisation stopped
+    # ("loss<0.05", "nll<0.05", "pmet_argmax_and_kl<=0.01", "max_steps"); one entry for the whole batch unless per_request
+    n_evals: list[int] = field(default_factory=list)
+    stop_reasons: list[str] = field(default_factory=list)
 
 
 def compute_targets(
@@ -89,7 +96,29 @@ def compute_targets(
     the prompt (the final one above all) is part of the loss. Runs every position, so no suffix fast path.
     """
     with stage("targets"):
-        return _optimise(bridge, requests, layer, hp, contexts, sites, extra_prompts, suffix_only, write_map)
+        if not hp.per_request or len(requests) == 1:
+            return _optimise(bridge, requests, layer, hp, contexts, sites, extra_prompts, suffix_only, write_map)
+        parts = [
+            _optimise(bridge, [r], layer, hp, contexts, sites, [(0, p) for j, p in extra_prompts if j == i],
+                      suffix_only, None if write_map is None else write_map[:, i : i + 1])
+            for i, r in enumerate(requests)
+        ]
+        return _stack_results(parts)
+
+
+def _stack_results(parts: Sequence[TargetResult]) -> TargetResult:
+    """One TargetResult from the single-request results of `per_request` optimisation (request order kept)."""
+
+    def cat(name: str) -> dict[str, Tensor]:
+        return {s: torch.cat([getattr(p, name)[s] for p in parts]) for s in getattr(parts[0], name)}
+
+    return TargetResult(
+        layer=parts[0].layer, targets=cat("targets"), initial=cat("initial"), deltas=cat("deltas"),
+        # per step, the largest loss of any request still running or stopped (its last loss)
+        losses=[max(p.losses[min(i, len(p.losses) - 1)] for p in parts) for i in range(max(len(p.losses) for p in parts))],
+        target_prob=torch.cat([p.target_prob for p in parts]),
+        n_evals=[n for p in parts for n in p.n_evals], stop_reasons=[r for p in parts for r in p.stop_reasons],
+    )
 
 
 def _optimise(
@@ -161,6 +190,8 @@ def _optimise(
 
     opt = torch.optim.Adam(list(deltas.values()), lr=hp.v_lr)
     losses: list[float] = []
+    nll_weight = torch.full((n_req,), float(hp.nll_factor), device=batch.tokens.device)
+    stop_reason = "max_steps"
     target_prob = None
     through = ("mlp" if "mlp" in sites else "resid") if write_map is not None else None
     if write_map is not None and (write_map.ndim != 2 or write_map.shape[1] != n_req):
@@ -188,13 +219,15 @@ def _optimise(
             token_lp = lp.gather(-1, tgt[pos_rows, pos_cols].unsqueeze(-1)).squeeze(-1)
             per_row = torch.zeros(n_nll, device=lp.device).index_add(0, pos_rows, token_lp) / n_target_tokens
             nll_per_req = -_mean_by_owner(per_row, batch.owner[:n_nll], n_req)
-            loss_per_req = nll_per_req
+            loss_per_req = nll_weight * nll_per_req
+            kl_per_req = torch.zeros_like(nll_per_req)
             for i, (factor, pos) in enumerate(kl_sites):
                 kl_lp = runner.head(hidden[kl_rows, pos]).float().log_softmax(-1)
                 if kl_init[i] is None:
                     kl_init[i] = kl_lp.detach()
                 kl_per_row = (kl_lp.exp() * (kl_lp - kl_init[i])).sum(-1)  # KL(p_δ ‖ p_0), as MEMIT's kl_div call
-                loss_per_req = loss_per_req + factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
+                kl_per_req = kl_per_req + factor * _mean_by_owner(kl_per_row, batch.owner[n_nll:], n_req)
+            loss_per_req = loss_per_req + kl_per_req
             for s in sites:
                 norm0 = initial[s].norm(dim=-1).clamp_min(1e-8)
                 loss_per_req = loss_per_req + hp.v_weight_decay * deltas[s].norm(dim=-1) / norm0**hp.decay_power
@@ -205,11 +238,27 @@ def _optimise(
                     torch.zeros(n_nll, device=lp.device).index_add(0, pos_rows, token_lp.exp()) / n_target_tokens,
                     batch.owner[:n_nll], n_req,
                 )
-            # stop once every request's NLL term is small (ROME/MEMIT test the total loss, which the weight
-            # decay keeps above 0.05 once δ has grown: with decay power 1 they never stop early)
+            # The tuned preset stops once every request's NLL term is small; the references once the total loss
+            # is (ROME compute_v, MEMIT compute_z, PMET compute_zs: `if loss < 5e-2: break`), which the weight
+            # decay keeps above 0.05 once δ has grown (with decay power 1 the toys never stopped early).
+            watched = nll_per_req if hp.stop_on == "nll" else loss_per_req
+            if float(watched.detach().max()) < hp.early_stop_loss:
+                stop_reason = f"{hp.stop_on}<{hp.early_stop_loss:g}"
+                break
+            if hp.argmax_nll_factor is not None:
+                # PMET compute_zs: when the target is the argmax at every target position of every rewriting row,
+                # the next step weighs the NLL by argmax_nll_factor, and a small enough KL ends the optimisation
+                with torch.no_grad():
+                    hit = (lp.max(-1).values == token_lp).float()
+                    all_hit = torch.zeros(n_nll, device=lp.device).index_add(0, pos_rows, 1 - hit) == 0
+                    req_hit = _mean_by_owner(all_hit.float(), batch.owner[:n_nll], n_req) == 1
+                nll_weight = torch.where(req_hit, hp.nll_factor * hp.argmax_nll_factor, hp.nll_factor)
+                if bool(req_hit.all()) and float(kl_per_req.detach().max()) <= hp.argmax_kl_stop:
+                    stop_reason = f"pmet_argmax_and_kl<={hp.argmax_kl_stop:g}"
+                    break
             # the reference's "it == v_num_grad_steps - 1": N steps are N forwards and N - 1 updates; with N = 0
             # the one forward (needed for z_0) is not followed by an update either, so δ stays 0
-            if float(nll_per_req.detach().max()) < hp.early_stop_loss or step >= hp.v_num_grad_steps - 1:
+            if step >= hp.v_num_grad_steps - 1:
                 break
             loss.backward()
             opt.step()
@@ -227,6 +276,8 @@ def _optimise(
         deltas=final,
         losses=losses,
         target_prob=target_prob,
+        n_evals=[len(losses)],
+        stop_reasons=[stop_reason],
     )
 
 

@@ -71,3 +71,51 @@ def test_overridden_hparams_builds_only_the_methods_given_overrides(tiny_model):
     assert list(chosen) == ["ace"]
     assert chosen["ace"] == default_hparams("ace", tiny_model, query_weight=0.5, implicit_layers=(1,))
     assert overridden_hparams(tiny_model, {"ace": [], "pmet": []}) == {}
+
+
+def test_presets_are_data_files_and_tuned_is_the_default(tiny_model):
+    from ace_interp.editing import DEFAULT_PRESET, load_preset, preset_names
+    from ace_interp.editing.hparams import tuned_hparams
+
+    assert DEFAULT_PRESET == "tuned"
+    for method in ("rome", "memit", "pmet", "ace"):
+        assert preset_names(method) == ["reference", "tuned"]
+        assert load_preset(method, "reference")["released"][0]["source"]["commit"]
+        assert default_hparams(method, tiny_model) == default_hparams(method, tiny_model, "tuned") == tuned_hparams(method, tiny_model)
+    assert preset_names("ft") == ["tuned"]
+    with pytest.raises(ValueError, match="no preset 'reference' for method 'ft'"):
+        default_hparams("ft", tiny_model, "reference")
+    with pytest.raises(ValueError, match="no preset 'nonesuch'"):
+        default_hparams("memit", tiny_model, "nonesuch")
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "pmet", "ace"])
+def test_reference_preset_runs_the_released_algorithm_and_takes_overrides(tiny_model, method):
+    hp = default_hparams(method, tiny_model, "reference", **{"target.v_lr": 0.3})
+    t = hp.target
+    assert (t.stop_on, t.per_request, t.decay_power, t.kl_factor, t.v_lr) == ("loss", True, 2, 0.0, 0.3)
+    assert t.subject_kl_factor == (1.0 if method in ("pmet", "ace") else 0.0625)  # the release's KL, at the subject
+    assert hp.covariance.ridge == 0 and hp.covariance.min_realised == 0
+    assert hp.covariance.context_keys == ("mean" if method == "rome" else "grouped")
+    assert (t.argmax_nll_factor is not None) == (method in ("pmet", "ace"))
+
+
+def test_grouped_keys_weigh_the_bare_prompt_half():
+    """MEMIT's compute_ks: mean within the bare prompt's group and within the prefixes' group, then across them."""
+    import torch
+
+    from ace_interp.editing import CovarianceHParams
+    from ace_interp.editing.keys import PromptBatch
+
+    contexts = ["", "a. ", "b. ", "c. "]
+    weights = CovarianceHParams(context_keys="grouped").key_weights(contexts)
+    assert weights == [0.5, 0.5 / 3, 0.5 / 3, 0.5 / 3]
+    assert CovarianceHParams(context_keys="mean").key_weights(contexts) is None
+    assert CovarianceHParams(context_keys="grouped").key_weights([""]) is None
+    values = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(8, 3)  # 2 requests × 4 contexts, in build order
+    batch = PromptBatch(tokens=torch.zeros(8, 1, dtype=torch.long), lengths=torch.ones(8, dtype=torch.long),
+                        lookup=torch.zeros(8, dtype=torch.long), owner=torch.arange(2).repeat_interleave(4),
+                        target_ids=torch.full((8, 1), -100))
+    grouped = batch.keys_per_owner(values, 2, per_context=False, weights=weights)
+    expected = torch.stack([0.5 * values[4 * i] + 0.5 * values[4 * i + 1 : 4 * i + 4].mean(0) for i in range(2)])
+    assert torch.allclose(grouped, expected)

@@ -248,3 +248,42 @@ def test_ace_bad_implicit_subject_raises_and_writes_nothing(tiny_model, fast_hpa
     with pytest.raises(ValueError, match=match):
         edit(bridge, FRANCE, method="ace", hparams=fast_hparams("ace", bridge, implicit_layers=(2,)), hop_prompts=[bad])
     assert _same(bridge, original)
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "pmet", "ace"])
+def test_reference_preset_edits_records_its_preset_and_undoes_exactly(tiny_model, tiny_corpus, method):
+    """`preset="reference"` runs (one request per optimisation, one stop reason each) and is recorded on the edit."""
+    from ace_interp.editing import default_hparams
+
+    bridge = tiny_model
+    snapshot = _snapshot(bridge)
+    budget = {"target.context_lengths": ((4, 1),), "covariance.corpus": tiny_corpus, "covariance.n_tokens": 1000,
+              "covariance.progress": False}
+    hp = default_hparams(method, bridge, "reference", **budget)
+    applied = edit(bridge, [FRANCE, SPAIN], method=method, hparams=hp)
+    assert applied.preset == "custom"  # hyper-parameters passed in: recorded as such
+    if method != "ace":
+        assert len(applied.info["n_evals"]) == 2 and len(applied.info["stop_reasons"]) == 2
+        assert all(1 <= n <= hp.target.v_num_grad_steps for n in applied.info["n_evals"])
+    assert _changed(bridge, snapshot)
+    applied.undo()
+    assert _same(bridge, snapshot)
+    with pytest.raises(ValueError, match="either hparams or preset"):
+        edit(bridge, FRANCE, method=method, hparams=hp, preset="reference")
+    assert _same(bridge, snapshot)
+
+
+def test_edit_records_the_preset_it_was_given(tiny_model, monkeypatch, tiny_corpus):
+    import ace_interp.editing as editing
+
+    original = editing.default_hparams
+
+    def small(method, bridge, preset=None, **overrides):  # the named preset, on a tiny budget
+        return original(method, bridge, preset, **{"covariance.corpus": tiny_corpus, "covariance.n_tokens": 1000,
+                                                   "covariance.progress": False, "target.context_lengths": ()})
+
+    monkeypatch.setattr(editing, "default_hparams", small)
+    for preset, expected in ((None, "tuned"), ("tuned", "tuned"), ("reference", "reference")):
+        applied = edit(tiny_model, FRANCE, method="memit", preset=preset)
+        assert applied.preset == expected and applied.hparams.target.stop_on == ("loss" if expected == "reference" else "nll")
+        applied.undo()

@@ -118,3 +118,21 @@ def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
     assert len(per_case) == 2 and set(per_case.method) == {"base", "pmet"}
     assert per_case.case_id.nunique() == 1 and per_case.case_id.iloc[0] in one_edit
     assert 0 <= per_case[per_case.method == "pmet"].efficacy.iloc[0] <= 1
+
+
+def test_evaluate_cli_preset_reaches_every_method_and_run_json(tmp_path, capsys):
+    """`ace evaluate --preset reference` edits with the reference preset, applies `--memit` overrides on top, and
+    records the preset with the hyper-parameters in run.json."""
+    import json
+
+    from ace_interp.cli import main
+
+    rc = main(["evaluate", "--model", "toy-gptj", "--method", "memit", "--edits", "1", "--per-edits", "1",
+               "--n-specificity", "1", "--preset", "reference", "--memit", "target.v_num_grad_steps=3",
+               "--out", str(tmp_path), "--device", "cpu"])
+    assert rc == 0
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["preset"] == "reference"
+    assert run["hparams"]["memit"]["target"]["v_num_grad_steps"] == 3
+    assert run["hparams"]["memit"]["target"]["stop_on"] == "loss"
+    assert len(pd.read_csv(tmp_path / "toy-gptj_per_case.csv")) == 1

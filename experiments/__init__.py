@@ -1,0 +1,1 @@
+"""Research runs whose outputs are committed under results/ (each writes run.json)."""
