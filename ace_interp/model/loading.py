@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -189,23 +191,74 @@ def load_model(
     return bridge
 
 
+class SaveError(OSError):
+    """A model cannot be saved at the path given (a file is in the way, the write failed)."""
+
+
+# Files a checkpoint folder's weights consist of: a save removes the old ones, so that a stale shard index
+# (model.safetensors.index.json) never points a reload at the previous model's shards.
+_WEIGHT_FILES = re.compile(r"^(model|pytorch_model|tf_model|flax_model)(-\d+-of-\d+)?\.(safetensors|bin|h5|msgpack)(\.index\.json)?$")
+
+
+def original_config(bridge: TransformerBridge):
+    """The model's config as its source folder/hub id defines it, without the fields the bridge switches on at
+    boot (`output_attentions`, ...); a copy of the live config with those reset when the source is unreadable."""
+    from transformers import AutoConfig
+
+    model = hf_model(bridge)
+    source = bridge.__dict__.get("ace_source")
+    if source:
+        try:
+            config = AutoConfig.from_pretrained(source)
+            if type(config) is type(model.config):
+                return config
+        except (OSError, ValueError):
+            log.debug("could not re-read the config of %s; saving the live one", source)
+    config = copy.deepcopy(model.config)
+    config.output_attentions = False
+    config.output_hidden_states = False
+    return config
+
+
 def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     """Save the (possibly edited) wrapped model as a plain HF checkpoint folder with its tokenizer.
 
+        save_model(load_model("toy-gptj"), "edited-toy")   # -> Path("edited-toy")
+
     The bridge nests HF modules and adds alias tensors, so HF's `save_pretrained` on the wrapped model
     fails; we build a fresh model skeleton of the same class on the meta device, give it the live
-    tensors (no copy), and save that. `AutoModelForCausalLM.from_pretrained(folder)` or
-    `load_model(folder)` reload it with the same logits.
+    tensors (no copy), and save that with the source's own config (`original_config`).
+    `AutoModelForCausalLM.from_pretrained(folder)` or `load_model(folder)` reload it with the same logits.
+
+    The checkpoint is written to a temporary folder beside `folder` first and then moved in; an existing
+    checkpoint's weight files and shard indexes in `folder` are replaced, other files are left alone. A path
+    that is a file raises `SaveError` (transformers would only log and write nothing).
     """
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SaveError(f"cannot save the model to {folder}: it is a file, not a folder")
     model = hf_model(bridge)
+    config = original_config(bridge)
     with torch.device("meta"):
-        skeleton = type(model)(model.config)
+        skeleton = type(model)(config)
     state = {k: v.detach().contiguous() for k, v in hf_parameters(bridge).items()}
     skeleton.load_state_dict(state, assign=True, strict=True)
     skeleton.tie_weights()
     # generate() may have left the live generation config in a state save_pretrained rejects
-    skeleton.generation_config = GenerationConfig.from_model_config(model.config)
-    skeleton.save_pretrained(folder)
-    bridge.tokenizer.save_pretrained(folder)
+    skeleton.generation_config = GenerationConfig.from_model_config(config)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        skeleton.save_pretrained(tmp)
+        bridge.tokenizer.save_pretrained(tmp)
+        if not (tmp / "config.json").exists() or not any(_WEIGHT_FILES.match(p.name) for p in tmp.iterdir()):
+            raise SaveError(f"saving the model to {folder} wrote no checkpoint (transformers' save_pretrained failed)")
+        folder.mkdir(exist_ok=True)
+        for stale in folder.iterdir():
+            if _WEIGHT_FILES.match(stale.name) and not (tmp / stale.name).exists():
+                stale.unlink()
+        for new in tmp.iterdir():
+            os.replace(new, folder / new.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
