@@ -27,6 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import GenerationConfig
 
 from ace_interp.model.architecture import check_supported, hf_model, hf_parameters
+from ace_interp.model.cachefiles import publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,10 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to a safetensors folder at %s (once, ~20 s)", gguf_path.name, out)
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
+    def build(tmp: Path) -> None:
+        log.info("converting %s to a safetensors folder at %s (once, ~20 s)", gguf_path.name, out)
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
         state = model.state_dict()
         if model.config.tie_word_embeddings:
             state.pop("lm_head.weight", None)  # stored once, tied again on load
@@ -78,10 +77,10 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
             del config.quantization_config
         config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out)  # atomic: a half-written folder is never seen as a model
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    # a per-process temporary folder renamed into place under a lock: a half-written folder is never seen as
+    # a model, and a second process converting at the same time waits and then uses the first one's folder
+    return publish_folder(out, build)
 
 
 def smollm2_gguf_path() -> Path:
