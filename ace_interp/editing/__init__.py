@@ -8,7 +8,10 @@ and write* (`solver.py` + the transactional `ace_interp.model.apply_weight_updat
     applied.undo()          # restores the weights bit for bit
 
 A batch is validated as a whole before anything is computed; one bad request raises `EditRequestError`
-and nothing is written. Sequences of edits are consecutive `edit` calls (undo newest first, or
+and nothing is written. Every write is then verified (`verify.py`): non-finite logits on an edit prompt undo
+it and raise; a request whose target was not reached raises, warns (default) or is kept as `on_failure`
+says, and `applied.verification` records each request's check. A `SideEffectMonitor` passed as `monitor`
+checks facts the model knew and a perplexity sample after the write (`monitor.py`). Sequences of edits are consecutive `edit` calls (undo newest first, or
 `undo_edits`).
 """
 
@@ -46,6 +49,16 @@ from ace_interp.editing.requests import EditRequest, EditRequestError, as_reques
 from ace_interp.editing.rome import rome_updates
 from ace_interp.editing.solver import solve_key_value
 from ace_interp.editing.timing import stage, stage_timer
+from ace_interp.editing.verify import (
+    CRITERIA,
+    ON_FAILURE,
+    EditVerification,
+    EditVerificationError,
+    EditWarning,
+    RequestCheck,
+    act_on_verification,
+    check_requests,
+)
 from ace_interp.editing.targets import compute_targets, compute_z, compute_z_pmet
 from ace_interp.model.weights import WeightEdit, apply_weight_updates
 
@@ -65,6 +78,7 @@ class AppliedEdit:
     layers: list[int]
     seconds: float
     info: dict = field(default_factory=dict)
+    verification: EditVerification | None = None  # per-request checks after the write (None: verify=None)
 
     @property
     def undone(self) -> bool:
@@ -91,6 +105,8 @@ def edit(
     contexts: Sequence[str] | None = None,
     hop_prompts: Sequence[HopPrompt | ImplicitSubject] = (),
     ranking=None,
+    verify: str | None = "greedy",
+    on_failure: str = "warn",
 ) -> AppliedEdit:
     """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
 
@@ -98,9 +114,16 @@ def edit(
     (default: "" plus `hparams.target.n_context` texts sampled from the model). `hop_prompts` and
     `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant; `ImplicitSubject`s among
     the hop prompts feed its implicit-subject write (`ACEHParams.implicit_layers`).
+
+    `verify` ("greedy" or "prob", None to skip) checks each request's target after the write and `on_failure`
+    ("raise", "warn", "keep") says what a miss does (`verify.py`); non-finite logits always undo and raise.
     """
     if method not in METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
+    if verify is not None and verify not in CRITERIA:
+        raise ValueError(f"verify must be one of {CRITERIA} or None, got {verify!r}")
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
     requests = validate_requests(bridge, requests)  # the whole batch, before any computation
     hp = default_hparams(method, bridge) if hparams is None else hparams
     if not isinstance(hp, _HPARAM_TYPES[method]):
@@ -125,11 +148,17 @@ def edit(
         label = f"{method}: " + "; ".join(r.describe() for r in requests)
         with stage("write"):
             weight_edit = apply_weight_updates(bridge, result.updates, label=label[:500])
+        verification = None
+        if verify is not None:
+            with stage("verify"):
+                verification = check_requests(bridge, requests, verify)
+            act_on_verification(verification, on_failure, weight_edit.undo, method)
     seconds = time.perf_counter() - start
     result.info["timings"] = dict(timings)
-    log.info("%s edited layers %s in %.2f s (%s)", method, result.layers, seconds,
-             ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info)
+    log.info("%s edited layers %s in %.2f s (%s)%s", method, result.layers, seconds,
+             ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+             f"; {verification.summary()}" if verification else "")
+    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, verification)
 
 
 def edit_sequentially(
@@ -159,7 +188,8 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 
 
 __all__ = [
-    "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
+    "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "EditVerification",
+    "EditVerificationError", "EditWarning", "FTHParams", "HopPrompt", "RequestCheck", "check_requests",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
     "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",

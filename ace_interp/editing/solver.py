@@ -110,8 +110,8 @@ def write_map(
         n, c, d = keys.shape[0], 1, keys.shape[1]
     else:
         raise SolverError(f"keys must be [n, d_mlp] or [n, contexts, d_mlp], got {tuple(keys.shape)}")
-    if cov_weight < 0:
-        raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
+    if not cov_weight >= 0:  # also NaN, which would otherwise solve to a silent no-op
+        raise SolverError(f"cov_weight (λ) must be a number >= 0, got {cov_weight}")
     if not torch.isfinite(k).all():
         raise SolverError("keys contain NaN/inf")
     if cholesky is None and second_moment is not None:
