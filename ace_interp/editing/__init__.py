@@ -25,6 +25,13 @@ from dataclasses import dataclass, field
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.ace import HopPrompt, ImplicitSubject, ace_updates
+from ace_interp.editing.alphaedit import (
+    AlphaEditHParams,
+    AlphaEditMemory,
+    alphaedit_hparams,
+    alphaedit_updates,
+    remember_edit,
+)
 from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
 from ace_interp.editing.ft import ft_updates
 from ace_interp.editing.hparams import (
@@ -64,7 +71,9 @@ from ace_interp.model.weights import WeightEdit, apply_weight_updates
 
 log = logging.getLogger(__name__)
 
-_HPARAM_TYPES = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams, "pmet": PMETHParams, "ace": ACEHParams}
+_HPARAM_TYPES = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams, "pmet": PMETHParams, "ace": ACEHParams,
+                 "alphaedit": AlphaEditHParams}
+EDIT_METHODS = (*METHODS, "alphaedit")
 
 
 @dataclass
@@ -107,8 +116,9 @@ def edit(
     ranking=None,
     verify: str | None = "greedy",
     on_failure: str = "warn",
+    memory: AlphaEditMemory | None = None,
 ) -> AppliedEdit:
-    """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
+    """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace", "alphaedit").
 
     `hparams` defaults to `default_hparams(method, bridge)`. `contexts` overrides the context prefixes
     (default: "" plus `hparams.target.n_context` texts sampled from the model). `hop_prompts` and
@@ -117,15 +127,19 @@ def edit(
 
     `verify` ("greedy" or "prob", None to skip) checks each request's target after the write and `on_failure`
     ("raise", "warn", "keep") says what a miss does (`verify.py`); non-finite logits always undo and raise.
+    `memory` carries AlphaEdit's projections and the keys of earlier edits across a sequence (`alphaedit.py`).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
+    if method not in EDIT_METHODS:
+        raise ValueError(f"unknown editing method {method!r}; expected one of {EDIT_METHODS}")
     if verify is not None and verify not in CRITERIA:
         raise ValueError(f"verify must be one of {CRITERIA} or None, got {verify!r}")
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
     requests = validate_requests(bridge, requests)  # the whole batch, before any computation
-    hp = default_hparams(method, bridge) if hparams is None else hparams
+    if hparams is not None:
+        hp = hparams
+    else:
+        hp = alphaedit_hparams(bridge) if method == "alphaedit" else default_hparams(method, bridge)
     if not isinstance(hp, _HPARAM_TYPES[method]):
         raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
     start = time.perf_counter()
@@ -143,6 +157,9 @@ def edit(
             result = memit_updates(bridge, requests, hp, contexts)
         elif method == "pmet":
             result = pmet_updates(bridge, requests, hp, contexts)
+        elif method == "alphaedit":
+            memory = AlphaEditMemory() if memory is None else memory
+            result = alphaedit_updates(bridge, requests, hp, contexts, memory)
         else:
             result = ace_updates(bridge, requests, hp, contexts, hop_prompts, ranking)
         label = f"{method}: " + "; ".join(r.describe() for r in requests)
@@ -153,6 +170,8 @@ def edit(
             with stage("verify"):
                 verification = check_requests(bridge, requests, verify)
             act_on_verification(verification, on_failure, weight_edit.undo, method)
+        if method == "alphaedit":
+            remember_edit(bridge, requests, hp, contexts, memory, weight_edit)
     seconds = time.perf_counter() - start
     result.info["timings"] = dict(timings)
     log.info("%s edited layers %s in %.2f s (%s)%s", method, result.layers, seconds,
@@ -188,7 +207,7 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 
 
 __all__ = [
-    "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "EditVerification",
+    "ACEHParams", "AlphaEditHParams", "AlphaEditMemory", "AppliedEdit", "EDIT_METHODS", "alphaedit_hparams", "CovarianceHParams", "EditRequest", "EditRequestError", "EditVerification",
     "EditVerificationError", "EditWarning", "FTHParams", "HopPrompt", "RequestCheck", "check_requests",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
