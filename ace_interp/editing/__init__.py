@@ -51,6 +51,7 @@ from ace_interp.editing.hparams import (
 )
 from ace_interp.editing.keys import compute_keys, context_templates
 from ace_interp.editing.memit import MethodResult, memit_updates
+from ace_interp.editing.monitor import MonitorReading, ProbeSet, SideEffectMonitor, default_probes
 from ace_interp.editing.pmet import pmet_updates
 from ace_interp.editing.requests import EditRequest, EditRequestError, as_requests, validate_requests
 from ace_interp.editing.rome import rome_updates
@@ -88,6 +89,7 @@ class AppliedEdit:
     seconds: float
     info: dict = field(default_factory=dict)
     verification: EditVerification | None = None  # per-request checks after the write (None: verify=None)
+    side_effects: MonitorReading | None = None  # the monitor's check after this edit, when one ran
 
     @property
     def undone(self) -> bool:
@@ -105,6 +107,26 @@ class AppliedEdit:
             self.undo()
 
 
+def check_hparam_layers(bridge: TransformerBridge, hp: object) -> None:
+    """Every layer list of `hp` (`layer`, `layers`, ACE's `value_layers` / `query_layers` / `implicit_layers`)
+    holds valid, non-negative layer indices, and a method's main layer list is not empty."""
+    n = bridge.cfg.n_layers
+    for name in ("layer", "layers", "value_layers", "query_layers", "implicit_layers"):
+        if not hasattr(hp, name):
+            continue
+        value = getattr(hp, name)
+        layers = [value] if isinstance(value, int) else value
+        if layers is None:
+            continue
+        layers = list(layers)
+        if not layers and name == "layers":
+            raise ValueError(f"{type(hp).__name__}.{name} is empty: the method needs at least one layer to write")
+        bad = [l for l in layers if not isinstance(l, int) or not 0 <= l < n]
+        if bad:
+            raise ValueError(f"{type(hp).__name__}.{name} = {tuple(layers)} has {bad}: layers are 0..{n - 1} "
+                             "(negative indices are not accepted)")
+
+
 def edit(
     bridge: TransformerBridge,
     requests: EditRequest | Mapping | Sequence[EditRequest | Mapping],
@@ -117,6 +139,7 @@ def edit(
     verify: str | None = "greedy",
     on_failure: str = "warn",
     memory: AlphaEditMemory | None = None,
+    monitor: SideEffectMonitor | None = None,
 ) -> AppliedEdit:
     """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace", "alphaedit").
 
@@ -128,6 +151,8 @@ def edit(
     `verify` ("greedy" or "prob", None to skip) checks each request's target after the write and `on_failure`
     ("raise", "warn", "keep") says what a miss does (`verify.py`); non-finite logits always undo and raise.
     `memory` carries AlphaEdit's projections and the keys of earlier edits across a sequence (`alphaedit.py`).
+    `monitor` re-checks facts the model knew and a perplexity sample after the write, warning on a collapse
+    (`monitor.py`; every `monitor.every` edits).
     """
     if method not in EDIT_METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {EDIT_METHODS}")
@@ -142,6 +167,7 @@ def edit(
         hp = alphaedit_hparams(bridge) if method == "alphaedit" else default_hparams(method, bridge)
     if not isinstance(hp, _HPARAM_TYPES[method]):
         raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
+    check_hparam_layers(bridge, hp)
     start = time.perf_counter()
     with stage_timer() as timings:
         if contexts is None:
@@ -172,12 +198,16 @@ def edit(
             act_on_verification(verification, on_failure, weight_edit.undo, method)
         if method == "alphaedit":
             remember_edit(bridge, requests, hp, contexts, memory, weight_edit)
+        side_effects = None
+        if monitor is not None:
+            with stage("monitor"):
+                side_effects = monitor.after_edit(requests)
     seconds = time.perf_counter() - start
     result.info["timings"] = dict(timings)
     log.info("%s edited layers %s in %.2f s (%s)%s", method, result.layers, seconds,
              ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
              f"; {verification.summary()}" if verification else "")
-    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, verification)
+    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, verification, side_effects)
 
 
 def edit_sequentially(
@@ -208,7 +238,7 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 
 __all__ = [
     "ACEHParams", "AlphaEditHParams", "AlphaEditMemory", "AppliedEdit", "EDIT_METHODS", "alphaedit_hparams", "CovarianceHParams", "EditRequest", "EditRequestError", "EditVerification",
-    "EditVerificationError", "EditWarning", "FTHParams", "HopPrompt", "RequestCheck", "check_requests",
+    "EditVerificationError", "EditWarning", "FTHParams", "HopPrompt", "MonitorReading", "ProbeSet", "RequestCheck", "SideEffectMonitor", "default_probes", "check_requests",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
     "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",
