@@ -11,7 +11,10 @@ and write* (`solver.py` + the transactional `ace_interp.model.apply_weight_updat
 default) this project's defaults (`hparams.py`, docs/presets.md); `applied.preset` records which.
 
 A batch is validated as a whole before anything is computed; one bad request raises `EditRequestError`
-and nothing is written. Sequences of edits are consecutive `edit` calls (undo newest first, or
+and nothing is written. Every write is then verified (`verify.py`): non-finite logits on an edit prompt undo
+it and raise; a request whose target was not reached raises, warns (default) or is kept as `on_failure`
+says, and `applied.verification` records each request's check. A `SideEffectMonitor` passed as `monitor`
+checks facts the model knew and a perplexity sample after the write (`monitor.py`). Sequences of edits are consecutive `edit` calls (undo newest first, or
 `undo_edits`).
 """
 
@@ -25,6 +28,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.ace import ace_updates
+from ace_interp.editing.alphaedit import (
+    AlphaEditHParams,
+    AlphaEditMemory,
+    alphaedit_hparams,
+    alphaedit_updates,
+    remember_edit,
+)
 from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
 from ace_interp.editing.ft import ft_updates
 from ace_interp.editing.hparams import (
@@ -49,6 +59,7 @@ from ace_interp.editing.hparams import (
 )
 from ace_interp.editing.keys import compute_keys, context_templates
 from ace_interp.editing.memit import MethodResult, memit_updates
+from ace_interp.editing.monitor import MonitorReading, ProbeSet, SideEffectMonitor, default_probes
 from ace_interp.editing.pmet import pmet_updates
 from ace_interp.editing.requests import (
     EditRequest,
@@ -61,12 +72,24 @@ from ace_interp.editing.requests import (
 from ace_interp.editing.rome import rome_updates
 from ace_interp.editing.solver import solve_key_value
 from ace_interp.editing.timing import stage, stage_timer
+from ace_interp.editing.verify import (
+    CRITERIA,
+    ON_FAILURE,
+    EditVerification,
+    EditVerificationError,
+    EditWarning,
+    RequestCheck,
+    act_on_verification,
+    check_requests,
+)
 from ace_interp.editing.targets import compute_targets, compute_z, compute_z_pmet
 from ace_interp.model.weights import WeightEdit, apply_weight_updates
 
 log = logging.getLogger(__name__)
 
-_HPARAM_TYPES = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams, "pmet": PMETHParams, "ace": ACEHParams}
+_HPARAM_TYPES = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams, "pmet": PMETHParams, "ace": ACEHParams,
+                 "alphaedit": AlphaEditHParams}
+EDIT_METHODS = (*METHODS, "alphaedit")
 
 
 @dataclass
@@ -82,6 +105,8 @@ class AppliedEdit:
     info: dict = field(default_factory=dict)
     # the preset the hyper-parameters came from ("tuned", "reference"); "custom" when the caller passed hparams
     preset: str = DEFAULT_PRESET
+    verification: EditVerification | None = None  # per-request checks after the write (None: verify=None)
+    side_effects: MonitorReading | None = None  # the monitor's check after this edit, when one ran
 
     @property
     def undone(self) -> bool:
@@ -109,8 +134,12 @@ def edit(
     hop_prompts: Sequence[HopPrompt | ImplicitSubject] = (),
     ranking=None,
     preset: str | None = None,
+    verify: str | None = "greedy",
+    on_failure: str = "warn",
+    memory: AlphaEditMemory | None = None,
+    monitor: SideEffectMonitor | None = None,
 ) -> AppliedEdit:
-    """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace").
+    """Apply k edit requests at once with `method` ("ft", "rome", "memit", "pmet", "ace", "alphaedit").
 
         import ace_interp as ai
         model = ai.load_model("toy-gptj")
@@ -127,13 +156,26 @@ def edit(
     prefixes (default: "" plus the texts `hparams.target` asks to sample from the model). `hop_prompts` and
     `ranking` (an `attribution.layers.LayerRanking`) feed ACE's attribution variant; `ImplicitSubject`s among
     the hop prompts feed its implicit-subject write (`ACEHParams.implicit_layers`).
+
+    `verify` ("greedy" or "prob", None to skip) checks each request's target after the write and `on_failure`
+    ("raise", "warn", "keep") says what a miss does (`verify.py`); non-finite logits always undo and raise.
+    `memory` carries AlphaEdit's projections and the keys of earlier edits across a sequence (`alphaedit.py`).
+    `monitor` re-checks facts the model knew and a perplexity sample after the write, warning on a collapse
+    (`monitor.py`; every `monitor.every` edits).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
+    if method not in EDIT_METHODS:
+        raise ValueError(f"unknown editing method {method!r}; expected one of {EDIT_METHODS}")
+    if verify is not None and verify not in CRITERIA:
+        raise ValueError(f"verify must be one of {CRITERIA} or None, got {verify!r}")
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
     requests = validate_requests(bridge, requests)  # the whole batch, before any computation
     if hparams is not None and preset is not None:
         raise ValueError("pass either hparams or preset, not both (override a preset with default_hparams(..., **fields))")
-    hp = default_hparams(method, bridge, preset) if hparams is None else hparams
+    if hparams is not None:
+        hp = hparams
+    else:
+        hp = alphaedit_hparams(bridge) if method == "alphaedit" else default_hparams(method, bridge, preset)
     preset_used = (preset or DEFAULT_PRESET) if hparams is None else "custom"
     if not isinstance(hp, _HPARAM_TYPES[method]):
         raise TypeError(f"method {method!r} takes {_HPARAM_TYPES[method].__name__}, got {type(hp).__name__}")
@@ -152,16 +194,32 @@ def edit(
             result = memit_updates(bridge, requests, hp, contexts)
         elif method == "pmet":
             result = pmet_updates(bridge, requests, hp, contexts)
+        elif method == "alphaedit":
+            memory = AlphaEditMemory() if memory is None else memory
+            result = alphaedit_updates(bridge, requests, hp, contexts, memory)
         else:
             result = ace_updates(bridge, requests, hp, contexts, hop_prompts, ranking)
         label = f"{method}: " + "; ".join(r.describe() for r in requests)
         with stage("write"):
             weight_edit = apply_weight_updates(bridge, result.updates, label=label[:500])
+        verification = None
+        if verify is not None:
+            with stage("verify"):
+                verification = check_requests(bridge, requests, verify)
+            act_on_verification(verification, on_failure, weight_edit.undo, method)
+        if method == "alphaedit":
+            remember_edit(bridge, requests, hp, contexts, memory, weight_edit)
+        side_effects = None
+        if monitor is not None:
+            with stage("monitor"):
+                side_effects = monitor.after_edit(requests)
     seconds = time.perf_counter() - start
     result.info["timings"] = dict(timings)
-    log.info("%s edited layers %s in %.2f s (%s)", method, result.layers, seconds,
-             ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, preset_used)
+    log.info("%s edited layers %s in %.2f s (%s)%s", method, result.layers, seconds,
+             ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+             f"; {verification.summary()}" if verification else "")
+    return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, preset_used, verification, side_effects)
+
 
 
 def sampled_contexts(bridge: TransformerBridge, target: TargetHParams) -> list[str]:
@@ -178,12 +236,13 @@ def check_hparam_layers(bridge: TransformerBridge, hp: object, label: str = "") 
         # ValueError: rome.layer = 99, but the model has 6 layers (0..5)
 
     Layer fields are found by name in `hp` and its nested dataclasses: `layer`, `layers`, `*_layer`, `*_layers`
-    (an index or a sequence of indices; `n_*` counts and booleans are not layers).
+    (an index or a sequence of indices; `n_*` counts and booleans are not layers). Negative indices are refused
+    (a write to "layer -1" is too easy to mistake), and a method's main `layers` list may not be empty.
     """
     n = bridge.cfg.n_layers
     for f in fields(hp):
         value = getattr(hp, f.name)
-        name = f"{label}.{f.name}" if label else f.name
+        name = f"{label}.{f.name}" if label else f"{type(hp).__name__}.{f.name}"
         if is_dataclass(value):
             check_hparam_layers(bridge, value, name)
             continue
@@ -191,11 +250,15 @@ def check_hparam_layers(bridge: TransformerBridge, hp: object, label: str = "") 
             continue
         if isinstance(value, bool) or value is None:
             continue
-        for layer in value if isinstance(value, (list, tuple)) else [value]:
+        layers = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not layers and f.name == "layers":
+            raise ValueError(f"{name} is empty: the method needs at least one layer to write")
+        for layer in layers:
             if not isinstance(layer, int) or isinstance(layer, bool):
                 raise ValueError(f"{name} = {value!r}: layers are integer indices")
-            if not -n <= layer < n:
-                raise ValueError(f"{name} = {value!r}, but the model has {n} layers (0..{n - 1})")
+            if not 0 <= layer < n:
+                raise ValueError(f"{name} = {value!r}, but the model has {n} layers (0..{n - 1}; negative indices "
+                                 "are not accepted)")
 
 
 def edit_sequentially(
@@ -225,7 +288,10 @@ def undo_edits(applied: Sequence[AppliedEdit]) -> None:
 
 
 __all__ = [
-    "ACEHParams", "AppliedEdit", "CovarianceHParams", "DEFAULT_PRESET", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
+    "ACEHParams", "AlphaEditHParams", "AlphaEditMemory", "AppliedEdit", "CovarianceHParams", "DEFAULT_PRESET",
+    "EDIT_METHODS", "EditRequest", "EditRequestError", "EditVerification", "EditVerificationError", "EditWarning",
+    "FTHParams", "HopPrompt", "MonitorReading", "ProbeSet", "RequestCheck", "SideEffectMonitor", "alphaedit_hparams",
+    "check_requests", "default_probes",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "check_hparam_layers", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet",
     "context_templates", "default_corpus", "default_hparams", "edit", "edit_sequentially", "hparams_from_reference",

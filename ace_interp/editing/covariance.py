@@ -4,10 +4,14 @@ k is the down-projection input (`blocks.{l}.mlp.hook_post`) at every real token 
 padding excluded: BOS is never a subject token, and its attention-sink activations are outliers). As in
 MEMIT the moment is uncentred. Files live under
 
-    cache_dir()/stats/<model id>/<corpus id>/layer<l>_n<n_tokens>.pt
+    cache_dir()/stats/<model source>/<corpus id>/layer<l>_n<n_tokens>_len<seq_len>_w<digest>.pt
 
-keyed by the model (its source name plus a fingerprint of its config and of weights no editor writes),
-the layer, the corpus (name plus a hash of its text) and the number of token samples.
+keyed on content: the corpus id is its name plus a hash of its text, and <digest> hashes the config and
+every weight layer l's keys depend on (embeddings and blocks 0..l, `cachefiles.weights_digest`) *as loaded*,
+i.e. before the edits in the model's undo stack — so a different model saved over the same folder gets its
+own statistics, while a sequence of edits keeps using the statistics of the model it started from (as in
+MEMIT, whose statistics are those of the unedited model). Files are written under per-process temporary
+names and moved in atomically, under a per-file lock: concurrent first use computes once.
 
 Which corpus: the synthetic world's own training text for its toy models (pass it as `TextCorpus`); for
 real models any text the user points at (`TextCorpus.from_files`) or, by default, text *sampled from the
@@ -34,7 +38,8 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.keys import capture_input, encode, hf_runner, hooks, run_until
-from ace_interp.model.architecture import check_layer, ffn_weight
+from ace_interp.model.architecture import check_layer
+from ace_interp.model.cachefiles import atomic_path, file_lock, weights_digest
 from ace_interp.model.loading import cache_dir
 from ace_interp.model.state import model_state
 
@@ -82,33 +87,27 @@ class TextCorpus:
         return cls(name or "files-" + "+".join(_safe(Path(p).stem) for p in paths)[:60], tuple(texts))
 
 
-def model_id(bridge: TransformerBridge) -> str:
-    """Source name plus a fingerprint of the config and of weights editors never write (embeddings, W_in[0])."""
+def model_id(bridge: TransformerBridge, up_to_layer: int | None = None) -> str:
+    """Source folder name plus a digest of the config, the tokenisation convention and the weights as loaded
+    (blocks 0..up_to_layer only, when given: what layer up_to_layer's keys depend on)."""
     source = Path(model_state(bridge).source or type(bridge.original_model).__name__).name
     h = hashlib.sha1(json.dumps(bridge.original_model.config.to_dict(), sort_keys=True, default=str).encode())
-    emb = bridge.original_model.get_input_embeddings().weight
-    for t in (emb[:4, :16], ffn_weight(bridge, 0, "W_in")[:16, :16]):
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    if not getattr(bridge.cfg, "default_prepend_bos", True):
-        # keys depend on the tokenisation: statistics taken with a BOS in front are not these (ids of
-        # BOS-prepending models stay as they were, so their caches stay valid)
-        h.update(b"no-bos")
-    return f"{_safe(source)}-{h.hexdigest()[:10]}"
+    h.update(weights_digest(bridge, up_to_layer).encode())
+    # keys depend on the tokenisation: statistics taken with a BOS in front are not these
+    h.update(b"bos" if getattr(bridge.cfg, "default_prepend_bos", True) else b"no-bos")
+    return f"{_safe(source)}-{h.hexdigest()[:12]}"
 
 
 def stats_dir(bridge: TransformerBridge, corpus: TextCorpus) -> Path:
-    return cache_dir() / "stats" / model_id(bridge) / corpus.cache_id
+    """The folder of one model source's statistics over `corpus` (files inside are keyed on content)."""
+    source = Path(model_state(bridge).source or type(bridge.original_model).__name__).name
+    return cache_dir() / "stats" / _safe(source) / corpus.cache_id
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path) + f".tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def stats_path(bridge: TransformerBridge, corpus: TextCorpus, layer: int, n_tokens: int, seq_len: int) -> Path:
+    """The cache file of C^layer over `corpus` with `n_tokens` samples in windows of `seq_len` tokens."""
+    digest = model_id(bridge, up_to_layer=layer).rsplit("-", 1)[1]
+    return stats_dir(bridge, corpus) / f"layer{layer}_n{n_tokens}_len{seq_len}_w{digest}.pt"
 
 
 def _context_limit(bridge: TransformerBridge, seq_len: int) -> int:
@@ -126,12 +125,20 @@ def model_sampled_corpus(
     progress: bool = True,
 ) -> TextCorpus:
     """Text sampled from the model itself (temperature 1, full distribution), seeded and cached on disk."""
-    runner = hf_runner(bridge)
-    tok = bridge.tokenizer
     seq_len = _context_limit(bridge, seq_len) - 2  # room for BOS and the first sampled token
     path = cache_dir() / "stats" / model_id(bridge) / f"sampled-text-seed{seed}-n{n_tokens}-len{seq_len}.json"
-    if path.exists():
-        return TextCorpus.from_texts(f"sampled-seed{seed}", json.loads(path.read_text()))
+    with file_lock(path):  # concurrent first use: one process samples, the others wait and read
+        if not path.exists():
+            texts = _sample_texts(bridge, n_tokens, seq_len, batch_size, seed, progress)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(texts))
+    return TextCorpus.from_texts(f"sampled-seed{seed}", json.loads(path.read_text()))
+
+
+def _sample_texts(bridge: TransformerBridge, n_tokens: int, seq_len: int, batch_size: int, seed: int,
+                  progress: bool) -> list[str]:
+    runner = hf_runner(bridge)
+    tok = bridge.tokenizer
     special = set(tok.all_special_ids)
     vocab = [i for i in range(len(tok)) if i not in special]
     n_seqs = -(-n_tokens // seq_len)
@@ -157,11 +164,7 @@ def model_sampled_corpus(
             texts += [tok.decode([t for t in row.tolist() if t not in special]) for row in out]
             bar.update(b * seq_len)
     bar.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(texts))
-    os.replace(tmp, path)
-    return TextCorpus.from_texts(f"sampled-seed{seed}", texts)
+    return texts
 
 
 WORLD_CORPUS_FILE = "corpus_sample.txt"
@@ -289,23 +292,20 @@ def second_moments(
     layers = sorted({check_layer(bridge, l) for l in layers})
     if corpus is None:
         corpus = default_corpus(bridge, n_tokens=n_tokens, progress=progress)
-    folder = stats_dir(bridge, corpus)
-    out: dict[int, Tensor] = {}
-    missing = []
-    for l in layers:
-        path = folder / f"layer{l}_n{n_tokens}.pt"
-        if use_cache and path.exists():
-            out[l] = torch.load(path, map_location=bridge.cfg.device, weights_only=True)["mom2"]
-        else:
-            missing.append(l)
-    if missing:
-        sums, seen, _ = _collect(bridge, missing, corpus, n_tokens, seq_len, batch_size, progress)
-        for l in missing:
-            mom2 = (sums[l] / seen).to(torch.float32)
-            out[l] = mom2
-            if use_cache:
-                _atomic_save({"mom2": mom2.cpu(), "n_tokens": seen, "corpus": corpus.name}, folder / f"layer{l}_n{n_tokens}.pt")
-    return out
+    paths = {l: stats_path(bridge, corpus, l, n_tokens, seq_len) for l in layers}
+    if not use_cache:
+        sums, seen, _ = _collect(bridge, layers, corpus, n_tokens, seq_len, batch_size, progress)
+        return {l: (sums[l] / seen).to(torch.float32) for l in layers}
+    # one lock for the set of layers (by the first file's name): concurrent first use computes once
+    with file_lock(paths[layers[0]]):
+        missing = [l for l in layers if not paths[l].exists()]
+        if missing:
+            sums, seen, _ = _collect(bridge, missing, corpus, n_tokens, seq_len, batch_size, progress)
+            for l in missing:
+                mom2 = (sums[l] / seen).to(torch.float32)
+                with atomic_path(paths[l]) as tmp:
+                    torch.save({"mom2": mom2.cpu(), "n_tokens": seen, "corpus": corpus.name}, tmp)
+    return {l: torch.load(paths[l], map_location=bridge.cfg.device, weights_only=True)["mom2"] for l in layers}
 
 
 def corpus_keys(

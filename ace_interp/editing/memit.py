@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -132,8 +132,12 @@ def spread_write(
     contexts: Sequence[str],
     cov: CovarianceHParams,
     owners: Sequence[int] | None = None,
+    solve: Callable[[int, Tensor, Tensor], Tensor] | None = None,
 ) -> MethodResult:
     """Run the layer-by-layer key→value writes; return the summed deltas (the model is left unchanged).
+
+    `solve(layer, keys, residual) -> delta` replaces the covariance-weighted solve (AlphaEdit's null-space
+    solve, `alphaedit.py`); by default `solver.solve_key_value` with the layer's statistics.
 
     `owners` (as in `keys.compute_keys`) makes the requests of one owner a single key row (their keys and
     current outputs averaged) with one residual, the step's z row of that owner.
@@ -143,9 +147,15 @@ def spread_write(
     resumes each from the residual entering the previously written layer; `compute_keys` and
     `outputs_at_subject` are the from-scratch reference the tests compare against).
     """
-    moments = load_second_moments(bridge, sorted({s.layer for s in steps}), cov)
-    with stage("solve"):
-        factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+    if solve is None:
+        moments = load_second_moments(bridge, sorted({s.layer for s in steps}), cov)
+        with stage("solve"):
+            factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+
+        def solve(layer: int, keys: Tensor, residual: Tensor) -> Tensor:
+            return solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[layer],
+                                   min_realised=cov.min_realised)
+
     runner = hf_runner(bridge)
     n = n_owners(requests, owners)
     key_batch, bare = build_batch(bridge, requests, contexts, owners=owners), build_batch(bridge, requests, ("",), owners=owners)
@@ -168,8 +178,7 @@ def spread_write(
                 current = current_output(step)
             with stage("solve"):
                 residual = step.scale * (step.z - current) / step.divisor
-                delta = solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[step.layer],
-                                        min_realised=cov.min_realised)
+                delta = solve(step.layer, keys, residual)
                 residual_norms.append(float((step.z - current).norm(dim=-1).mean()))
                 temporary.append(apply_weight_updates(bridge, {(step.layer, "W_out"): delta}, label="spread-write step"))
                 key_pass.written(step.layer)

@@ -73,6 +73,8 @@ class EditRequest:
                 return str(v["str"])
             return str(v)
 
+        if rewrite["target_new"] is None:
+            raise EditRequestError(f"requested_rewrite {dict(rewrite)!r} has target_new None")
         prompt, subject = str(rewrite["prompt"]), str(rewrite["subject"])
         if "{}" not in prompt and subject and subject in prompt:
             prompt = prompt.replace(subject, "{}", 1)
@@ -137,17 +139,39 @@ def target_token_ids(bridge: TransformerBridge, target: str) -> list[int]:
     return list(bridge.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"])
 
 
-def validate_requests(bridge: TransformerBridge, requests) -> list[EditRequest]:
-    """Check every request of a batch; raise `EditRequestError` naming the first bad one."""
-    requests = as_requests(requests)
+def _unknown_words(bridge: TransformerBridge, text: str) -> list[str]:
+    """The words of `text` a tokenizer with an unknown token cannot represent (empty for byte-level BPE)."""
     unk = bridge.tokenizer.unk_token_id
+    if unk is None:
+        return []
+    return [w for w in text.split() if unk in bridge.tokenizer(" " + w, add_special_tokens=False)["input_ids"]]
+
+
+def validate_requests(bridge: TransformerBridge, requests) -> list[EditRequest]:
+    """Check every request of a batch; raise `EditRequestError` naming the first bad one.
+
+    Refused: a prompt without exactly one `{}`; an empty or non-string subject/target; a subject or target
+    with words outside a word-level vocabulary (an unknown-word subject would make the edit rewrite every prompt
+    holding any unknown word); target_new equal to target_true; and two requests with the same prompt and
+    subject but different targets (which one wins would depend on the method).
+    """
+    requests = as_requests(requests)
+    seen: dict[tuple[str, str], int] = {}
     for i, r in enumerate(requests):
+        for name in ("prompt", "subject", "target_new"):
+            value = getattr(r, name)
+            if not isinstance(value, str):
+                raise EditRequestError(f"edit request {i}: {name} must be a string, got {value!r}")
+        if r.target_true is not None and not isinstance(r.target_true, str):
+            raise EditRequestError(f"edit request {i}: target_true must be a string or None, got {r.target_true!r}")
         where = f"edit request {i} {r.describe()}"
         if r.prompt.count("{}") != 1:
-            raise EditRequestError(
-                f"{where}: the prompt must contain the subject slot '{{}}' exactly once "
-                f"(subject {r.subject!r} is not in prompt {r.prompt!r})"
-            )
+            hint = f"subject {r.subject!r} is not in prompt {r.prompt!r}"
+            if r.prompt.count("{}") == 0 and r.subject and r.subject.lower() in r.prompt.lower():
+                at = r.prompt.lower().index(r.subject.lower())
+                hint = (f"the prompt spells the subject {r.subject!r} as {r.prompt[at:at + len(r.subject)]!r} "
+                        f"(different case); mark the subject with '{{}}' or match its case")
+            raise EditRequestError(f"{where}: the prompt must contain the subject slot '{{}}' exactly once ({hint})")
         if not r.subject.strip():
             raise EditRequestError(f"{where}: the subject is empty")
         if not r.target_new.strip():
@@ -155,13 +179,23 @@ def validate_requests(bridge: TransformerBridge, requests) -> list[EditRequest]:
         ids = target_token_ids(bridge, r.target_new)
         if not ids:
             raise EditRequestError(f"{where}: target_new {r.target_new!r} tokenises to nothing")
-        if unk is not None and all(t == unk for t in ids):
-            raise EditRequestError(
-                f"{where}: target_new {r.target_new!r} is outside the model's vocabulary (only unknown tokens)"
-            )
+        for name, text in (("subject", r.subject), ("target_new", r.target_new)):
+            unknown = _unknown_words(bridge, text)
+            if unknown:
+                raise EditRequestError(
+                    f"{where}: {name} {text!r} has words outside the model's vocabulary {unknown} "
+                    "(they would be read as the unknown token)"
+                )
         if r.target_true is not None and r.target_new.strip() == r.target_true.strip():
             raise EditRequestError(f"{where}: target_new equals target_true; there is nothing to edit")
         subject_ids = bridge.to_tokens(r.prefix_through_subject)[0]
         if len(subject_ids) == 0:
             raise EditRequestError(f"{where}: the subject tokenises to nothing")
+        key = (r.prompt, r.subject)
+        if key in seen and requests[seen[key]].target_new.strip() != r.target_new.strip():
+            raise EditRequestError(
+                f"{where} conflicts with edit request {seen[key]} {requests[seen[key]].describe()}: the same prompt "
+                "and subject with different targets in one batch"
+            )
+        seen.setdefault(key, i)
     return requests

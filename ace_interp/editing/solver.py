@@ -110,8 +110,8 @@ def write_map(
         n, c, d = keys.shape[0], 1, keys.shape[1]
     else:
         raise SolverError(f"keys must be [n, d_mlp] or [n, contexts, d_mlp], got {tuple(keys.shape)}")
-    if cov_weight < 0:
-        raise SolverError(f"cov_weight must be >= 0, got {cov_weight}")
+    if not cov_weight >= 0:  # also NaN, which would otherwise solve to a silent no-op
+        raise SolverError(f"cov_weight (λ) must be a number >= 0, got {cov_weight}")
     if not torch.isfinite(k).all():
         raise SolverError("keys contain NaN/inf")
     if cholesky is None and second_moment is not None:
@@ -134,3 +134,52 @@ def write_map(
     rows = c_inv_kt @ inverse
     # Ũ E/√c: each request's c columns summed (c = 1: U itself)
     return rows.reshape(d, n, c).sum(-1) / c**0.5
+
+
+def null_space_projection(second_moment: Float[Tensor, "d d"], threshold: float) -> Float[Tensor, "d d"]:
+    """P = Û Ûᵀ (float64), Û the eigenvectors of C = E[kkᵀ] whose eigenvalues are below `threshold`.
+
+    AlphaEdit (Fang et al., ICLR 2025, eq. 10–11): the keys of knowledge to preserve, K₀, span C's large-
+    eigenvalue directions, so K₀ᵀ P ≈ 0 and an update ΔP leaves every preserved key's output unchanged. The
+    threshold is absolute, as the reference's `nullspace_threshold` (2e-2 on GPT-J's Wikipedia statistics).
+    """
+    c = second_moment.to(torch.float64)
+    c = (c + c.T) / 2
+    eigenvalues, vectors = torch.linalg.eigh(c)
+    small = vectors[:, eigenvalues < threshold]
+    return small @ small.T
+
+
+def solve_null_space(
+    keys: Float[Tensor, "n d_mlp"] | Float[Tensor, "n c d_mlp"],
+    residuals: Float[Tensor, "n d_model"],
+    projection: Float[Tensor, "d_mlp d_mlp"],
+    preserved_gram: Float[Tensor, "d_mlp d_mlp"] | None = None,
+    l2: float = 1.0,
+) -> Float[Tensor, "d_mlp d_model"]:
+    """AlphaEdit's update in TL orientation: Δ = (P (KᵀK + K_pᵀK_p) + αI)⁻¹ P Kᵀ R.
+
+    The paper writes it for W = W_outᵀ ∈ R^{d_model × d_mlp} with keys as columns, ΔW = R Kᵀ P (K_p K_pᵀ P +
+    K Kᵀ P + αI)⁻¹; transposed (P and the Gram matrices are symmetric) this is the form above, with our keys as
+    rows. `preserved_gram` = K_pᵀK_p accumulates the keys of earlier edits (kept by `AlphaEditMemory`). Since
+    (PM + αI)Δ = PKᵀR gives Δ = P(KᵀR − MΔ)/α, the update lies in P's range: preserved keys k₀ (P k₀ = 0) keep
+    their outputs exactly. Keys [n, c, d_mlp]: every context is its own row, with its request's residual.
+    """
+    if keys.ndim == 3:
+        n, c, d = keys.shape
+        residuals = residuals.repeat_interleave(c, dim=0)
+        keys = keys.reshape(n * c, d)
+    if keys.ndim != 2 or residuals.ndim != 2 or keys.shape[0] != residuals.shape[0]:
+        raise SolverError(f"keys {tuple(keys.shape)} and residuals {tuple(residuals.shape)} do not pair up")
+    if not torch.isfinite(keys).all() or not torch.isfinite(residuals).all():
+        raise SolverError("keys or residuals contain NaN/inf")
+    if not l2 > 0:
+        raise SolverError(f"the AlphaEdit regulariser l2 must be > 0, got {l2}")
+    k = keys.to(torch.float64)
+    p = projection.to(device=k.device, dtype=torch.float64)
+    gram = k.T @ k
+    if preserved_gram is not None:
+        gram = gram + preserved_gram.to(device=k.device, dtype=torch.float64)
+    lhs = p @ gram + l2 * torch.eye(k.shape[1], dtype=torch.float64, device=k.device)
+    rhs = p @ k.T @ residuals.to(device=k.device, dtype=torch.float64)
+    return torch.linalg.solve(lhs, rhs).to(residuals.dtype)

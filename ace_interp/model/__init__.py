@@ -13,6 +13,7 @@ from ace_interp.model.architecture import (
 )
 from ace_interp.model.loading import (
     DEFAULT_MODEL,
+    SaveError,
     available_models,
     cache_dir,
     load_model,

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from ace_interp.model.architecture import check_supported, hf_model, hf_parameters
 from ace_interp.model.state import SAVED_STATE_FILE, ModelState, attach_state, model_state, state_from_metadata
+from ace_interp.model.cachefiles import publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,10 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to a safetensors folder at %s (once, ~20 s)", gguf_path.name, out)
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
+    def build(tmp: Path) -> None:
+        log.info("converting %s to a safetensors folder at %s (once, ~20 s)", gguf_path.name, out)
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
         state = model.state_dict()
         if model.config.tie_word_embeddings:
             state.pop("lm_head.weight", None)  # stored once, tied again on load
@@ -75,10 +76,10 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
             del config.quantization_config
         config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out)  # atomic: a half-written folder is never seen as a model
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    # a per-process temporary folder renamed into place under a lock: a half-written folder is never seen as
+    # a model, and a second process converting at the same time waits and then uses the first one's folder
+    return publish_folder(out, build)
 
 
 def smollm2_gguf_path() -> Path:
@@ -242,6 +243,35 @@ def load_model(
     return bridge
 
 
+class SaveError(OSError):
+    """A model cannot be saved at the path given (a file is in the way, the write failed)."""
+
+
+# Files a checkpoint folder's weights consist of: a save removes the old ones, so that a stale shard index
+# (model.safetensors.index.json) never points a reload at the previous model's shards.
+_WEIGHT_FILES = re.compile(r"^(model|pytorch_model|tf_model|flax_model)(-\d+-of-\d+)?\.(safetensors|bin|h5|msgpack)(\.index\.json)?$")
+
+
+def original_config(bridge: TransformerBridge):
+    """The model's config as its source folder/hub id defines it, without the fields the bridge switches on at
+    boot (`output_attentions`, ...); a copy of the live config with those reset when the source is unreadable."""
+    from transformers import AutoConfig
+
+    model = hf_model(bridge)
+    source = model_state(bridge).source
+    if source:
+        try:
+            config = AutoConfig.from_pretrained(source)
+            if type(config) is type(model.config):
+                return config
+        except (OSError, ValueError):
+            log.debug("could not re-read the config of %s; saving the live one", source)
+    config = copy.deepcopy(model.config)
+    config.output_attentions = False
+    config.output_hidden_states = False
+    return config
+
+
 def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     """Save the (possibly edited) wrapped model as a plain HF checkpoint folder with its tokenizer.
 
@@ -252,24 +282,44 @@ def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
 
     The bridge nests HF modules and adds alias tensors, so HF's `save_pretrained` on the wrapped model
     fails; we build a fresh model skeleton of the same class on the meta device, give it the live
-    tensors (no copy), and save that. `AutoModelForCausalLM.from_pretrained(folder)` or
-    `load_model(folder)` reload it with the same logits.
+    tensors (no copy), and save that with the source's own config (`original_config`).
+    `AutoModelForCausalLM.from_pretrained(folder)` or `load_model(folder)` reload it with the same logits.
+
+    The checkpoint is written to a temporary folder beside `folder` first and then moved in; an existing
+    checkpoint's weight files and shard indexes in `folder` are replaced, other files are left alone. A path
+    that is a file raises `SaveError` (transformers would only log and write nothing).
     """
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SaveError(f"cannot save the model to {folder}: it is a file, not a folder")
     model = hf_model(bridge)
+    config = original_config(bridge)
     with torch.device("meta"):
-        skeleton = type(model)(model.config)
+        skeleton = type(model)(config)
     state = {k: v.detach().contiguous() for k, v in hf_parameters(bridge).items()}
     skeleton.load_state_dict(state, assign=True, strict=True)
     skeleton.tie_weights()
     # generate() may have left the live generation config in a state save_pretrained rejects
-    skeleton.generation_config = GenerationConfig.from_model_config(model.config)
-    skeleton.save_pretrained(folder)
-    _own_tokenizer(bridge).save_pretrained(folder)
-    # a toy stays a toy when reloaded, and every model keeps the tokenisation it was used under (model/state.py)
-    metadata = model_state(bridge).saved_metadata() or {}
-    metadata["prepend_bos"] = bool(bridge.cfg.default_prepend_bos)
-    (folder / SAVED_STATE_FILE).write_text(json.dumps(metadata, indent=1))
+    skeleton.generation_config = GenerationConfig.from_model_config(config)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        skeleton.save_pretrained(tmp)
+        _own_tokenizer(bridge).save_pretrained(tmp)
+        # a toy stays a toy when reloaded, and every model keeps the tokenisation it was used under (model/state.py)
+        metadata = model_state(bridge).saved_metadata() or {}
+        metadata["prepend_bos"] = bool(bridge.cfg.default_prepend_bos)
+        (tmp / SAVED_STATE_FILE).write_text(json.dumps(metadata, indent=1))
+        if not (tmp / "config.json").exists() or not any(_WEIGHT_FILES.match(p.name) for p in tmp.iterdir()):
+            raise SaveError(f"saving the model to {folder} wrote no checkpoint (transformers' save_pretrained failed)")
+        folder.mkdir(exist_ok=True)
+        for stale in folder.iterdir():
+            if _WEIGHT_FILES.match(stale.name) and not (tmp / stale.name).exists():
+                stale.unlink()
+        for new in tmp.iterdir():
+            os.replace(new, folder / new.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

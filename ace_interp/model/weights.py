@@ -144,6 +144,26 @@ def apply_weight_updates(
     return edit
 
 
+def base_weights(bridge: TransformerBridge) -> dict[str, Tensor]:
+    """The HF parameters as they were before the edits in the model's undo stack (`edit_stack`): an edited
+    parameter is given by the snapshot its oldest live edit took, any other by the live tensor.
+
+        base_weights(model)["transformer.h.0.mlp.fc_out.weight"]   # [d_model, d_mlp], unedited values
+    """
+    before: dict[int, Tensor] = {}
+    for applied in edit_stack(bridge):
+        for target, snapshot in zip(applied._targets, applied._snapshots):
+            before.setdefault(target.data_ptr(), snapshot)
+    out = {}
+    for name, p in hf_parameters(bridge).items():
+        snapshot = before.get(p.data_ptr())
+        if snapshot is None or snapshot.numel() != p.numel():
+            out[name] = p
+        else:  # a snapshot of a view (TL's W_out is the HF weight transposed) has the view's shape
+            out[name] = snapshot if snapshot.shape == p.shape else snapshot.T
+    return out
+
+
 def undo_all(bridge: TransformerBridge) -> int:
     """Undo every applied edit, newest first; returns how many were undone."""
     stack = edit_stack(bridge)
