@@ -45,7 +45,7 @@ def test_training_metadata_makes_a_toy_and_an_edited_toy_saved_anywhere_stays_on
     bridge = load_model(folder, device="cpu")
     assert model_state(bridge).is_toy and model_state(bridge).world == ASSETS / "world"
     saved = save_model(bridge, tmp_path / "elsewhere" / "edited")
-    assert json.loads((saved / SAVED_STATE_FILE).read_text()) == {"world": str(ASSETS / "world")}
+    assert json.loads((saved / SAVED_STATE_FILE).read_text()) == {"world": str(ASSETS / "world"), "prepend_bos": True}
     reloaded = model_state(load_model(saved, device="cpu"))
     assert reloaded.is_toy and reloaded.world == ASSETS / "world"
 
