@@ -60,9 +60,9 @@ def test_edited_hops_and_specificity_pool_on_real_schema():
 def test_protocol_edits_measures_and_undoes(tiny_model):
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")),
              MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
-    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q, answers, relation: q, max_new_tokens=1)
     before = {k: v.clone() for k, v in hf_parameters(tiny_model).items()}
-    result = evaluate(tiny_model, cases, [None, "rome"], style, n_specificity=2, progress=False)
+    result = evaluate(tiny_model, cases, [None, "rome"], style, n_specificity=2, progress=False, known_only=False)
     df = result.per_case
     assert list(df.method) == ["base", "base", "rome", "rome"]
     edited = df[df.method == "rome"]
