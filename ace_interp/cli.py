@@ -89,13 +89,20 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import time
+
     from ace_interp.data.mquake import load_mquake
     from ace_interp.editing import check_hparam_layers, default_hparams, overridden_hparams
+    from ace_interp.evaluation.batched import batched_summary, evaluate_batched
+    from ace_interp.evaluation.general_ability import heldout_texts
     from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
-    from ace_interp.evaluation.protocol import default_cases, evaluate, model_style
+    from ace_interp.evaluation.protocol import askings_for, default_cases, evaluate
+    from ace_interp.editing import DEFAULT_PRESET
     from ace_interp.model import load_model
+    from ace_interp.provenance import write_run_json
 
+    start = time.perf_counter()
     # everything the run needs is checked before its first expensive step (the base evaluation)
     cases_path = args.cases or default_cases(args.model)
     cases = [c for c in load_mquake(cases_path) if c.n_edits in args.edits]
@@ -105,24 +112,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{cases_path} has no cases with {args.edits} edits")
     bridge = load_model(args.model, device=args.device)
     methods = [None if m == "base" else m for m in args.method]
-    style = model_style(bridge, out_of_distribution=args.ood)
+    promptings = list(dict.fromkeys([*args.prompting, *(["cot"] if args.cot else []), *(["cot-ood"] if args.ood else [])]))
+    askings = askings_for(args.model, promptings)
     # --preset names the preset of every evaluated method; without it the default preset, and only overridden
     # methods get explicit hyper-parameters
     hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS if m in methods}, args.preset)
-    for method in filter(None, methods):
-        check_hparam_layers(bridge, hparams.get(method) or default_hparams(method, bridge, args.preset), method)
+    used = {m: hparams.get(m) or default_hparams(m, bridge, args.preset) for m in methods if m}
+    for method, hp in used.items():
+        check_hparam_layers(bridge, hp, method)
+    texts = None if args.no_perplexity else heldout_texts(bridge)
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
-    result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
-                      hparams=hparams or None, hop_prompts=hop_prompts_for(bridge, cases_path))
-    paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
-    from ace_interp.editing import DEFAULT_PRESET
-    from ace_interp.provenance import write_run_json
-
-    paths.append(write_run_json(args.out, preset=args.preset or DEFAULT_PRESET, hparams=hparams, case_file=cases_path,
-                                seeds=[args.seed], model=args.model))
+    common = dict(n_specificity=args.n_specificity, seed=args.seed, hparams=hparams or None, known_only=not args.all_cases,
+                  hop_prompts=hop_prompts_for(bridge, cases_path), perplexity_texts=texts)
+    if args.protocol == "batched":
+        result = evaluate_batched(bridge, cases, [m for m in methods if m], askings, batch_size=args.batch_size or None,
+                                  n_unedited=args.n_unedited, **common)
+    else:
+        result = evaluate(bridge, cases, methods, askings=askings, **common)
+    prefix = f"{Path(args.model).name}_" + ("batched_" if args.protocol == "batched" else "")
+    paths = result.to_csv(args.out, prefix=prefix)
+    write_run_json(args.out, hparams=used, preset=args.preset or DEFAULT_PRESET,
+                   overrides={m: getattr(args, m) for m in used if getattr(args, m, None)},
+                   case_file=cases_path, seeds=[args.seed], wall_s=time.perf_counter() - start, model=args.model,
+                   protocol=args.protocol, batch_size=args.batch_size, promptings=[a.label for a in askings],
+                   n_cases=len(cases), known_only=not args.all_cases)
     print(result.summary.to_string(index=False))
-    print(f"\nwritten: {', '.join(map(str, paths))}")
+    if args.protocol == "batched":
+        print(batched_summary(result.per_case).to_string(index=False))
+    print(f"\nwritten: {', '.join(map(str, paths))}, {Path(args.out) / 'run.json'}")
     return 0
 
 
@@ -135,7 +153,8 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          methods=tuple(None if m == "base" else m for m in args.methods),
                          ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
                          ace_variants=tuple(args.ace_variants),
-                         seeds=tuple(args.seeds))
+                         seeds=tuple(args.seeds), protocols=tuple(args.protocols), batch_size=args.batch_size or None,
+                         perplexity=not args.no_perplexity)
     cases = {m: default_cases(m) for m in config.models}
     command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
     readme = None if args.no_readme else REPO_ROOT / "README.md"
@@ -230,8 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", nargs="+", default=["base", "pmet", "ace"], choices=ROWS)
     p.add_argument("--edits", nargs="+", type=int, default=[1, 2, 3, 4])
     p.add_argument("--per-edits", type=int, default=None, help="sample this many cases per number of edits")
-    p.add_argument("--cot", action="store_true", help="chain-of-thought prompting")
-    p.add_argument("--ood", action="store_true", help="few-shot demonstrations from other relations")
+    p.add_argument("--protocol", choices=["per-case", "batched"], default="per-case",
+                   help="per-case: each case edited alone and restored (the ACE paper); batched: the edits of "
+                        "--batch-size cases at once, MQuAKE-Remastered contamination masking (evaluation.batched)")
+    p.add_argument("--batch-size", type=int, default=100, help="batched protocol: cases per batch (0 = all)")
+    p.add_argument("--n-unedited", type=int, default=None,
+                   help="batched protocol: unedited cases asked per batch (default: as many as the batch)")
+    p.add_argument("--prompting", nargs="+", default=["direct"], choices=["direct", "cot", "cot-ood"],
+                   help="how the multi-hop questions are asked, all of the same edited model")
+    p.add_argument("--cot", action="store_true", help="add chain-of-thought prompting (= --prompting ... cot)")
+    p.add_argument("--ood", action="store_true", help="add chain of thought with other relations' demonstrations")
+    p.add_argument("--all-cases", action="store_true",
+                   help="edit every case, not only those the unedited model answers")
+    p.add_argument("--no-perplexity", action="store_true", help="skip the held-out perplexity column (ppl_ratio)")
     p.add_argument("--n-specificity", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     add_override_flags(p)
@@ -244,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("main-table", help="regenerate the main table into results/ and the README")
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "toy-gptj", "toy-qwen3"])
-    p.add_argument("--per-edits", type=int, default=6)
+    p.add_argument("--per-edits", type=int, default=None,
+                   help="a seeded sample of this many cases per number of edits (default: every case)")
+    p.add_argument("--protocols", nargs="+", default=["per-case", "batched"], choices=["per-case", "batched"])
+    p.add_argument("--batch-size", type=int, default=100, help="the batched protocol's cases per batch (0 = all)")
+    p.add_argument("--no-perplexity", action="store_true", help="skip the held-out perplexity column")
     p.add_argument("--methods", nargs="+", default=ROWS, choices=ROWS, help="the table's rows (ablations and "
                    "variants of ACE come with --no-ablations / --ace-variants)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="case samples (ACE's advantage is reported per seed)")

@@ -29,12 +29,14 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase, SingleHop, load_mquake, save_mquake
 from ace_interp.data.prompts import (
+    COT_MAX_NEW_TOKENS,
     DEFAULT_FORMAT,
+    N_DEMONSTRATIONS,
     Demonstration,
     PromptFormat,
     cot_prompt,
     demonstrations_for_case,
-    demonstrations_for_hop,
+    hop_question_prompt,
     few_shot_prompt,
     real_demonstrations,
     single_hop_demonstrations,
@@ -48,10 +50,10 @@ log = logging.getLogger(__name__)
 class FilterConfig:
     hop_check: Literal["cloze", "question", "either"] = "either"
     multi_hop_mode: Literal["direct", "cot", "either"] = "direct"
-    n_demonstrations: int = 3
+    n_demonstrations: int = N_DEMONSTRATIONS  # the evaluation asks with the same number (data.prompts)
     out_of_distribution: bool = False  # demonstrations from other relations than the case's
     max_new_tokens: int = 8
-    cot_max_new_tokens: int = 60
+    cot_max_new_tokens: int = COT_MAX_NEW_TOKENS
     batch_size: int = 32
     evaluate_all: bool = False  # ask multi-hop questions even when a hop is unknown
     progress: bool = False  # progress bars
@@ -95,13 +97,9 @@ def check_single_hops(
         todo = [i for i in todo if not rows.at[i, "cloze_known"]] if config.hop_check == "either" else []
     if config.hop_check in ("question", "either") and todo:
         pool = list(demonstrations) if demonstrations is not None else single_hop_demonstrations()
-        k = max(1, config.n_demonstrations - 1)
         prompts = [
-            few_shot_prompt(
-                rows.at[i, "question"],
-                demonstrations_for_hop(rows.at[i, "question"], rows.at[i, "answers"], rows.at[i, "relation_id"], pool, k),
-                fmt,
-            )
+            hop_question_prompt(rows.at[i, "question"], rows.at[i, "answers"], rows.at[i, "relation_id"], pool,
+                                config.n_demonstrations - 1, fmt)
             for i in todo
         ]
         gens = generate_greedy(bridge, prompts, config.max_new_tokens, config.batch_size, progress=config.progress)

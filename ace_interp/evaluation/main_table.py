@@ -1,18 +1,32 @@
-"""The main table: Base, FT, ROME, MEMIT, PMET, ACE × 1/2/3/4 edits on each model's case set.
+"""The main table: Base, FT, ROME, MEMIT, PMET, ACE (+ ACE's ablations and variants) on every filtered case.
 
-`ace main-table` (this module's `run_main_table`) evaluates every method on a per-model sample of cases
-(balanced over the number of edits), writes `results/<model>/{per_case,summary}.csv`, a combined
-`results/main_table.md`, and rewrites the README's results section between its markers. ACE's layer
-ablations (skip the top-1 query layer, the top-1..3 query layers, the top-1 value layer, the top-1..2
-value layers), its options (`ace +implicit`: the implicit-subject write, off in ACE's defaults) and the
-chain-of-thought out-of-distribution-demonstration setting run in the same command.
+    $ ace main-table --models toy-gptj --no-readme --out results/toy-gptj-table
+
+`ace main-table` (this module's `run_main_table`) evaluates every row on *all* of each model's cases (a
+per-number-of-edits sample only when `per_edits` is set) in both protocols:
+
+* per case (evaluation.protocol, the ACE paper's): each case edited alone and restored, its questions asked
+  direct, with chain of thought and (real models) with chain of thought from other relations' demonstrations
+  — all of the *same* edited model; cases filtered to those the unedited model answers;
+* batched (evaluation.batched, MQuAKE / MQuAKE-Remastered's): the edits of `batch_size` cases at once, with
+  contamination masking, edited and unedited cases reported apart.
+
+Every accuracy cell shows the 95% Wilson interval and n (evaluation.stats.accuracy_cell); every comparison is
+paired on the same (case, seed, prompting) rows with its interval and exact McNemar p-value (paired_test).
+It writes `<out>/<model>/{per_case,summary}.csv` (+ `batched_per_case.csv`) and `run.json` beside them, a
+combined `<out>/main_table.md` + `main_table_per_case.csv` + `run.json`, and, unless told not to, rewrites the
+README's results section between its markers.
+
+ACE's layer ablations (skip the top-1 query layer, the top-1..3 query layers, the top-1 value layer, the
+top-1..2 value layers) and its options (`ace +implicit`: the implicit-subject write, off in ACE's defaults) are
+rows of the per-case table, asked direct only.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,15 +37,21 @@ from transformer_lens.model_bridge import TransformerBridge
 from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import HParams
+from ace_interp.evaluation.batched import evaluate_batched
+from ace_interp.evaluation.general_ability import heldout_texts
 from ace_interp.evaluation.hops import hop_prompts_for
-from ace_interp.evaluation.protocol import EvalResult, evaluate, is_toy_name, style_for
-from ace_interp.evaluation.stats import sign_test
+from ace_interp.evaluation.protocol import EvalResult, MethodRow, askings_for, evaluate
+from ace_interp.evaluation.stats import accuracy_cell, paired_test, proportion_cell
 from ace_interp.model import load_model
+from ace_interp.provenance import write_run_json
 
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str | None, ...] = (None, "ft", "rome", "memit", "pmet", "ace")
 README_BEGIN, README_END = "<!-- main-table:begin -->", "<!-- main-table:end -->"
+PROMPTING_NAMES = {"direct": "direct", "cot": "CoT", "cot-ood": "CoT-OOD"}
+# the hyper-parameters the rows run with: `default_hparams` (our tuned settings) unless `TableConfig.hparams` says otherwise
+DEFAULT_PRESET = "tuned"
 
 
 def sample_by_edits(cases: Sequence[MQuAKECase], per_edits: int, seed: int = 0) -> list[MQuAKECase]:
@@ -89,91 +109,179 @@ def ace_extra_rows(bridge, config: "TableConfig") -> list[tuple[str, object]]:
 class TableConfig:
     models: tuple[str, ...] = ("smollm2-135m", "toy-gptj", "toy-qwen3")
     methods: tuple[str | None, ...] = METHODS
-    per_edits: int = 6
+    per_edits: int | None = None  # None: every case of the model's file; else a seeded sample per number of edits
     n_specificity: int = 5
     ablations: tuple[str, ...] = ("q1", "q1-3", "v1", "v1-2")
     ace_variants: tuple[str, ...] = ACE_VARIANTS  # ACE with an option on, a row each (direct prompting)
-    cot: bool = True
-    cot_methods: tuple[str | None, ...] = (None, "pmet", "ace")  # the chain-of-thought rows (None: the unedited model)
+    cot: bool = True  # ask the chain-of-thought settings ("cot"; real models also "cot-ood") besides "direct"
+    cot_methods: tuple[str | None, ...] = METHODS  # the rows asked with chain of thought (None: the unedited model)
     seeds: tuple[int, ...] = (0,)
     out: Path = Path("results")
+    protocols: tuple[str, ...] = ("per-case", "batched")
+    batch_size: int | None = 100  # the batched protocol's k (None: all cases in one batch)
+    batched_methods: tuple[str | None, ...] = METHODS
+    perplexity: bool = True  # the general-ability column (ppl_ratio)
     # (method, bridge) -> the method's hyper-parameters, or None for `default_hparams`; for the table's
     # methods and their chain-of-thought rows (ACE's layer ablations and variants start from the defaults)
     hparams: Callable[[str, TransformerBridge], HParams | None] | None = None
+    preset: str = DEFAULT_PRESET  # the name run.json records for the chosen hyper-parameters
+
+
+def table_rows(bridge: TransformerBridge, config: TableConfig) -> list[MethodRow]:
+    """The per-case table's rows: the methods (chain of thought where `cot_methods` says), then ACE's ablations and
+    variants (direct only), each with its hyper-parameters resolved (run.json records them)."""
+    direct_only = ("direct",)
+    rows = []
+    for m in config.methods:
+        hp = None
+        if m is not None:
+            hp = (config.hparams(m, bridge) if config.hparams else None) or default_hparams(m, bridge)
+        rows.append(MethodRow(m or "base", m, hp, None if m in config.cot_methods else direct_only))
+    rows += [MethodRow(label, "ace", hp, direct_only) for label, hp in ace_extra_rows(bridge, config)]
+    return rows
 
 
 def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd.DataFrame:
-    """Every method, ablation and prompting setting on the model's cases, once per seed (the seed draws
-    the cases and the specificity facts); per-case rows with a `seed` column."""
+    """Every row in each protocol on the model's cases, once per seed (the seed draws the specificity facts,
+    the batches and, with `per_edits`, the cases); per-case rows with `protocol` and `seed` columns."""
+    start = time.perf_counter()
     bridge = load_model(model_name)
-    style = style_for(model_name)
     # ACE's query write trains on multi-hop prompts the cases do not ask (evaluation.hops)
     hops = hop_prompts_for(bridge, cases_path)
     all_cases = load_mquake(cases_path)
+    promptings = ("direct", "cot", "cot-ood") if config.cot else ("direct",)
+    askings = askings_for(model_name, promptings)
+    texts = heldout_texts(bridge) if config.perplexity else None
+    rows = table_rows(bridge, config)
     frames = []
     for seed in config.seeds:
-        cases = sample_by_edits(all_cases, config.per_edits, seed)
+        cases = sample_by_edits(all_cases, config.per_edits, seed) if config.per_edits else list(all_cases)
         log.info("%s, seed %d: %d cases (%s edits)", model_name, seed, len(cases), sorted({c.n_edits for c in cases}))
-        frames.append(_evaluate_seed(bridge, model_name, cases, style, hops, config, seed).assign(seed=seed))
+        if "per-case" in config.protocols:
+            frames.append(evaluate(bridge, cases, rows, askings=askings, n_specificity=config.n_specificity,
+                                   hop_prompts=hops, seed=seed, perplexity_texts=texts)
+                          .per_case.assign(seed=seed, protocol="per-case"))
+        if "batched" in config.protocols:
+            batched = [r for r in rows if r.method in config.batched_methods and r.label == (r.method or "base")]
+            frames.append(evaluate_batched(bridge, cases, [r for r in batched if r.method], askings[:1],
+                                           batch_size=config.batch_size, n_specificity=config.n_specificity,
+                                           hop_prompts=hops, seed=seed, perplexity_texts=texts)
+                          .per_case.assign(seed=seed, protocol=f"batched k={config.batch_size or 'all'}"))
     per_case = add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=model_name), all_cases)
-    EvalResult(per_case).to_csv(config.out / Path(model_name).name)
+    folder = config.out / Path(model_name).name
+    EvalResult(per_case).to_csv(folder)
+    write_run_json(folder, hparams={r.label: r.hparams for r in rows}, preset=config.preset, case_file=cases_path,
+                   seeds=config.seeds, wall_s=time.perf_counter() - start, model=model_name,
+                   protocols=list(config.protocols), batch_size=config.batch_size, promptings=[a.label for a in askings],
+                   n_cases=len(all_cases), per_edits=config.per_edits, n_specificity=config.n_specificity,
+                   perplexity_texts=len(texts or []))
     return per_case
 
 
-def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, seed: int) -> pd.DataFrame:
-    chosen = {m: config.hparams(m, bridge) for m in config.methods if m} if config.hparams else {}
-    chosen = {m: hp for m, hp in chosen.items() if hp is not None}
-    frames = [evaluate(bridge, cases, list(config.methods), style, n_specificity=config.n_specificity,
-                       hparams=chosen, hop_prompts=hops, seed=seed).per_case]
-    for label, ace_hparams in ace_extra_rows(bridge, config):
-        res = evaluate(bridge, cases, ["ace"], style, n_specificity=config.n_specificity,
-                       hparams={"ace": ace_hparams}, hop_prompts=hops, seed=seed)
-        frames.append(res.per_case.assign(method=label))
-    if config.cot and style.supports_cot:
-        for ood in (False, True):
-            cot_style = style_for(model_name, out_of_distribution=ood) if not is_toy_name(model_name) else style
-            if ood and is_toy_name(model_name):
-                continue  # toy models are asked zero-shot: there are no demonstrations to swap
-            res = evaluate(bridge, cases, list(config.cot_methods), cot_style, cot=True, n_specificity=0,
-                           hparams=chosen, hop_prompts=hops, seed=seed)
-            frames.append(res.per_case.assign(method=lambda d, ood=ood: d.method + (" CoT-OOD" if ood else " CoT")))
-    return pd.concat(frames, ignore_index=True)
+# ----------------------------------------------------------------------------- tables
 
 
-def advantage_table(per_case: pd.DataFrame, methods: Sequence[str] = ("ace",), baseline: str = "pmet") -> str:
-    """Multi-hop accuracy of each of `methods` minus `baseline` per model: each seed's difference, their mean and
-    standard deviation (pooled over the numbers of edits), and the case-seeds only one of the two answers with
-    their sign test; direct, chain-of-thought, and chain-of-thought with out-of-distribution demonstrations."""
+def _pooled_cell(df: pd.DataFrame, metric: str, count: str) -> str:
+    """A per-case fraction pooled over its items (edits, hops, facts) with the Wilson interval of the pooled count."""
+    if metric not in df or count not in df or df[metric].isna().all():
+        return "–"
+    d = df[df[count] > 0]
+    hits = int(round(float((d[metric] * d[count]).sum())))
+    return proportion_cell(hits, int(d[count].sum()))
+
+
+def _prompting_rows(per_case: pd.DataFrame) -> pd.DataFrame:
+    if "prompting" not in per_case:
+        per_case = per_case.assign(prompting="direct")
+    if "protocol" not in per_case:
+        per_case = per_case.assign(protocol="per-case")
+    return per_case
+
+
+def markdown_table(per_case: pd.DataFrame) -> str:
+    """Per-case protocol: one row per (model, method, prompting): multi-hop accuracy overall and by number of
+    edits (each with its interval and n), then efficacy (greedy top-1), efficacy_prob (p(new) > p(true)),
+    paraphrase and specificity pooled over their items, the perplexity ratio and seconds per edit."""
+    per_case = _prompting_rows(per_case)
+    df_all = per_case[per_case.protocol == "per-case"]
     rows = []
-    for model, df in per_case.groupby("model", sort=False):
-        for method in methods:
-            for suffix, prompting in (("", "direct"), (" CoT", "chain of thought"),
-                                      (" CoT-OOD", "chain of thought, other relations' demonstrations")):
-                a, b = df[df.method == method + suffix], df[df.method == baseline + suffix]
-                if a.empty or b.empty:
-                    continue
-                diffs = (a.groupby("seed").multi_hop.mean() - b.groupby("seed").multi_hop.mean()).dropna()
-                paired = paired_comparison(pd.concat([a, b]), method + suffix, baseline + suffix)
-                rows.append({
-                    "model": model, "method": method, "prompting": prompting,
-                    f"− {baseline} (multi-hop)": f"{diffs.mean():+.1%} ± {diffs.std(ddof=1) if len(diffs) > 1 else 0:.1%}",
-                    "per seed": ", ".join(f"{d:+.1%}" for d in diffs),
-                    f"only it / only {baseline}": f"{paired['only ' + method + suffix]} / {paired['only ' + baseline + suffix]}",
-                    "sign-test p": f"{paired['sign-test p']:.2g}",
-                    "seeds": len(diffs), "cases per seed": len(a) // max(1, len(diffs)),
-                })
-    return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
+    for (model, method, prompting), df in df_all.groupby(["model", "method", "prompting"], sort=False):
+        row = {"model": model, "method": method, "prompting": PROMPTING_NAMES.get(prompting, prompting),
+               "MH all": accuracy_cell(df.multi_hop)}
+        for k in sorted(df.n_edits.unique()):
+            row[f"MH {k}-edit"] = accuracy_cell(df[df.n_edits == k].multi_hop)
+        row["efficacy"] = _pooled_cell(df, "efficacy", "n_efficacy")
+        row["efficacy_prob"] = _pooled_cell(df, "efficacy_prob", "n_efficacy")
+        row["paraphrase"] = _pooled_cell(df, "paraphrase", "n_paraphrase")
+        row["specificity"] = _pooled_cell(df, "specificity", "n_specificity")
+        if "ppl_ratio" in df and df.ppl_ratio.notna().any():
+            row["ppl ratio (max)"] = f"{df.ppl_ratio.mean():.3f} ({df.ppl_ratio.max():.3f})"
+        if "edit_seconds" in df and df.edit_seconds.notna().any():
+            row["s/edit"] = f"{df.edit_seconds.mean():.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("–").to_markdown(index=False) if rows else ""
 
 
 def paired_comparison(per_case: pd.DataFrame, method: str, baseline: str) -> dict:
-    """Multi-hop answers of `method` against `baseline` on the same cases (per case and seed, where the rows
-    have a seed): how many only one of them answers, the mean difference, and the sign test of the two counts."""
-    index = ["case_id", "seed"] if "seed" in per_case else "case_id"
-    wide = per_case.pivot_table(index=index, columns="method", values="multi_hop")
-    wins = int(((wide[method] > 0) & (wide[baseline] == 0)).sum())
-    losses = int(((wide[method] == 0) & (wide[baseline] > 0)).sum())
-    return {"cases": len(wide), "only " + method: wins, "only " + baseline: losses,
-            "difference": float((wide[method] - wide[baseline]).mean()), "sign-test p": sign_test(wins, losses)}
+    """Multi-hop answers of `method` against `baseline` on the rows both have (per case, and per seed, prompting
+    and protocol where the rows have them): the counts only one answers, the difference with its 95% interval
+    and the exact McNemar p-value (evaluation.stats.paired_test)."""
+    index = [c for c in ("case_id", "seed", "prompting", "protocol") if c in per_case]
+    wide = per_case[per_case.method.isin([method, baseline])].pivot_table(
+        index=index, columns="method", values="multi_hop").dropna()
+    if method not in wide or baseline not in wide:
+        wide = pd.DataFrame({method: [], baseline: []})
+    test = paired_test(list(wide[method]), list(wide[baseline]))
+    return {"cases": test.n, "only " + method: test.only_a, "only " + baseline: test.only_b,
+            "difference": test.difference, "interval": (test.difference_low, test.difference_high),
+            "sign-test p": test.p_value, "test": test}
+
+
+def comparison_pairs(methods: Sequence[str], baseline: str = "pmet") -> list[tuple[str, str]]:
+    """The comparisons a table reports: each edited core method against `baseline`, and ACE's ablations and
+    variants ('ace -q1', 'ace +implicit') against ACE."""
+    pairs = [(m, baseline) for m in methods if m not in ("base", baseline) and " " not in m and baseline in methods]
+    pairs += [(m, "ace") for m in methods if m.startswith("ace ") and "ace" in methods]
+    return pairs
+
+
+def comparison_table(per_case: pd.DataFrame, baseline: str = "pmet") -> str:
+    """Every comparison of `comparison_pairs`, per model, protocol and prompting, paired on the same rows."""
+    per_case = _prompting_rows(per_case)
+    rows = []
+    for (model, protocol, prompting), df in per_case.groupby(["model", "protocol", "prompting"], sort=False):
+        if "edited" in df and df.edited.notna().any():
+            df = df[df.edited.fillna(True).astype(bool)]
+        for a, b in comparison_pairs(list(dict.fromkeys(df.method)), baseline):
+            result = paired_comparison(df, a, b)
+            test = result["test"]
+            if test.n == 0:
+                continue
+            pair = df[df.method.isin([a, b])].pivot_table(index=[c for c in ("case_id", "seed") if c in df],
+                                                         columns="method", values="multi_hop").dropna()
+            rows.append({"model": model, "protocol": protocol, "prompting": PROMPTING_NAMES.get(prompting, prompting),
+                         "A": a, "B": b, "A multi-hop": accuracy_cell(pair[a]), "B multi-hop": accuracy_cell(pair[b]),
+                         "A − B [95% CI]": f"{100 * test.difference:+.1f} pts [{100 * test.difference_low:+.1f}, "
+                                           f"{100 * test.difference_high:+.1f}]",
+                         "only A / only B": f"{test.only_a} / {test.only_b}", "McNemar p": f"{test.p_value:.2g}"})
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
+
+
+def batched_table(per_case: pd.DataFrame) -> str:
+    """Batched protocol: multi-hop accuracy on edited and on unedited cases (with intervals), masked edits."""
+    per_case = _prompting_rows(per_case)
+    df_all = per_case[per_case.protocol.str.startswith("batched")]
+    rows = []
+    for (model, protocol, method, prompting), df in df_all.groupby(["model", "protocol", "method", "prompting"], sort=False):
+        edited, unedited = df[df.edited.astype(bool)], df[~df.edited.astype(bool)]
+        rows.append({"model": model, "protocol": protocol, "method": method,
+                     "prompting": PROMPTING_NAMES.get(prompting, prompting),
+                     "MH edited cases": accuracy_cell(edited.multi_hop),
+                     "MH unedited cases": accuracy_cell(unedited.multi_hop),
+                     "efficacy": _pooled_cell(edited, "efficacy", "n_efficacy"),
+                     "cases with masked edits": f"{int((df.n_masked > 0).sum())} of {len(df)}",
+                     "ppl ratio": f"{df.ppl_ratio.mean():.3f}" if "ppl_ratio" in df and df.ppl_ratio.notna().any() else "–"})
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
 
 def add_edited_hops(per_case: pd.DataFrame, cases: Sequence[MQuAKECase]) -> pd.DataFrame:
@@ -184,36 +292,19 @@ def add_edited_hops(per_case: pd.DataFrame, cases: Sequence[MQuAKECase]) -> pd.D
 
 
 def edited_hop_table(per_case: pd.DataFrame) -> str:
-    """Multi-hop accuracy of the one-edit cases, split by the edited hop: the question's own subject (hop 0)
-    vs a later hop, whose subject is an implicit bridge entity (analysis.edit_reach says why it matters)."""
-    one = per_case[(per_case.n_edits == 1) & per_case.edited_hops.notna()]
+    """Multi-hop accuracy of the one-edit cases (per-case protocol), split by the edited hop: the question's own
+    subject (hop 0) vs a later hop, whose subject is an implicit bridge entity (analysis.edit_reach says why)."""
+    per_case = _prompting_rows(per_case)
+    one = per_case[(per_case.n_edits == 1) & per_case.edited_hops.notna() & (per_case.protocol == "per-case")]
     if one.empty:
         return ""
     rows = []
-    for (model, method), df in one.groupby(["model", "method"], sort=False):
+    for (model, method, prompting), df in one.groupby(["model", "method", "prompting"], sort=False):
         first, later = df[df.edited_hops == "0"], df[df.edited_hops != "0"]
-        rows.append({"model": model, "method": method,
-                     "MH, hop-0 edit": f"{first.multi_hop.mean():.0%} (n={len(first)})" if len(first) else "–",
-                     "MH, later-hop edit": f"{later.multi_hop.mean():.0%} (n={len(later)})" if len(later) else "–"})
+        rows.append({"model": model, "method": method, "prompting": PROMPTING_NAMES.get(prompting, prompting),
+                     "MH, hop-0 edit": accuracy_cell(first.multi_hop),
+                     "MH, later-hop edit": accuracy_cell(later.multi_hop)})
     return pd.DataFrame(rows).to_markdown(index=False)
-
-
-def markdown_table(per_case: pd.DataFrame) -> str:
-    """One row per (model, method): multi-hop accuracy by number of edits, then efficacy (greedy top-1),
-    efficacy_prob (p(new) > p(true)), paraphrase, specificity."""
-    rows = []
-    for (model, method), df in per_case.groupby(["model", "method"], sort=False):
-        row = {"model": model, "method": method}
-        for k in sorted(df.n_edits.unique()):
-            sub = df[df.n_edits == k]
-            row[f"MH {k}-edit"] = f"{sub.multi_hop.mean():.0%} (n={len(sub)})"
-        row["MH all"] = f"{df.multi_hop.mean():.0%}"
-        for metric in ("efficacy", "efficacy_prob", "paraphrase", "specificity"):
-            row[metric] = f"{df[metric].mean():.0%}" if metric in df and df[metric].notna().any() else "–"
-        if "edit_seconds" in df and df.edit_seconds.notna().any():
-            row["s/edit"] = f"{df.edit_seconds.mean():.1f}"
-        rows.append(row)
-    return pd.DataFrame(rows).fillna("–").to_markdown(index=False)
 
 
 def update_readme(readme: Path, table: str, command: str) -> None:
@@ -228,26 +319,34 @@ def update_readme(readme: Path, table: str, command: str) -> None:
 
 
 def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:
-    """The main table's markdown: the table, ACE's advantage over PMET, and the one-edit cases by edited hop."""
-    table = markdown_table(per_case)
-    # ACE and its variants ('ace +implicit'), not its ablations
-    aces = [m for m in per_case.method.unique() if m == "ace" or m.startswith("ace +")]
-    advantage = advantage_table(per_case, methods=aces)
-    if advantage:
-        table += f"\n\nACE's multi-hop advantage over PMET (mean ± s.d. over seeds {list(seeds)}):\n\n{advantage}"
+    """The main table's markdown: the per-case table, the paired comparisons, the batched table, and the one-edit
+    cases by edited hop. Cells: accuracy [95% Wilson interval] n=cases; comparisons: exact McNemar."""
+    parts = [markdown_table(per_case)]
+    comparisons = comparison_table(per_case)
+    if comparisons:
+        parts.append(f"Paired comparisons on the same cases (seeds {list(seeds)}; batched: edited cases):\n\n{comparisons}")
+    batched = batched_table(per_case)
+    if batched:
+        parts.append(f"Batched protocol (MQuAKE-Remastered contamination masking), edited vs unedited cases:\n\n{batched}")
     by_hop = edited_hop_table(per_case)
     if by_hop:
-        table += f"\n\nOne-edit cases by the hop their rewrite edits (0: the question's subject; later: a bridge entity):\n\n{by_hop}"
-    return table
+        parts.append("One-edit cases by the hop their rewrite edits (0: the question's subject; later: a bridge "
+                     f"entity):\n\n{by_hop}")
+    return "\n\n".join(p for p in parts if p)
 
 
 def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
+    start = time.perf_counter()
     frames = [evaluate_model(m, cases[m], config) for m in config.models]
     per_case = pd.concat(frames, ignore_index=True)
     table = table_report(per_case, config.seeds)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "main_table.md").write_text(table + "\n")
     per_case.to_csv(config.out / "main_table_per_case.csv", index=False)
+    write_run_json(config.out, command=command, preset=config.preset, seeds=config.seeds,
+                   wall_s=time.perf_counter() - start, models=list(config.models),
+                   case_files={m: str(cases[m]) for m in config.models},
+                   per_model_runs=[str(Path(m).name) + "/run.json" for m in config.models])
     if readme is not None:
         update_readme(readme, table, command)
     return table

@@ -1,10 +1,19 @@
-"""The MQuAKE evaluation protocol: edit each case's facts, ask its questions, undo.
+"""The MQuAKE evaluation protocol, per case: edit each case's facts, ask its questions, undo.
 
-For every case (its k = 1..4 `requested_rewrite`s applied at once with one method, then undone):
+    >>> result = evaluate(bridge, cases, [None, "pmet", "ace"], askings=askings_for("smollm2-135m", ("direct", "cot")))
+    >>> result.per_case        # one row per (method, case, prompting)
 
+This is the ACE paper's protocol (its released code: filtered cases, each edited alone and restored). The
+batched protocol of MQuAKE and MQuAKE-Remastered (the edits of k cases at once) is `evaluation.batched`.
+
+* filtering — before any edit, the unedited model is asked each case's questions once per prompting
+  setting (`Asking`); with `known_only` (default) a case is edited and scored only under the settings where the
+  unedited model answers it, so every edited column is over cases the model knew (the `base` rows, over all
+  cases, say how many that is);
 * multi-hop accuracy — the case counts if *any* of its question paraphrases yields `new_answer` or an
-  alias (MQuAKE's definition); with `cot=True` the question is asked chain-of-thought and the committed
-  answer is read off;
+  alias (MQuAKE's definition); paraphrases are asked in turn, each only while none has been answered
+  (`answered`: the same verdict as asking all three); chain-of-thought settings read the committed answer;
+  direct and chain-of-thought are asked of the *same* edited model (one edit per case and method);
 * efficacy — fraction of the case's edits whose cloze prompt (`prompt.format(subject)`) is now
   continued with `target_new` by greedy decoding (MQuAKE's edit-wise success: the new object is the
   model's top-1 answer, aliases of the new object not counted); `efficacy_prob` — the CounterFact
@@ -12,14 +21,17 @@ For every case (its k = 1..4 `requested_rewrite`s applied at once with one metho
   that of `target_true` on the same prompt (a weaker criterion: p(new) > p(true) also holds when a third
   answer stays on top);
 * paraphrase — fraction of the edited hops whose *question* form (`new_single_hops`) yields the new
-  answer (asked few-shot, as the single-hop demonstrations show);
+  answer (asked few-shot, with the known-fact filter's one-hop prompt: `data.prompts.hop_question_prompt`);
 * specificity — of the unrelated facts of the edited relations (other cases' single hops, not about
   this case's subjects) that the unedited model answers correctly, the fraction still answered after
   the edit;
-* base — the unedited model's multi-hop accuracy against the *original* answers (`method=None`).
+* ppl_ratio — perplexity of the edited model on a fixed held-out text sample over the unedited model's
+  (`evaluation.general_ability`; 1.0 = general text unchanged), when `perplexity_texts` are given;
+* base — the unedited model's multi-hop accuracy against the *original* answers (`method=None`), over every case.
 
-Results come back as one row per case (`evaluate` → `EvalResult.per_case`) and a summary by method,
-number of edits and hops; `EvalResult.to_csv` writes both.
+Counts next to the fractions (`n_efficacy`, `n_paraphrase`, `n_specificity`) let tables pool them with an
+interval (evaluation.stats). Results come back as one row per case and prompting setting
+(`evaluate` → `EvalResult.per_case`) and a summary; `EvalResult.to_csv` writes both.
 """
 
 from __future__ import annotations
@@ -37,10 +49,11 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase
 from ace_interp.data.prompts import (
+    COT_MAX_NEW_TOKENS,
+    N_DEMONSTRATIONS,
     Demonstration,
     case_entities,
-    demonstrations_for_case,
-    few_shot_prompt,
+    hop_question_prompt,
     multi_hop_prompts,
     real_demonstrations,
     single_hop_demonstrations,
@@ -54,6 +67,7 @@ from ace_interp.evaluation.answers import (
     target_scores,
     target_token_ids,
 )
+from ace_interp.evaluation.general_ability import perplexity
 from ace_interp.model.loading import ASSETS, model_metadata
 from ace_interp.model.state import model_state
 
@@ -67,23 +81,26 @@ log = logging.getLogger(__name__)
 class PromptStyle:
     """How questions are put to a model.
 
-    multi_hop(case, cot) -> one prompt per question paraphrase; single_hop(question) -> a prompt whose
-    continuation is the answer; cot_answer(generation) -> the answer a chain-of-thought commits to.
+    multi_hop(case, cot) -> one prompt per question paraphrase; single_hop(question, answers, relation_id) -> a
+    prompt whose continuation is the hop's answer; cot_answer(generation) -> the answer a chain-of-thought
+    commits to.
     """
 
     name: str
     multi_hop: Callable[[MQuAKECase, bool], list[str]]
-    single_hop: Callable[[str], str]
+    single_hop: Callable[[str, Sequence[str], str | None], str]
     supports_cot: bool = True
     max_new_tokens: int = 8
-    cot_max_new_tokens: int = 64
+    cot_max_new_tokens: int = COT_MAX_NEW_TOKENS
     cot_answer: Callable[[str], str] = cot_final_answer
+    cot_stop_at_newline: bool = True  # few-shot demonstrations reason on one line
 
 
 def few_shot_style(
-    pool: Sequence[Demonstration] | None = None, k: int = 4, out_of_distribution: bool = False
+    pool: Sequence[Demonstration] | None = None, k: int = N_DEMONSTRATIONS, out_of_distribution: bool = False
 ) -> PromptStyle:
-    """Real models (SmolLM2, hub models): few-shot Q/A with the project's demonstrations.
+    """Real models (SmolLM2, hub models): few-shot Q/A with the project's demonstrations, built exactly as the
+    known-fact filter builds them (`data.filtering`: `k` multi-hop demonstrations, `k - 1` one-hop ones).
 
     `out_of_distribution=True` draws the demonstrations from relations other than the case's (the
     chain-of-thought robustness setting)."""
@@ -92,7 +109,7 @@ def few_shot_style(
     return PromptStyle(
         name="few-shot" + ("-ood" if out_of_distribution else ""),
         multi_hop=lambda case, cot: multi_hop_prompts(case, pool, k, cot, out_of_distribution),
-        single_hop=lambda q: few_shot_prompt(q, hop_demos),
+        single_hop=lambda q, answers, relation: hop_question_prompt(q, answers, relation, hop_demos, k - 1),
     )
 
 
@@ -112,8 +129,8 @@ def toy_world_style() -> PromptStyle:
             return list(case.questions)
         return [cot_prompt(q) for q in case.questions if q.startswith("Q:")]
 
-    return PromptStyle("toy-world", multi_hop, single_hop=lambda q: q, max_new_tokens=3,
-                       cot_max_new_tokens=48, cot_answer=_last_step_answer)
+    return PromptStyle("toy-world", multi_hop, single_hop=lambda q, answers, relation: q, max_new_tokens=3,
+                       cot_max_new_tokens=48, cot_answer=_last_step_answer, cot_stop_at_newline=False)
 
 
 def is_toy_name(model_name: str | Path) -> bool:
@@ -149,6 +166,58 @@ def multi_hop_asker(model: str | Path) -> Callable[[MQuAKECase], str] | None:
         return None
     style = few_shot_style()
     return lambda case: style.multi_hop(case, False)[0]
+
+
+@dataclass(frozen=True)
+class Asking:
+    """One prompting setting for the multi-hop questions: a label ("direct", "cot", "cot-ood"), a style, CoT or not."""
+
+    label: str
+    style: PromptStyle
+    cot: bool = False
+
+
+PROMPTINGS = ("direct", "cot", "cot-ood")
+
+
+def askings_for(model_name: str, promptings: Sequence[str] = ("direct",)) -> list[Asking]:
+    """The prompting settings of a named model: "direct", "cot" and "cot-ood" (chain of thought with other
+    relations' demonstrations; real models only — toys are asked zero-shot, there is nothing to swap)."""
+    out = []
+    for label in promptings:
+        if label not in PROMPTINGS:
+            raise ValueError(f"unknown prompting {label!r}; expected one of {PROMPTINGS}")
+        if label == "cot-ood" and is_toy_name(model_name):
+            log.info("%s is asked zero-shot: no cot-ood setting", model_name)
+            continue
+        out.append(Asking(label, style_for(model_name, out_of_distribution=label == "cot-ood"), label != "direct"))
+    return out
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    """One row of a table: its label ("pmet", "ace -q1", "ace +implicit"), the editing method (None = the
+    unedited model), its hyper-parameters (None = `default_hparams`) and the prompting labels it is asked
+    with (None = every asking of the run)."""
+
+    label: str
+    method: str | None
+    hparams: object | None = None
+    promptings: tuple[str, ...] | None = None
+
+    def asks(self, asking: Asking) -> bool:
+        return self.promptings is None or asking.label in self.promptings
+
+
+def method_rows(methods: Sequence[str | None | MethodRow], hparams: dict[str, object] | None = None) -> list[MethodRow]:
+    """`MethodRow`s from method names (None = base), each with `hparams[method]` when given."""
+    rows = []
+    for m in methods:
+        if isinstance(m, MethodRow):
+            rows.append(m)
+        else:
+            rows.append(MethodRow(m or "base", m, (hparams or {}).get(m) if m else None))
+    return rows
 
 
 # ----------------------------------------------------------------------------- one case
@@ -198,8 +267,46 @@ def _check(bridge, prompts, answers, style: PromptStyle, cot: bool = False) -> l
         return []
     if not cot:
         return check_answers(bridge, prompts, answers, style.max_new_tokens)[0]
-    gens = generate_greedy(bridge, prompts, style.cot_max_new_tokens, stop_at_newline=False)
+    gens = generate_greedy(bridge, prompts, style.cot_max_new_tokens, stop_at_newline=style.cot_stop_at_newline)
     return [answer_matches(style.cot_answer(g), a) for g, a in zip(gens, answers)]
+
+
+def answered(bridge: TransformerBridge, cases: Sequence[MQuAKECase], answers: Sequence[Sequence[str]],
+             asking: Asking) -> list[bool]:
+    """Per case: does any of its question paraphrases get one of `answers[i]`?
+
+    Paraphrase j is asked (of all cases at once) only of the cases no earlier paraphrase answered: MQuAKE counts
+    a case right when any paraphrase is, so the verdict is the one asking all of them gives, at a third of the
+    generations for a case the first paraphrase answers."""
+    prompts = [asking.style.multi_hop(c, asking.cot) for c in cases]
+    right = [False] * len(cases)
+    for j in range(max((len(p) for p in prompts), default=0)):
+        todo = [i for i in range(len(cases)) if not right[i] and j < len(prompts[i])]
+        if not todo:
+            break
+        for i, ok in zip(todo, _check(bridge, [prompts[i][j] for i in todo], [answers[i] for i in todo],
+                                      asking.style, asking.cot), strict=True):
+            right[i] = ok
+    return right
+
+
+def edit_metrics(bridge: TransformerBridge, case: MQuAKECase, style: PromptStyle, specificity: Sequence[dict] = (),
+                 perplexity_texts: Sequence[str] | None = None, base_perplexity: float | None = None) -> dict:
+    """The edit-level metrics of an edited model on one case's edits: efficacy, efficacy_prob, paraphrase and
+    specificity (with their counts) and, given texts and the unedited perplexity, ppl_ratio."""
+    top1, prob = edit_efficacy(bridge, case.requested_rewrite, style)
+    hop_idx = edited_hop_indices(case)
+    hops = [case.new_single_hops[i] for i in hop_idx]
+    relations = [case.orig.new_triples[i][1] for i in hop_idx]
+    para = _check(bridge, [style.single_hop(h.question, h.answers, r) for h, r in zip(hops, relations)],
+                  [h.answers for h in hops], style)
+    known = [f for f in specificity if f["known"]]
+    spec = _check(bridge, [f["cloze"] for f in known], [f["answers"] for f in known], style)
+    row = {"efficacy": _mean(top1), "efficacy_prob": _mean(prob), "n_efficacy": len(top1),
+           "paraphrase": _mean(para), "n_paraphrase": len(para), "specificity": _mean(spec), "n_specificity": len(known)}
+    if perplexity_texts and base_perplexity:
+        row["ppl_ratio"] = perplexity(bridge, perplexity_texts) / base_perplexity
+    return row
 
 
 def evaluate_case(
@@ -211,32 +318,30 @@ def evaluate_case(
     hparams: object | None = None,
     cot: bool = False,
     hop_prompts: Callable[[MQuAKECase], list[HopPrompt]] | None = None,
-) -> dict:
-    """Edit (unless `method` is None), measure, undo. Returns one row of metrics."""
-    row = {"case_id": case.case_id, "method": method or "base", "n_edits": case.n_edits, "n_hops": case.n_hops,
-           "cot": cot, "style": style.name}
+    askings: Sequence[Asking] | None = None,
+    perplexity_texts: Sequence[str] | None = None,
+    base_perplexity: float | None = None,
+) -> list[dict]:
+    """Edit (unless `method` is None), ask the multi-hop questions under each of `askings` (default: `style`
+    with `cot`), measure the edit, undo. Returns one row per asking."""
+    askings = list(askings) if askings is not None else [Asking("cot" if cot else "direct", style, cot)]
+    base = {"case_id": case.case_id, "method": method or "base", "n_edits": case.n_edits, "n_hops": case.n_hops}
     applied: AppliedEdit | None = None
     if method is not None:
         kwargs = {"hop_prompts": hop_prompts(case)} if (hop_prompts is not None and method == "ace") else {}
         applied = edit(bridge, case_requests(case), method, hparams, **kwargs)
-        row["edit_seconds"] = applied.seconds
+        base["edit_seconds"] = applied.seconds
     try:
         answers = case.new_answers if method is not None else case.answers
-        prompts = style.multi_hop(case, cot)
-        row["multi_hop"] = float(any(_check(bridge, prompts, [answers] * len(prompts), style, cot)))
+        rows = [{**base, "cot": a.cot, "prompting": a.label, "style": a.style.name,
+                 "multi_hop": float(answered(bridge, [case], [answers], a)[0])} for a in askings]
         if method is not None:
-            top1, prob = edit_efficacy(bridge, case.requested_rewrite, style)
-            row["efficacy"], row["efficacy_prob"] = _mean(top1), _mean(prob)
-            hops = [case.new_single_hops[i] for i in edited_hop_indices(case)]
-            row["paraphrase"] = _mean(_check(bridge, [style.single_hop(h.question) for h in hops],
-                                             [h.answers for h in hops], style))
-            known = [f for f in specificity if f["known"]]
-            row["specificity"] = _mean(_check(bridge, [f["cloze"] for f in known], [f["answers"] for f in known], style))
-            row["n_specificity"] = len(known)
+            measured = edit_metrics(bridge, case, askings[0].style, specificity, perplexity_texts, base_perplexity)
+            rows = [{**row, **measured} for row in rows]
     finally:
         if applied is not None:
             applied.undo()
-    return row
+    return rows
 
 
 def edit_efficacy(bridge: TransformerBridge, rewrites, style: PromptStyle) -> tuple[list[bool], list[bool]]:
@@ -266,6 +371,8 @@ def _mean(xs: Sequence[bool]) -> float:
 
 # ----------------------------------------------------------------------------- many cases
 
+METRICS = ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "ppl_ratio", "edit_seconds")
+
 
 @dataclass
 class EvalResult:
@@ -273,21 +380,23 @@ class EvalResult:
 
     @property
     def summary(self) -> pd.DataFrame:
-        """Means by method, chain-of-thought flag and number of edits (and 'all')."""
-        metrics = [c for c in ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "edit_seconds")
-                   if c in self.per_case]
+        """Means by method, prompting and number of edits (and 'all'), with the number of case rows."""
         df = self.per_case
-        by_edits = df.groupby(["method", "cot", "n_edits"])[metrics].mean().reset_index()
-        overall = df.groupby(["method", "cot"])[metrics].mean().reset_index().assign(n_edits="all")
-        counts = pd.concat([df.groupby(["method", "cot", "n_edits"]).size().reset_index(name="n_cases"),
-                            df.groupby(["method", "cot"]).size().reset_index(name="n_cases").assign(n_edits="all")])
+        if "prompting" not in df:
+            df = df.assign(prompting=df.get("cot", False).map(lambda c: "cot" if c else "direct"))
+        metrics = [c for c in METRICS if c in df]
+        keys = ["method", "prompting"]
+        by_edits = df.groupby([*keys, "n_edits"])[metrics].mean().reset_index()
+        overall = df.groupby(keys)[metrics].mean().reset_index().assign(n_edits="all")
+        counts = pd.concat([df.groupby([*keys, "n_edits"]).size().reset_index(name="n_cases"),
+                            df.groupby(keys).size().reset_index(name="n_cases").assign(n_edits="all")])
         out = pd.concat([by_edits, overall], ignore_index=True)
         out["n_edits"] = out["n_edits"].astype(str)
         counts["n_edits"] = counts["n_edits"].astype(str)
-        return out.merge(counts, on=["method", "cot", "n_edits"])
+        return out.merge(counts, on=[*keys, "n_edits"])
 
     def by_hops(self) -> pd.DataFrame:
-        return self.per_case.groupby(["method", "cot", "n_hops"])["multi_hop"].agg(["mean", "size"]).reset_index()
+        return self.per_case.groupby(["method", "prompting", "n_hops"])["multi_hop"].agg(["mean", "size"]).reset_index()
 
     def to_csv(self, folder: str | Path, prefix: str = "") -> list[Path]:
         folder = Path(folder)
@@ -305,10 +414,34 @@ def mark_known_specificity(bridge: TransformerBridge, pool: SpecificityPool, sty
         f["known"] = ok
 
 
+@dataclass
+class UneditedAnswers:
+    """What the unedited model gives, computed once per run: per asking label, per case id, whether it answers the
+    multi-hop question (original answers); the specificity facts it knows (marked in the samples); its perplexity."""
+
+    known: dict[str, dict] = field(default_factory=dict)
+    specificity: dict = field(default_factory=dict)  # case id -> sampled facts, each with "known"
+    perplexity: float | None = None
+
+
+def unedited_answers(bridge: TransformerBridge, cases: Sequence[MQuAKECase], askings: Sequence[Asking],
+                     n_specificity: int = 5, seed: int = 0, perplexity_texts: Sequence[str] | None = None,
+                     mark_specificity: bool = True) -> UneditedAnswers:
+    """Ask the unedited model everything the edited rows are compared against, once (all cases batched)."""
+    known = {a.label: dict(zip([c.case_id for c in cases], answered(bridge, cases, [c.answers for c in cases], a),
+                               strict=True)) for a in askings}
+    pool = SpecificityPool.from_cases(cases)
+    samples = {c.case_id: pool.sample(c, n_specificity, seed) for c in cases}
+    if mark_specificity:
+        mark_known_specificity(bridge, pool, askings[0].style, [f for s in samples.values() for f in s])
+    ppl = perplexity(bridge, perplexity_texts) if perplexity_texts else None
+    return UneditedAnswers(known, samples, ppl)
+
+
 def evaluate(
     bridge: TransformerBridge,
     cases: Sequence[MQuAKECase],
-    methods: Sequence[str | None],
+    methods: Sequence[str | None | MethodRow],
     style: PromptStyle | None = None,
     cot: bool = False,
     n_specificity: int = 5,
@@ -316,32 +449,51 @@ def evaluate(
     hop_prompts: Callable[[MQuAKECase], list[HopPrompt]] | None = None,
     seed: int = 0,
     progress: bool = True,
+    askings: Sequence[Asking] | None = None,
+    known_only: bool = True,
+    perplexity_texts: Sequence[str] | None = None,
 ) -> EvalResult:
-    """Evaluate each method (None = the unedited base model) on every case; see the module docstring.
+    """The per-case protocol (module docstring) for each method row (None / "base" = the unedited model) on
+    every case, under each of `askings` (default: `style` with `cot`).
 
         import ace_interp as ai
         model = ai.load_model("toy-gptj")
         cases = ai.load_mquake("assets/world/mquake_cases.json")[:2]
         result = ai.evaluate(model, cases, [None, "rome"])
         result.summary     # DataFrame by method and number of edits: multi_hop, efficacy, ..., n_cases
-        result.per_case    # one row per (method, case)
+        result.per_case    # one row per (method, case, prompting)
 
     `style` defaults to the model's own (`model_style`: toy models as trained, real models few-shot). Each
-    case's edits are undone before the next case, so the model ends as it started.
-    """
+    case's edits are undone before the next case, so the model ends as it started. With `known_only` a case is
+    edited only for the askings the unedited model answers it under (the paper's filter); the base rows cover
+    every case. `perplexity_texts` add the `ppl_ratio` column."""
     style = style or model_style(bridge)
-    if cot and not style.supports_cot:
-        raise ValueError(f"prompt style {style.name!r} has no chain-of-thought form")
-    pool = SpecificityPool.from_cases(cases)
-    samples = {c.case_id: pool.sample(c, n_specificity, seed) for c in cases}
-    if any(m is not None for m in methods):
-        mark_known_specificity(bridge, pool, style, [f for s in samples.values() for f in s])
+    askings = list(askings) if askings is not None else [Asking("cot" if cot else "direct", style, cot)]
+    for a in askings:
+        if a.cot and not a.style.supports_cot:
+            raise ValueError(f"prompt style {a.style.name!r} has no chain-of-thought form")
+    rows_of = method_rows(methods, hparams)
+    edited = [r for r in rows_of if r.method is not None]
+    unedited = unedited_answers(bridge, cases, askings, n_specificity, seed, perplexity_texts if edited else None,
+                                mark_specificity=bool(edited))
     rows = []
-    bar = tqdm(total=len(cases) * len(methods), desc="evaluate", disable=not progress)
-    for method in methods:
-        for case in cases:
-            hp = (hparams or {}).get(method) if method else None
-            rows.append(evaluate_case(bridge, case, method, style, samples[case.case_id], hp, cot, hop_prompts))
-            bar.update()
+    for row in rows_of:
+        if row.method is None:
+            rows += [{"case_id": c.case_id, "method": row.label, "n_edits": c.n_edits, "n_hops": c.n_hops, "cot": a.cot,
+                      "prompting": a.label, "style": a.style.name, "multi_hop": float(unedited.known[a.label][c.case_id])}
+                     for a in askings if row.asks(a) for c in cases]
+    if known_only and edited:
+        log.info("cases the unedited model answers: %s of %d", ", ".join(
+            f"{a.label} {sum(unedited.known[a.label].values())}" for a in askings), len(cases))
+    plan = [(row, case, [a for a in askings if row.asks(a) and (unedited.known[a.label][case.case_id] or not known_only)])
+            for row in edited for case in cases]
+    plan = [(row, case, asked) for row, case, asked in plan if asked]
+    bar = tqdm(total=len(plan), desc="evaluate", disable=not progress)
+    for row, case, asked in plan:
+        for r in evaluate_case(bridge, case, row.method, style, unedited.specificity[case.case_id], row.hparams,
+                               hop_prompts=hop_prompts, askings=asked, perplexity_texts=perplexity_texts,
+                               base_perplexity=unedited.perplexity):
+            rows.append({**r, "method": row.label})
+        bar.update()
     bar.close()
     return EvalResult(pd.DataFrame(rows))

@@ -48,11 +48,15 @@ def _as_binary(values: Sequence) -> list[int]:
 def accuracy_cell(values: Sequence, digits: int = 1) -> str:
     """'mean% [low, high] n=N' for 0/1 outcomes (a value > 0 counts as right), with the Wilson 95% interval."""
     hits = _as_binary(values)
-    n = len(hits)
+    return proportion_cell(sum(hits), len(hits), digits)
+
+
+def proportion_cell(successes: int, n: int, digits: int = 1) -> str:
+    """'p% [low, high] n=N' for `successes` of `n` with the Wilson 95% interval ('– n=0' when n = 0)."""
     if n == 0:
         return "– n=0"
-    low, high = wilson_interval(sum(hits), n)
-    return f"{100 * sum(hits) / n:.{digits}f}% [{100 * low:.{digits}f}, {100 * high:.{digits}f}] n={n}"
+    low, high = wilson_interval(successes, n)
+    return f"{100 * successes / n:.{digits}f}% [{100 * low:.{digits}f}, {100 * high:.{digits}f}] n={n}"
 
 
 def sign_test(wins: int, losses: int) -> float:

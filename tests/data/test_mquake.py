@@ -209,3 +209,26 @@ def test_single_hop_demonstrations_match_the_relation_and_skip_the_hop_entities(
     assert demos[0].path == ("P36",) and all("Ecuador" not in d.entities for d in demos)
     prompt = few_shot_prompt("What is the capital of Ecuador?", demos)
     assert prompt.startswith("Q: What is the capital of Uruguay?\nA: Montevideo\n") and "Quito" not in prompt
+
+
+def test_the_filter_and_the_evaluation_ask_the_same_prompts(monkeypatch):
+    """The known-fact filter and the evaluation's few-shot style build the same multi-hop and one-hop prompts (with 3
+    demonstrations in one and 4 in the other, 3 of 20 kept SmolLM2 cases were missed by the unedited model)."""
+    import ace_interp.data.filtering as filtering
+    from ace_interp.data.filtering import FilterConfig, check_multi_hop, check_single_hops
+    from ace_interp.evaluation.protocol import few_shot_style
+    from ace_interp.model.loading import ASSETS
+
+    asked = []
+    monkeypatch.setattr(filtering, "generate_greedy", lambda bridge, prompts, *a, **k: asked.extend(prompts) or [""] * len(prompts))
+    cases = load_mquake(ASSETS / "real_facts" / "smollm2_known.json")[:12]
+    style = few_shot_style()
+    check_multi_hop(None, cases, FilterConfig())
+    first_questions = [style.multi_hop(c, False)[0] for c in cases]
+    assert asked[: len(cases)] == first_questions
+    asked.clear()
+    hops = [h for c in cases for h in c.single_hops]
+    relations = [r for c in cases for r in c.relation_ids]
+    table = check_single_hops(None, hops, FilterConfig(hop_check="question"), relation_ids=relations)
+    expected = [style.single_hop(q, list(a), r) for q, a, r in zip(table.question, table.answers, table.relation_id)]
+    assert asked == expected

@@ -36,26 +36,28 @@ def test_sample_by_edits_balances_the_number_of_edits():
     assert [c.case_id for c in sample] == [c.case_id for c in sample_by_edits(cases, per_edits=4, seed=1)]
 
 
-def test_advantage_table_reports_each_seed_and_the_spread():
-    import pandas as pd
+def test_comparison_table_pairs_rows_on_the_same_cases_with_mcnemar():
+    """ACE against PMET on 12 cases: 5 only ACE answers, 1 only PMET, 3 both, 3 neither; each prompting gets its own
+    comparison, from its own rows; the numbers are evaluation.stats.paired_test's on those outcomes."""
+    from ace_interp.evaluation.main_table import comparison_table
+    from ace_interp.evaluation.stats import accuracy_cell, paired_test
 
-    from ace_interp.evaluation.main_table import advantage_table
-
-    rows = []
-    for seed, (ace, pmet) in enumerate([(0.5, 0.25), (0.75, 0.25), (0.25, 0.25)]):
-        for method, acc in (("ace", ace), ("pmet", pmet)):
-            for i in range(4):  # 4 cases: the first round(acc·4) succeed
-                rows.append({"model": "m", "method": method, "seed": seed, "case_id": i, "multi_hop": float(i < acc * 4)})
-    table = advantage_table(pd.DataFrame(rows))
-    assert "+25.0%, +50.0%, +0.0%" in table  # per seed
-    assert "+25.0% ± 25.0%" in table  # mean ± sample s.d.
-    cells = [c.strip() for c in table.splitlines()[2].split("|")]
-    assert "3 / 0" in cells and "0.25" in cells  # case-seeds only ACE / only PMET answers; sign test 2/2³
-    # each prompting setting gets its own row, from its own methods' rows only
-    ood = pd.DataFrame(rows).assign(method=lambda d: d.method + " CoT-OOD", multi_hop=lambda d: 1.0 - d.multi_hop)
-    table = advantage_table(pd.concat([pd.DataFrame(rows), ood]))
-    assert table.count("| m ") == 2 and "other relations' demonstrations" in table
-    assert "-25.0%, -50.0%, +0.0%" in table and "0 / 3" in table
+    ace = [1] * 5 + [0] + [1] * 3 + [0] * 3
+    pmet = [0] * 5 + [1] + [1] * 3 + [0] * 3
+    rows = [{"model": "m", "method": method, "seed": 0, "case_id": i, "prompting": prompting,
+             "multi_hop": float(v if prompting == "direct" else 1 - v)}
+            for prompting in ("direct", "cot") for method, values in (("ace", ace), ("pmet", pmet))
+            for i, v in enumerate(values)]
+    table = comparison_table(pd.DataFrame(rows))
+    lines = [line for line in table.splitlines() if "| m " in line]
+    assert len(lines) == 2
+    expected = paired_test(ace, pmet)
+    assert expected.p_value == pytest.approx(0.21875)  # 2 * P(X <= 1), X ~ Bin(6, 1/2)
+    direct = [c.strip() for c in lines[0].split("|")]
+    assert "5 / 1" in direct and f"{expected.p_value:.2g}" in direct and accuracy_cell(ace) in direct
+    assert f"{100 * expected.difference:+.1f} pts [{100 * expected.difference_low:+.1f}, " \
+           f"{100 * expected.difference_high:+.1f}]" in direct
+    assert "1 / 5" in lines[1] and "CoT" in lines[1]
 
 
 def test_edited_hop_table_splits_one_edit_cases_by_the_hop_they_edit():
@@ -75,7 +77,10 @@ def test_edited_hop_table_splits_one_edit_cases_by_the_hop_they_edit():
     per_case = add_edited_hops(pd.DataFrame(rows), cases)
     assert per_case.edited_hops.tolist() == ["0", "1", "+".join(str(h) for h in two.edited_hops)]
     table = edited_hop_table(per_case)
-    assert "100% (n=1)" in table and "0% (n=1)" in table  # hop-0 edit followed, later-hop edit not
+    from ace_interp.evaluation.stats import accuracy_cell
+
+    # hop-0 edit followed, later-hop edit not
+    assert accuracy_cell([1]) in table and accuracy_cell([0]) in table
 
 
 def test_edited_hops_name_the_hop_of_each_rewrite():
@@ -96,13 +101,13 @@ def test_table_config_hparams_reach_the_edits(tiny_model):
 
     from ace_interp.data.mquake import MQuAKECase
     from ace_interp.editing import default_hparams
-    from ace_interp.evaluation.main_table import TableConfig, _evaluate_seed
-    from ace_interp.evaluation.protocol import PromptStyle
+    from ace_interp.evaluation.main_table import TableConfig, table_rows
+    from ace_interp.evaluation.protocol import Asking, PromptStyle, evaluate
 
     from test_protocol import _tiny_case
 
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome"))]
-    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q, answers, relation: q, max_new_tokens=1)
     asked = []
 
     def no_steps(method, bridge):
@@ -113,7 +118,10 @@ def test_table_config_hparams_reach_the_edits(tiny_model):
     for name, choose in (("defaults", None), ("no steps", no_steps)):
         config = TableConfig(methods=("ft",), n_specificity=0, ablations=(), ace_variants=(), cot=False,
                              hparams=choose)
-        efficacy[name] = float(_evaluate_seed(tiny_model, "tiny", cases, style, None, config, seed=0).efficacy.iloc[0])
+        rows = table_rows(tiny_model, config)
+        per_case = evaluate(tiny_model, cases, rows, askings=[Asking("direct", style)], n_specificity=0,
+                            known_only=False, progress=False).per_case
+        efficacy[name] = float(per_case.efficacy.iloc[0])
     assert asked == [("ft", tiny_model)]
     assert efficacy == {"defaults": 1.0, "no steps": 0.0}, efficacy
 
@@ -127,35 +135,47 @@ def test_paired_counts_cases_only_one_method_answers():
     assert result["difference"] == 0.5 and result["sign-test p"] == 0.5
 
 
-@pytest.mark.parametrize("folder, seeds", [("results", (0, 1, 2)), ("results/smollm2-table", (0, 1)),
-                                           ("results/toy-seeds-3-5", (3, 4, 5))])
-def test_table_report_rebuilds_the_committed_tables_from_their_rows(folder, seeds):
-    """`ace main-table` wrote main_table.md and main_table_per_case.csv together; the markdown follows from the rows."""
+def test_table_report_rebuilds_the_committed_tables_from_their_rows():
+    """`ace main-table` wrote main_table.md, main_table_per_case.csv and run.json together; the markdown follows
+    from the rows (every committed table folder with a run.json)."""
+    import json
+
     from ace_interp.evaluation.main_table import table_report
 
-    root = Path(__file__).resolve().parents[2] / folder
-    if not (root / "main_table_per_case.csv").exists():
-        pytest.skip(f"{root} has no main table")
-    rows = pd.read_csv(root / "main_table_per_case.csv")
-    assert table_report(rows, seeds) + "\n" == (root / "main_table.md").read_text()
+    folders = [p.parent for p in (Path(__file__).resolve().parents[2] / "results").glob("**/run.json")
+               if (p.parent / "main_table.md").exists() and "archive" not in p.parts]
+    if not folders:
+        pytest.skip("no committed main table with a run.json")
+    for root in folders:
+        rows = pd.read_csv(root / "main_table_per_case.csv")
+        seeds = json.loads((root / "run.json").read_text())["seeds"]
+        assert table_report(rows, seeds) + "\n" == (root / "main_table.md").read_text(), root
 
 
-def test_chain_of_thought_rows_run_the_configured_methods(tiny_model):
-    """`TableConfig.cot_methods` chooses the chain-of-thought rows (a toy name: one in-distribution setting)."""
+def test_chain_of_thought_rows_are_asked_of_the_same_edit(tiny_model, monkeypatch):
+    """`TableConfig.cot_methods` chooses the rows asked with chain of thought; direct and CoT rows of a method come
+    from one edit per case (the edit function runs once per case and row, not once per prompting)."""
+    import ace_interp.evaluation.protocol as protocol
     from ace_interp.data.mquake import MQuAKECase
-    from ace_interp.evaluation.main_table import TableConfig, _evaluate_seed
-    from ace_interp.evaluation.protocol import PromptStyle
+    from ace_interp.evaluation.main_table import TableConfig, table_rows
+    from ace_interp.evaluation.protocol import Asking, PromptStyle, evaluate
 
     from test_protocol import _tiny_case
 
+    calls = []
+    real_edit = protocol.edit
+    monkeypatch.setattr(protocol, "edit", lambda *a, **k: calls.append(a[2]) or real_edit(*a, **k))
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome"))]
-    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q,
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q, answers, relation: q,
                         max_new_tokens=1, cot_max_new_tokens=2)
-    for cot_methods, expected in (((None,), ["base CoT"]), ((None, "rome"), ["base CoT", "rome CoT"])):
-        config = TableConfig(methods=(), n_specificity=0, ablations=(), ace_variants=(), cot=True,
-                             cot_methods=cot_methods)
-        rows = _evaluate_seed(tiny_model, "toy-tiny", cases, style, None, config, seed=0)
-        assert list(rows.method) == expected
+    askings = [Asking("direct", style), Asking("cot", style, cot=True)]
+    config = TableConfig(methods=(None, "rome", "ft"), cot_methods=(None, "rome"), n_specificity=0, ablations=(),
+                         ace_variants=(), cot=True)
+    rows = evaluate(tiny_model, cases, table_rows(tiny_model, config), askings=askings, n_specificity=0,
+                    known_only=False, progress=False).per_case
+    assert list(zip(rows.method, rows.prompting)) == [("base", "direct"), ("base", "cot"), ("rome", "direct"),
+                                                      ("rome", "cot"), ("ft", "direct")]
+    assert calls == ["rome", "ft"]
 
 
 def test_ace_variant_rows_switch_on_the_implicit_subject_write(tiny_model):
@@ -165,7 +185,7 @@ def test_ace_variant_rows_switch_on_the_implicit_subject_write(tiny_model):
 
     from ace_interp.data.mquake import MQuAKECase
     from ace_interp.editing import implicit_subject_layers
-    from ace_interp.evaluation.main_table import TableConfig, _evaluate_seed, ace_extra_rows, ace_variant_hparams
+    from ace_interp.evaluation.main_table import TableConfig, ace_extra_rows, ace_variant_hparams
     from ace_interp.evaluation.protocol import PromptStyle
     from ace_interp.model.architecture import model_spec
 
@@ -181,8 +201,12 @@ def test_ace_variant_rows_switch_on_the_implicit_subject_write(tiny_model):
     labels = [label for label, _ in ace_extra_rows(tiny_model, config)]
     assert labels[-1] == "ace +implicit" and labels[0] == "ace -q1"
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome"))]
-    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
-    rows = _evaluate_seed(tiny_model, "tiny", cases, style, None, replace(config, ablations=()), seed=0)
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q, answers, relation: q, max_new_tokens=1)
+    from ace_interp.evaluation.main_table import table_rows
+    from ace_interp.evaluation.protocol import Asking, evaluate
+
+    rows = evaluate(tiny_model, cases, table_rows(tiny_model, replace(config, ablations=())),
+                    askings=[Asking("direct", style)], n_specificity=0, known_only=False, progress=False).per_case
     assert list(rows.method) == ["ace", "ace +implicit"]
 
 
@@ -206,3 +230,5 @@ def test_main_table_command_passes_its_rows_to_the_table(monkeypatch):
     assert config.seeds == (3, 4) and config.models == ("toy-gptj",) and seen["readme"] is None
     assert main(["main-table", "--models", "toy-gptj", "--no-readme"]) == 0
     assert seen["config"].methods == main_table.METHODS and seen["config"].ace_variants == ("implicit",)
+    # every case by default, both protocols
+    assert seen["config"].per_edits is None and seen["config"].protocols == ("per-case", "batched")

@@ -60,9 +60,9 @@ def test_edited_hops_and_specificity_pool_on_real_schema():
 def test_protocol_edits_measures_and_undoes(tiny_model):
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")),
              MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
-    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q, max_new_tokens=1)
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q, answers, relation: q, max_new_tokens=1)
     before = {k: v.clone() for k, v in hf_parameters(tiny_model).items()}
-    result = evaluate(tiny_model, cases, [None, "rome"], style, n_specificity=2, progress=False)
+    result = evaluate(tiny_model, cases, [None, "rome"], style, n_specificity=2, progress=False, known_only=False)
     df = result.per_case
     assert list(df.method) == ["base", "base", "rome", "rome"]
     edited = df[df.method == "rome"]
@@ -136,3 +136,72 @@ def test_evaluate_cli_preset_reaches_every_method_and_run_json(tmp_path, capsys)
     assert run["hparams"]["memit"]["target"]["v_num_grad_steps"] == 3
     assert run["hparams"]["memit"]["target"]["stop_on"] == "loss"
     assert len(pd.read_csv(tmp_path / "toy-gptj_per_case.csv")) == 1
+
+
+def _raw_style(**kw):
+    return PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions),
+                       single_hop=lambda q, answers, relation: q, max_new_tokens=1, **kw)
+
+
+def test_answered_gives_the_verdict_of_asking_every_paraphrase_alone(tiny_model):
+    """Fast path (paraphrases asked in turn, of all cases at once, only while unanswered) against the slow one:
+    every paraphrase of every case generated on its own. Case 1's accepted answer is what the model says to its
+    *second* paraphrase, so the first misses and the second must still be asked."""
+    from ace_interp.evaluation.answers import answer_matches, generate_greedy
+    from ace_interp.evaluation.protocol import Asking, answered
+
+    from ace_interp.evaluation.answers import normalize_answer
+
+    first = _tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")
+    first["questions"] += ["the capital of the country of the city tokyo is", "what is the capital of tokyo 's country"]
+    cases = [MQuAKECase.from_dict(first),
+             MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
+    said = [normalize_answer(generate_greedy(tiny_model, [q], max_new_tokens=1)[0]) for q in cases[0].questions]
+    # a later paraphrase's answer that no earlier paraphrase gives: the first one misses, a later one hits
+    later = next(a for j, a in enumerate(said) if j > 0 and a and a not in said[:j])
+    answers = [[later], ["madrid"]]
+    slow = [any(answer_matches(generate_greedy(tiny_model, [q], max_new_tokens=1)[0], a) for q in c.questions)
+            for c, a in zip(cases, answers)]
+    assert answered(tiny_model, cases, answers, Asking("direct", _raw_style())) == slow
+    assert slow[0] is True
+
+
+def test_direct_and_cot_asked_of_one_edit_match_an_edit_per_setting(tiny_model):
+    """Fast path: one edit per case and method serves both settings. Slow path: an `evaluate` per setting, each with
+    its own edit. Same answers, same efficacy, same held-out perplexity ratio (the same edited weights)."""
+    from ace_interp.evaluation.protocol import Asking
+
+    cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")),
+             MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
+    style = _raw_style(cot_max_new_tokens=3, cot_answer=lambda g: g.split()[-1] if g.split() else "")
+    direct, cot = Asking("direct", style), Asking("cot", style, cot=True)
+    texts = ["the capital of japan is tokyo", "the capital of germany is berlin"]
+    kw = dict(n_specificity=2, known_only=False, progress=False, perplexity_texts=texts)
+    both = evaluate(tiny_model, cases, ["rome"], askings=[direct, cot], **kw).per_case
+    apart = pd.concat([evaluate(tiny_model, cases, ["rome"], askings=[a], **kw).per_case for a in (direct, cot)])
+    cols = ["case_id", "prompting", "multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "ppl_ratio"]
+    key = ["prompting", "case_id"]
+    pd.testing.assert_frame_equal(both[cols].sort_values(key).reset_index(drop=True),
+                                  apart[cols].sort_values(key).reset_index(drop=True))
+    assert (both.ppl_ratio != 1.0).all()  # the edit moved the held-out text's perplexity: the column can tell
+
+
+def test_only_cases_the_unedited_model_answers_are_edited(tiny_model, monkeypatch):
+    """With `known_only` (default) a case is edited only for the settings the unedited model answers it under; the
+    base rows still cover every case."""
+    import ace_interp.evaluation.protocol as protocol
+    from ace_interp.evaluation.answers import generate_greedy
+    from ace_interp.evaluation.protocol import Asking
+
+    case = _tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")
+    said = generate_greedy(tiny_model, [case["questions"][0]], max_new_tokens=1)[0].strip()
+    case["answer"] = said  # the unedited model "knows" case 1
+    cases = [MQuAKECase.from_dict(case), MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
+    edited = []
+    real_edit = protocol.edit
+    monkeypatch.setattr(protocol, "edit", lambda b, requests, *a, **k: edited.append(requests[0].case_id) or real_edit(b, requests, *a, **k))
+    rows = evaluate(tiny_model, cases, [None, "ft"], askings=[Asking("direct", _raw_style())], n_specificity=0,
+                    progress=False).per_case
+    assert edited == [1]
+    assert rows[rows.method == "base"].multi_hop.tolist() == [1.0, 0.0]
+    assert rows[rows.method == "ft"].case_id.tolist() == [1]

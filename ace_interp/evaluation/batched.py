@@ -1,0 +1,189 @@
+"""The batched MQuAKE protocol with MQuAKE-Remastered's contamination masking.
+
+    >>> result = evaluate_batched(bridge, cases, ["pmet", "ace"], askings_for("toy-gptj"), batch_size=100)
+    >>> result.per_case.groupby(["method", "edited"]).multi_hop.mean()   # edited and unedited cases apart
+
+MQuAKE (Zhong et al. 2023) and MQuAKE-Remastered (Zhong et al., ICLR 2025) apply the edits of k cases at once
+and ask every case. The cases are shuffled (seeded) and cut into batches of `batch_size` (None = all cases
+in one batch). For each batch and method:
+
+* the *edited* cases are the batch's cases, scored against their new answers; the *unedited* cases are
+  `n_unedited` other cases (seeded; default as many as the batch, as far as there are), scored against their
+  original answers — an edit must not break the multi-hop facts it has nothing to do with;
+* **contamination masking** (MQuAKE-Remastered, `get_masked_edits` in henryzhongsc/MQuAKE-Remastered,
+  data_utils.py): a case's *path* is its edited chain (`orig.new_triples`) when the case is edited in this
+  batch and its original chain (`orig.triples`) otherwise. An edit (s, r, o*) of the batch (its
+  `orig.edit_triples` entry, matched by Wikidata ids) *contaminates* the case when some hop (s', r', o') of
+  that path has s' = s and r' = r but o' ≠ o*: applied, it would change a fact the case's label relies on,
+  so the label would be wrong. For each asked case those edits are masked (left out of the write), as
+  MQuAKE-Remastered's "edits without contamination" do. Edits that agree with the path (o' = o*) are kept.
+  An edit of a case never contaminates that case's own edited path.
+* cases are grouped by the set of edits masked for them; each group gets one write of the batch's edits less
+  its masked ones (most cases mask nothing and share the full write), is asked, and the write is undone.
+  Identical requests of different cases are written once. Two cases asking contradictory edits of the same
+  fact both stay in the write of a third case whose path neither touches (as in Remastered's edit bank).
+
+Rows carry `edited` (True: a case of the batch), `batch`, `n_written` (edits written for the case's group)
+and `n_masked`; accuracies on edited and unedited cases are reported separately (`batched_summary`). The
+unedited model's answers and the `known_only` filter are those of the per-case protocol (evaluation.protocol).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from ace_interp.data.mquake import MQuAKECase, Rewrite
+from ace_interp.editing import EditRequest, HopPrompt, edit
+from ace_interp.evaluation.general_ability import perplexity
+from ace_interp.evaluation.protocol import (
+    Asking,
+    EvalResult,
+    MethodRow,
+    answered,
+    edit_metrics,
+    method_rows,
+    unedited_answers,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchEdit:
+    """One requested rewrite of a case in a batch, with its Wikidata triple (subject, relation, new object)."""
+
+    case_id: object
+    triple: tuple[str, str, str]
+    rewrite: Rewrite
+
+
+def batch_edits(cases: Sequence[MQuAKECase]) -> list[BatchEdit]:
+    """Every requested rewrite of `cases`, paired with its `orig.edit_triples` entry (same order, as in MQuAKE)."""
+    out = []
+    for case in cases:
+        if len(case.orig.edit_triples) != len(case.requested_rewrite):
+            raise ValueError(f"case {case.case_id!r}: {len(case.orig.edit_triples)} edit triples for "
+                             f"{len(case.requested_rewrite)} requested rewrites")
+        out += [BatchEdit(case.case_id, tuple(t), rw) for t, rw in zip(case.orig.edit_triples, case.requested_rewrite)]
+    return out
+
+
+def contaminating_edits(case: MQuAKECase, edits: Sequence[BatchEdit], edited: bool) -> list[int]:
+    """Indices of `edits` that contaminate `case` (module docstring): same subject and relation as a hop of its
+    path — the edited chain when `edited`, else the original one — with a different object."""
+    path = case.orig.new_triples if edited else case.orig.triples
+    return [i for i, e in enumerate(edits)
+            if any(e.triple[0] == hop[0] and e.triple[1] == hop[1] and e.triple[2] != hop[2] for hop in path)]
+
+
+def masked_groups(asked: Sequence[tuple[MQuAKECase, bool]], edits: Sequence[BatchEdit]
+                  ) -> dict[frozenset[int], list[tuple[MQuAKECase, bool]]]:
+    """The asked (case, edited) pairs grouped by the set of edit indices masked for them (empty set first)."""
+    groups: dict[frozenset[int], list[tuple[MQuAKECase, bool]]] = {}
+    for case, is_edited in asked:
+        groups.setdefault(frozenset(contaminating_edits(case, edits, is_edited)), []).append((case, is_edited))
+    return dict(sorted(groups.items(), key=lambda kv: (len(kv[0]), sorted(map(str, kv[0])))))
+
+
+def written_requests(edits: Sequence[BatchEdit], masked: frozenset[int]) -> list[EditRequest]:
+    """The requests a group gets: the batch's edits less the masked ones, identical requests once."""
+    seen, out = set(), []
+    for i, e in enumerate(edits):
+        key = (e.rewrite.prompt, e.rewrite.subject, e.rewrite.target_new.text)
+        if i in masked or key in seen:
+            continue
+        seen.add(key)
+        out.append(EditRequest.from_rewrite(e.rewrite.to_dict(), case_id=e.case_id))
+    return out
+
+
+def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int) -> list[list[MQuAKECase]]:
+    """Cases shuffled with `seed` and cut into batches of `batch_size` (None or 0: one batch of all)."""
+    order = list(cases)
+    random.Random(seed).shuffle(order)
+    size = batch_size or len(order)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def evaluate_batched(
+    bridge: TransformerBridge,
+    cases: Sequence[MQuAKECase],
+    methods: Sequence[str | None | MethodRow],
+    askings: Sequence[Asking],
+    batch_size: int | None = 100,
+    n_unedited: int | None = None,
+    n_specificity: int = 5,
+    hparams: dict[str, object] | None = None,
+    hop_prompts: Callable[[MQuAKECase], list[HopPrompt]] | None = None,
+    seed: int = 0,
+    known_only: bool = True,
+    perplexity_texts: Sequence[str] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """The batched protocol (module docstring) for each edited method row; base rows as in `protocol.evaluate`."""
+    askings = list(askings)
+    rows_of = [r for r in method_rows(methods, hparams) if r.method is not None]
+    unedited = unedited_answers(bridge, cases, askings, n_specificity, seed, perplexity_texts)
+    usable = [c for c in cases if not known_only or any(unedited.known[a.label][c.case_id] for a in askings)]
+    batches = make_batches(usable, batch_size, seed)
+    rows: list[dict] = []
+    bar = tqdm(total=len(batches) * len(rows_of), desc="evaluate (batched)", disable=not progress)
+    for row in rows_of:
+        for b, batch in enumerate(batches):
+            in_batch = {c.case_id for c in batch}
+            others = [c for c in usable if c.case_id not in in_batch]
+            k = len(batch) if n_unedited is None else n_unedited
+            outside = random.Random(f"{seed}-{b}").sample(others, min(k, len(others)))
+            asked = [(c, True) for c in batch] + [(c, False) for c in outside]
+            edits = batch_edits(batch)
+            for masked, group in masked_groups(asked, edits).items():
+                rows += _evaluate_group(bridge, row, group, edits, masked, askings, unedited, known_only, hop_prompts,
+                                        perplexity_texts, b)
+            bar.update()
+    bar.close()
+    return EvalResult(pd.DataFrame(rows))
+
+
+def _evaluate_group(bridge, row: MethodRow, group, edits, masked, askings, unedited, known_only, hop_prompts,
+                    perplexity_texts, batch_index: int) -> list[dict]:
+    """Write the batch's edits less `masked`, ask the group's cases, measure the edited ones, undo."""
+    requests = written_requests(edits, masked)
+    kwargs = {}
+    if hop_prompts is not None and row.method == "ace":
+        writers = {e.case_id for i, e in enumerate(edits) if i not in masked}
+        kwargs["hop_prompts"] = [h for case, is_edited in group if is_edited and case.case_id in writers
+                                 for h in hop_prompts(case)]
+    # every edit of the batch masked for this group (a tiny batch can do that to an unedited case): nothing to write
+    applied = edit(bridge, requests, row.method, row.hparams, **kwargs) if requests else None
+    try:
+        ppl = {}
+        if perplexity_texts and unedited.perplexity:
+            ppl["ppl_ratio"] = perplexity(bridge, perplexity_texts) / unedited.perplexity
+        out = []
+        for asking in askings:
+            todo = [(c, e) for c, e in group if unedited.known[asking.label][c.case_id] or not known_only]
+            right = answered(bridge, [c for c, _ in todo], [c.new_answers if e else c.answers for c, e in todo], asking)
+            out += [{"case_id": c.case_id, "method": row.label, "n_edits": c.n_edits, "n_hops": c.n_hops,
+                     "cot": asking.cot, "prompting": asking.label, "style": asking.style.name, "edited": e,
+                     "batch": batch_index, "n_written": len(requests), "n_masked": len(masked),
+                     "edit_seconds": applied.seconds if applied else 0.0, "multi_hop": float(ok), **ppl}
+                    for (c, e), ok in zip(todo, right, strict=True)]
+        measured = {c.case_id: edit_metrics(bridge, c, askings[0].style, unedited.specificity[c.case_id])
+                    for c, e in group if e}
+        return [{**r, **measured[r["case_id"]]} if r["edited"] else r for r in out]
+    finally:
+        if applied is not None:
+            applied.undo()
+
+
+def batched_summary(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Multi-hop accuracy by method, prompting and edited/unedited, with the number of case rows."""
+    return (per_case.groupby(["method", "prompting", "edited"]).multi_hop.agg(["mean", "size"])
+            .rename(columns={"mean": "multi_hop", "size": "n"}).reset_index())
