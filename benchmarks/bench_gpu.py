@@ -48,6 +48,11 @@ def tiny_config(shape: str):
     """The shape's architecture and depth with tiny widths (CPU smoke test of this script)."""
     from transformers import GPTJConfig, Qwen3Config
 
+    if shape == "tiny":  # bench_shapes' smoke test: a small Qwen3
+        return Qwen3Config(
+            vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=False,
+        )
     if shape == "gptj-6b":
         return GPTJConfig(vocab_size=600, n_positions=256, n_embd=64, n_layer=28, n_head=4, rotary_dim=8)
     if shape == "qwen3-8b":
@@ -58,16 +63,19 @@ def tiny_config(shape: str):
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def build_random_bridge(shape: str, device: str, dtype: torch.dtype, tiny: bool):
-    """A random-weight model of `shape` built on `device` in `dtype` and wrapped in a bridge. Only the config
-    and the word-level tokenizer go to disk (TransformerLens reloads the tokenizer by path); the weights
-    never do. Returns the bridge and the tokenizer's words (w0, w1, ...)."""
+def build_random_bridge(shape: str, device: str, dtype: torch.dtype, tiny: bool, n_layers: int | None = None):
+    """A random-weight model of `shape` built on `device` in `dtype` and wrapped in a bridge (`n_layers`: a
+    slice of that depth, same widths). Only the config and the word-level tokenizer go to disk
+    (TransformerLens reloads the tokenizer by path); the weights never do. Returns the bridge and the
+    tokenizer's words (w0, w1, ...)."""
     from transformers import AutoModelForCausalLM
 
     from ace_interp.model import load_model
     from ace_interp.model.random_init import FULL_SIZE_CONFIGS, word_level_tokenizer
 
     config = tiny_config(shape) if tiny else FULL_SIZE_CONFIGS[shape]()
+    if n_layers is not None:
+        config.num_hidden_layers = n_layers  # GPTJConfig maps num_hidden_layers to n_layer
     for key, value in SPECIAL_IDS.items():
         setattr(config, key, value)
     words = [f"w{i}" for i in range(config.vocab_size - len(SPECIAL_IDS) - 1)]

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.ace import HopPrompt, ImplicitSubject, ace_updates
-from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
+from ace_interp.editing.covariance import (
+    TextCorpus,
+    corpus_from_option,
+    default_corpus,
+    key_dim_budget,
+    model_sampled_corpus,
+    second_moments,
+)
 from ace_interp.editing.ft import ft_updates
 from ace_interp.editing.hparams import (
     METHODS,
@@ -162,7 +169,8 @@ __all__ = [
     "ACEHParams", "AppliedEdit", "CovarianceHParams", "EditRequest", "EditRequestError", "FTHParams", "HopPrompt",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet", "context_templates",
-    "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers", "model_sampled_corpus",
+    "corpus_from_option", "default_corpus", "default_hparams", "edit", "edit_sequentially", "implicit_subject_layers",
+    "key_dim_budget", "model_sampled_corpus",
     "overridden_hparams", "override_hparams", "parse_overrides", "second_moments", "solve_key_value", "undo_edits",
     "validate_requests",
 ]

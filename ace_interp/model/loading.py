@@ -163,16 +163,27 @@ def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    device_map: str | dict[str, str | int] | None = None,
     **boot_kwargs,
 ) -> TransformerBridge:
     """Load a causal LM into a `TransformerBridge` (eval mode) and check ace-interp can take it apart.
 
-    `device=None` picks CUDA when available. Extra keyword arguments go to
-    `TransformerBridge.boot_transformers` (e.g. `device_map="auto"` for models larger than one GPU).
+        bridge = load_model("smollm2-135m", dtype=torch.bfloat16)              # one device, half precision
+        bridge = load_model("/models/qwen3-8b", dtype=torch.bfloat16, device_map="auto")  # spread over GPUs
+
+    `device=None` picks CUDA when available. `device_map` (mutually exclusive with `device`) places modules
+    with accelerate, as HF's `from_pretrained` does; every parameter must land on a real device (no "disk" /
+    "meta" offload), because editors write weights in place. Activations and attribution run in `dtype`
+    (scores, log-softmax and key statistics accumulate in float32/float64); weight writes are cast back to
+    each weight's dtype. Extra keyword arguments go to `TransformerBridge.boot_transformers`.
     """
     source = resolve_model_source(name_or_path)
-    if device is None and "device_map" not in boot_kwargs:
+    if device is not None and device_map is not None:
+        raise ValueError("give either device or device_map, not both")
+    if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_map is not None:
+        boot_kwargs["device_map"] = device_map
     try:
         bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **boot_kwargs)
     except OSError as e:
@@ -183,6 +194,12 @@ def load_model(
             ) from e
         raise
     check_supported(bridge)
+    offloaded = [n for n, p in hf_model(bridge).named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise ValueError(
+            f"{len(offloaded)} parameters (e.g. {offloaded[0]}) were offloaded (meta/disk) by device_map: "
+            "ace-interp reads and writes weights in place, so every module needs a real device (GPU or CPU)"
+        )
     named = NAMED_MODELS.get(str(name_or_path))
     if named is not None and named.prepend_bos is not None:
         bridge.cfg.default_prepend_bos = named.prepend_bos

@@ -59,7 +59,8 @@ def residual_sub_values(bridge: TransformerBridge, layer: int) -> Float[Tensor, 
     γ' ⊙ fc2^l_k under a post-FFN norm (Gemma-2/3; a new tensor), else fc2^l_k (the live weight's view)."""
     fc2 = sub_values(bridge, layer)
     post = ffn_output_norm_module(bridge, layer)
-    return fc2 if post is None else fc2 * norm_gamma(bridge, post)
+    fc2 = fc2 if post is None else fc2 * norm_gamma(bridge, post)
+    return fc2.to(unembed_module(bridge).weight.device)  # a no-op on one device
 
 
 def sub_keys(bridge: TransformerBridge, layer: int) -> Float[Tensor, "d_model d_mlp"]:
@@ -173,10 +174,14 @@ def neuron_activations(
         }
     with torch.no_grad():
         logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
-    rows = torch.arange(len(pos), device=pos.device)
+    # with a device_map the layers' activations live on their layers' devices: gather them where the
+    # unembedding is, where every score is computed
+    home = unembed_module(bridge).weight.device
+    pos = pos.to(home)
+    rows = torch.arange(len(pos), device=home)
 
     def at_pos(name: str) -> Tensor:
-        return cache[name][rows, pos]
+        return cache[name].to(home)[rows, pos]
 
     def stack(hook: str) -> Tensor:
         return torch.stack([at_pos(hook.format(l=l)) for l in layers], dim=1)
@@ -189,7 +194,7 @@ def neuron_activations(
         attn_out=stack("blocks.{l}.hook_attn_out"),
         mlp_out=stack("blocks.{l}.hook_mlp_out"),
         final_resid=at_pos("ln_final.hook_in"),
-        logits=logits[rows, pos],
+        logits=logits.to(home)[rows, pos],
         ffn_out_scale=torch.stack(
             [norm_divisor(ffn_output_norm_module(bridge, l), at_pos(f"blocks.{l}.ln2_post.hook_in"), False) for l in layers],
             dim=1,

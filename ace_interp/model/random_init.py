@@ -78,6 +78,10 @@ _MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gptj": GPTJForCausalLM, "qwen3": Qwe
 # Full-size shapes for GPU benchmarks (random weights; timing only).
 FULL_SIZE_CONFIGS = {
     "gptj-6b": lambda: GPTJConfig(vocab_size=50400, n_positions=2048, n_embd=4096, n_layer=28, n_head=16, rotary_dim=64),
+    "qwen3-0.6b": lambda: Qwen3Config(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=4096, tie_word_embeddings=True,
+    ),
     "qwen3-8b": lambda: Qwen3Config(
         vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
         num_key_value_heads=8, head_dim=128, max_position_embeddings=4096, tie_word_embeddings=False,
