@@ -144,12 +144,15 @@ def datasets_corpus(spec: str, n_tokens: int, text_field: str = "text") -> TextC
     return TextCorpus.from_texts(f"datasets-{spec}", texts)
 
 
+_KEY_ROWS = 1024  # keys per float64 outer-product update in `_collect`
+
+
 def collection_estimate(bridge: TransformerBridge, layers: Sequence[int], n_tokens: int, batch_size: int, seq_len: int) -> str:
     """What collecting key statistics will hold and do, said before it starts: the float64 sums (d_mlp² × 8 B per
     layer), one batch of keys, and the number of forward passes (each stops at the highest layer)."""
     d = bridge.cfg.d_mlp
     sums = len(layers) * d * d * 8
-    keys = batch_size * seq_len * d * (bridge.cfg.dtype.itemsize + 8) * len(layers)
+    keys = (batch_size * seq_len * bridge.cfg.dtype.itemsize + _KEY_ROWS * 8) * d * len(layers)
     passes = -(-n_tokens // (batch_size * (seq_len - 1)))
     return (f"key statistics for layers {list(layers)}: {n_tokens:,} tokens ({n_tokens / d:.1f}× the key dimension "
             f"{d:,}), ~{passes} forward passes of {batch_size}×{seq_len} tokens up to layer {max(layers)}; "
@@ -331,10 +334,13 @@ def _collect(
         with torch.no_grad(), hooks(*factories):
             run_until(runner, tokens.to(device), runner.down_proj[max(layers)])  # nothing above is needed
         for l in layers:
-            k = stores[l][0][mask].to(torch.float64)
-            sums[l] += k.T @ k
+            keys = stores[l][0][mask]
+            # float64 copies of _KEY_ROWS keys at a time: a whole batch (8k tokens × d_mlp 16,384) would be 1 GiB
+            for start in range(0, len(keys), _KEY_ROWS):
+                k = keys[start : start + _KEY_ROWS].to(torch.float64)
+                sums[l] += k.T @ k
             if keep_keys:
-                kept[l].append(k.to(torch.float32))
+                kept[l].append(keys.to(torch.float32))
         got = int(mask.sum())
         seen += got
         bar.update(got)

@@ -74,6 +74,8 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
+        # GGUF configs carry no `architectures` (Gemma-3's "gemma3_text" then matches no TransformerLens adapter)
+        config.architectures = [type(model).__name__]
         config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         os.replace(tmp, out)  # atomic: a half-written folder is never seen as a model

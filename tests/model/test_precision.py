@@ -13,7 +13,8 @@ from ace_interp.model.architecture import hf_model
 PROMPTS = ["the capital of france is", "the language of spain is spanish and"]
 TARGETS = ["paris", "the"]
 # bf16 keeps 8 bits of mantissa: weights and activations round by up to 2^-9 relative, so a score moves by
-# a small fraction of the largest score; measured max |I_bf16 − I_fp32| / max |I_fp32| on these models ≤ 0.02
+# a small fraction of the largest score; measured max |I_bf16 − I_fp32| / max |I_fp32|: gpt2 0.016, gptj 0.008,
+# qwen3 0.007, gemma3 0.027 (its post-FFN norm rounds too)
 BF16_RELATIVE_TOLERANCE = 0.05
 BF16_ABSOLUTE_FLOOR = 1e-5
 
