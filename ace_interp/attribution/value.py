@@ -4,6 +4,9 @@ For a prompt, a target token w and a chosen position, every FFN neuron k of laye
 
     v^l_k = m^l_k · fc2^l_k                       (coefficient × sub-value, `sub_values`)
 
+(under a post-FFN norm, Gemma-2/3, v^l_k = (m^l_k / s'_l) · (γ' ⊙ fc2^l_k) with the norm's divisor s'_l frozen
+at its value on the actual FFN output: `residual_coefficients` × `residual_sub_values`, see model/neurons.py)
+
 into the residual x^l = h^{l-1} + A^l (for parallel GPT-J blocks the same sum: attention and MLP both
 read h^{l-1} and both outputs are added to it). Its value score is the log-probability increase
 
@@ -55,7 +58,7 @@ from ace_interp.model import (
     check_layer,
     final_norm_scale,
     neuron_activations,
-    sub_values,
+    residual_sub_values,
     unembed,
 )
 
@@ -192,7 +195,7 @@ def sub_value_logits(
 ) -> Float[Tensor, "n d_vocab"]:
     """P_l[k] = W_U (γ ⊙ c(fc2^l_k)): the logit change per unit of m_k / s under the frozen final norm,
     logits(x + m_k fc2_k) = logits(x) + (m_k / s) P_l[k]. All neurons of the layer when `neurons` is None."""
-    fc2 = sub_values(bridge, layer)
+    fc2 = residual_sub_values(bridge, layer)
     return _logit_changes(bridge, fc2 if neurons is None else fc2[neurons])
 
 
@@ -419,18 +422,18 @@ def value_scores(
             for i, j in enumerate(index):
                 log_probs = frozen_log_probs(bridge, acts.x[:, j], scales)
                 base[:, i] = log_probs.gather(1, target_ids[:, None])[:, 0]
-                steps = (acts.coefficients[:, j] / scales).to(dtype)  # a = m / s
-                fc2 = sub_values(bridge, layers[i])
+                steps = (acts.residual_coefficients[:, j] / scales).to(dtype)  # a = m / s
+                fc2 = residual_sub_values(bridge, layers[i])
                 scores[:, i] = _projected_scores(bridge, fc2, steps, log_probs[:, None], target_ids, memory_budget)
             return ValueScores(layers, acts.positions, target_ids, scores, base, norm)
         for i, (l, j) in enumerate(zip(layers, index)):
-            fc2 = sub_values(bridge, l)
+            fc2 = residual_sub_values(bridge, l)
             for b in range(len(prompts)):
                 scale = _frozen_scale(bridge, acts, b, norm)
                 x = acts.x[b, j]
                 w = int(target_ids[b])
                 base[b, i] = target_log_prob(bridge, x[None], w, scale, None)[0]
-                vectors = acts.coefficients[b, j, :, None] * fc2
+                vectors = acts.residual_coefficients[b, j, :, None] * fc2
                 scores[b, i] = target_log_prob(bridge, x[None] + vectors, w, scale, memory_budget) - base[b, i]
     return ValueScores(layers, acts.positions, target_ids, scores, base, norm)
 
@@ -458,8 +461,8 @@ def _projected_scores_for(
         log_probs = log_probs[:, used]
     js = torch.tensor([acts.layers.index(l) for l, _ in neurons], device=device)
     ks = torch.tensor([k for _, k in neurons], device=device)
-    fc2 = torch.stack([sub_values(bridge, l)[k] for l, k in neurons])
-    steps = (acts.coefficients[rows[:, None], js, ks] / scales).to(_score_dtype(bridge))  # a = m / s
+    fc2 = torch.stack([residual_sub_values(bridge, l)[k] for l, k in neurons])
+    steps = (acts.residual_coefficients[rows[:, None], js, ks] / scales).to(_score_dtype(bridge))  # a = m / s
     group = torch.tensor([slot[int(j)] for j in js], device=device)
     return _projected_scores(bridge, fc2, steps, log_probs, target_ids, memory_budget, group)
 
@@ -497,7 +500,7 @@ def value_scores_for(
             where = [r for r, (pl, _) in enumerate(neurons) if pl == l]
             ks = torch.tensor([neurons[r][1] for r in where], device=resid.device)
             j = rows[i]
-            resid[where] = activations.x[prompt, j] + activations.coefficients[prompt, j, ks, None] * sub_values(bridge, l)[ks]
+            resid[where] = activations.x[prompt, j] + activations.residual_coefficients[prompt, j, ks, None] * residual_sub_values(bridge, l)[ks]
             base_of_pair[where] = base[i]
         return (target_log_prob(bridge, resid, target, scale, memory_budget) - base_of_pair).to(_score_dtype(bridge))
 
@@ -571,9 +574,9 @@ def _upper_bounds(
     out = []
     for i, l in enumerate(layers):
         j = acts.layers.index(l)
-        fc2 = sub_values(bridge, l).to(dtype)  # [d_mlp, d_model]
+        fc2 = residual_sub_values(bridge, l).to(dtype)  # [d_mlp, d_model]
         inner = (fc2 @ dirs[:, i].reshape(-1, dirs.shape[-1]).T).reshape(len(fc2), batch, -1).transpose(0, 1)
-        a = (acts.coefficients[rows, j] / scales).to(dtype)  # [batch, d_mlp]
+        a = (acts.residual_coefficients[rows, j] / scales).to(dtype)  # [batch, d_mlp]
         delta = a[..., None] * inner  # Δ_kj for j ∈ S (column 0 is w), and a_k fc2_k · c(γ ⊙ W_Uᵀ p_T) last
         head = head_log_probs[:, i, None] + delta[..., :-1]
         tail_term = log_tail[:, i, None] + delta[..., -1] / safe_mass[:, i, None]
@@ -844,7 +847,7 @@ def additivity_check(
                 i, j = scores.layers.index(l), acts.layers.index(l)
                 s = scores.scores[b, i]
                 chosen = torch.arange(len(s)) if top_k is None else s.topk(min(top_k, len(s))).indices
-                total = (acts.coefficients[b, j, chosen, None] * sub_values(bridge, l)[chosen]).sum(0)
+                total = (acts.residual_coefficients[b, j, chosen, None] * residual_sub_values(bridge, l)[chosen]).sum(0)
                 joint = log_prob_increase(bridge, acts.x[b, j], total[None], int(target_ids[b]), scale)[0]
                 parts = s[chosen].sum()
                 rows.append(

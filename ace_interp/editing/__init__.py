@@ -35,7 +35,14 @@ from ace_interp.editing.alphaedit import (
     alphaedit_updates,
     remember_edit,
 )
-from ace_interp.editing.covariance import TextCorpus, default_corpus, model_sampled_corpus, second_moments
+from ace_interp.editing.covariance import (
+    TextCorpus,
+    corpus_from_option,
+    default_corpus,
+    key_dim_budget,
+    model_sampled_corpus,
+    second_moments,
+)
 from ace_interp.editing.ft import ft_updates
 from ace_interp.editing.hparams import (
     METHODS,
@@ -294,8 +301,8 @@ __all__ = [
     "check_requests", "default_probes",
     "ImplicitSubject", "MEMITHParams", "METHODS", "MethodResult", "PMETHParams", "ROMEHParams", "TargetHParams", "TextCorpus",
     "as_requests", "check_hparam_layers", "compute_keys", "compute_targets", "compute_z", "compute_z_pmet",
-    "context_templates", "default_corpus", "default_hparams", "edit", "edit_sequentially", "hparams_from_reference",
-    "implicit_subject_layers", "load_preset", "model_sampled_corpus", "overridden_hparams", "override_hparams",
-    "parse_overrides", "preset_names", "reference_fields", "sampled_contexts", "second_moments", "solve_key_value",
-    "undo_edits", "validate_requests",
+    "context_templates", "corpus_from_option", "default_corpus", "default_hparams", "edit", "edit_sequentially",
+    "hparams_from_reference", "implicit_subject_layers", "key_dim_budget", "load_preset", "model_sampled_corpus",
+    "overridden_hparams", "override_hparams", "parse_overrides", "preset_names", "reference_fields", "sampled_contexts",
+    "second_moments", "solve_key_value", "undo_edits", "validate_requests",
 ]

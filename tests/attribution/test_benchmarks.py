@@ -48,3 +48,34 @@ def test_bench_gpu_skips_without_cuda(capsys):
         pytest.skip("a CUDA device is present")
     assert bench_gpu.run([]) == []
     assert "skipped (no CUDA device)" in capsys.readouterr().out
+
+
+def test_bench_gpu_dry_run_runs_every_stage(tmp_path):
+    """The one-command GPU check's CPU dry run: attribution, covariance, PMET and ACE edits on tiny shapes."""
+    import json
+
+    out = tmp_path / "bench_gpu.md"
+    bench_gpu.run(["--dry-run", "--shapes", "qwen3-8b", "--budget-s", "3000", "--out", str(out)])
+    text = out.read_text()
+    assert "ERROR" not in text and "skipped" not in text, text
+    record = json.loads(out.with_suffix(".json").read_text())
+    (shape,) = record["shapes"]
+    names = [m["name"] for m in shape["stages"]]
+    for stage in ("(a) value_scores", "covariance, layer", "PMET edit, cold statistics", "ACE edit"):
+        assert any(n.startswith(stage) for n in names), (stage, names)
+    assert all(m["seconds"] > 0 for m in shape["stages"])
+
+
+def test_bench_shapes_smoke(tmp_path):
+    import json
+
+    from benchmarks import bench_shapes
+
+    out = tmp_path / "tiny.json"
+    (report,) = bench_shapes.main(["--shape", "tiny", "--n-layers", "2", "--repeat", "1", "--neurons", "16",
+                                   "--cov-tokens", "200", "--out", str(out)])
+    assert json.loads(out.read_text())["stages"].keys() == report["stages"].keys()
+    stages = report["stages"]
+    assert set(stages) == {"value_sample", "top_k", "covariance", "edit_pmet_cold", "edit_pmet", "edit_ace_cold", "edit_ace"}
+    assert stages["value_sample"]["neurons"] == 16 and stages["covariance"]["tokens"] == 200
+    assert stages["edit_pmet"]["timings"]["solve"] > 0 and stages["edit_ace"]["written_layers"] == 2

@@ -56,3 +56,36 @@ def test_a_different_model_saved_over_the_same_folder_gets_its_own_statistics(ti
     fresh = second_moments(second, [1], corpus=tiny_corpus, n_tokens=300, progress=False, use_cache=False)[1]
     assert not torch.allclose(old, fresh, rtol=1e-2)
     torch.testing.assert_close(served, fresh)
+
+
+def test_key_dim_budget_and_the_logged_estimate(tiny_model, tiny_corpus, caplog):
+    from ace_interp.editing import key_dim_budget
+
+    d = tiny_model.cfg.d_mlp
+    assert key_dim_budget(tiny_model) == 4 * d and key_dim_budget(tiny_model, 2.5) == round(2.5 * d)
+    with caplog.at_level("WARNING", logger="ace_interp.editing.covariance"):
+        key_dim_budget(tiny_model, 50)
+    assert "outside FastMEMIT" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ace_interp.editing.covariance"):
+        second_moments(tiny_model, [1], corpus=tiny_corpus, n_tokens=2 * d, progress=False, use_cache=False)
+    # the estimate is logged before the pass: tokens as a multiple of the key dimension, and the float64 sums
+    assert f"{2 * d:,} tokens (2.0× the key dimension {d:,})" in caplog.text
+    assert f"{d * d * 8 / 2**30:.2f} GiB of float64 sums" in caplog.text
+
+
+def test_corpus_from_option(tiny_model, tmp_path, monkeypatch):
+    from ace_interp.editing import corpus_from_option
+
+    monkeypatch.setenv("ACE_INTERP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "a.txt").write_text("the capital of france is paris .\n\nberlin is in germany .\n")
+    files = corpus_from_option(tiny_model, f"files:{tmp_path / 'a.txt'}")
+    assert files.texts == ("the capital of france is paris .", "berlin is in germany .")
+    sampled = corpus_from_option(tiny_model, "sampled", n_tokens=60, progress=False)
+    assert sampled.name.startswith("sampled") and sum(len(t.split()) for t in sampled.texts) > 0
+    with pytest.raises(ValueError, match="unknown covariance corpus option"):
+        corpus_from_option(tiny_model, "wikipedia")
+    # no network here: a `datasets` corpus that cannot be reached says so and names the alternatives
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="not reachable.*files:"):
+        corpus_from_option(tiny_model, "datasets:no-such-corpus-i27:default:train")
