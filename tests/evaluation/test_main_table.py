@@ -127,7 +127,7 @@ def test_paired_counts_cases_only_one_method_answers():
     assert result["difference"] == 0.5 and result["sign-test p"] == 0.5
 
 
-@pytest.mark.parametrize("folder, seeds", [("results", (0, 1, 2)), ("results/smollm2-table", (0, 1)),
+@pytest.mark.parametrize("folder, seeds", [("results/toy-table", (0, 1, 2)), ("results/smollm2-table", (0, 1)),
                                            ("results/toy-seeds-3-5", (3, 4, 5))])
 def test_table_report_rebuilds_the_committed_tables_from_their_rows(folder, seeds):
     """`ace main-table` wrote main_table.md and main_table_per_case.csv together; the markdown follows from the rows."""
