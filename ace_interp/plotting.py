@@ -122,10 +122,13 @@ def ablation_bars(df: pd.DataFrame, title: str = "") -> go.Figure:
     Columns: `group` (e.g. relation), `condition` (e.g. "top 1% value", "random 1%"), `drop`
     (mean accuracy drop) and optionally `drop_std` (spread over seeds).
     """
-    colors = {c: (VALUE_COLOR if i == 0 else RANDOM_COLOR) for i, c in enumerate(df["condition"].unique())}
+    # random controls grey, whatever order the conditions come in (a groupby sorts "random" before "top")
+    conditions = sorted(df["condition"].unique(), key=lambda c: str(c).startswith("random"))
+    colors = {c: (RANDOM_COLOR if str(c).startswith("random") else VALUE_COLOR) for c in conditions}
     fig = px.bar(
         df, x="group", y="drop", color="condition", barmode="group", title=title, template=TEMPLATE,
         error_y="drop_std" if "drop_std" in df else None, color_discrete_map=colors,
+        category_orders={"condition": conditions},
     )
     fig.update_yaxes(title="accuracy drop", tickformat=".0%")
     return fig

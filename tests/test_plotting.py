@@ -32,6 +32,12 @@ def test_figures_build_and_save(tmp_path):
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def test_ablation_bars_colour_the_random_control_grey_in_any_order():
+    bars = pd.DataFrame({"group": ["P36", "P36"], "condition": ["random 1%", "top 1% value"], "drop": [0.0, 0.8]})
+    colours = {trace.name: trace.marker.color for trace in plotting.ablation_bars(bars).data}
+    assert colours == {"random 1%": plotting.RANDOM_COLOR, "top 1% value": plotting.VALUE_COLOR}
+
+
 def test_png_export_without_a_system_browser(tmp_path, monkeypatch):
     """`make figures` on a fresh machine: the pinned kaleido 0.2.1 renders with its own Chromium.
 
