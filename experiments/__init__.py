@@ -5,6 +5,7 @@ Timing benchmarks live apart, in `benchmarks/` (`make bench`). Every experiment 
 """
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,3 +30,14 @@ def save_run(out: str | Path, tables: Mapping[str, pd.DataFrame], started: float
         frame.to_csv(out / f"{name}.csv", index=False)
     write_run_json(out, wall_s=time.time() - started, **provenance)
     return out
+
+
+def model_sweep_parser(doc: str, out_name: str) -> argparse.ArgumentParser:
+    """The arguments every per-model sweep takes: model names or folders, `--cases`, `--out` (results/OUT_NAME)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
+    p.add_argument("--cases", default=None,
+                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
+                        "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
+    p.add_argument("--out", default=str(RESULTS / out_name))
+    return p

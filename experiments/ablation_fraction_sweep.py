@@ -5,7 +5,6 @@ default cases) at fractions 1-10%, ranked per relation and per prompt, against r
     python -m experiments.ablation_fraction_sweep toy-gptj toy-qwen3 [smollm2-135m] [--out results/ablation-fraction-sweep]
 """
 
-import argparse
 import logging
 import time
 
@@ -17,19 +16,14 @@ from ace_interp.cli import default_cases
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
 
-from experiments import RESULTS, save_run
+from experiments import model_sweep_parser, save_run
 
 log = logging.getLogger("ablation_fraction_sweep")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
-    p.add_argument("--cases", default=None,
-                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
-                        "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
+    p = model_sweep_parser(__doc__, "ablation-fraction-sweep")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.10])
-    p.add_argument("--out", default=str(RESULTS / "ablation-fraction-sweep"))
     args = p.parse_args()
     started, rows = time.time(), []
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -8,7 +8,6 @@ Prints, per size: activated value neurons per prompt (frozen-norm value score > 
 and after, and the accuracy after; for the random sets the count, mean log p(answer) and accuracy.
 """
 
-import argparse
 import logging
 import time
 
@@ -22,19 +21,14 @@ from ace_interp.attribution.layers import rank_layers
 from ace_interp.cli import default_cases, multi_hop_asker
 from ace_interp.data.mquake import load_mquake
 from ace_interp.model import load_model
-from experiments import RESULTS, save_run
+from experiments import model_sweep_parser, save_run
 
 log = logging.getLogger("query_knockout_sweep")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", help="model names or folders (a folder named toy-* is asked as a toy)")
-    p.add_argument("--cases", default=None,
-                   help="MQuAKE-format cases to draw the prompts from (default: the model's, `cli.default_cases`), "
-                        "e.g. the world written by `train_toy --write-world` for a toy trained on another world")
+    p = model_sweep_parser(__doc__, "query-knockout-sweep")
     p.add_argument("--sizes", type=int, nargs="+", default=[20, 50, 100])
-    p.add_argument("--out", default=str(RESULTS / "query-knockout-sweep"))
     args = p.parse_args()
     started, rows = time.time(), []
     logging.basicConfig(level=logging.INFO, format="%(message)s")
