@@ -25,8 +25,10 @@ test-slow: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run_all
 
+# every analysis figure (PNG + HTML + CSV) on toy-gptj, toy-qwen3 and SmolLM2, then the results index and its edit figure
 figures: setup
 	HF_HUB_OFFLINE=1 $(PY) -m ace_interp.cli figures --out figures
+	$(PY) -m experiments.results_index
 
 clean:
 	rm -rf $(VENV) outputs

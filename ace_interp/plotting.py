@@ -1,17 +1,23 @@
 """Plotly figures for every analysis, returned as figure objects and saved as HTML (+ PNG via kaleido).
 
 Each function takes the pandas DataFrame its analysis returns (columns named in the docstring) so a
-notebook can call it on any result; `save_figure` writes `<name>.html` and, when kaleido can find a
-Chrome/Chromium, `<name>.png`.
+notebook can call it on any result; `save_figure` writes `<name>.html` and `<name>.png`.
+
+PNG export uses kaleido 0.2.1 (the `figures` extra), which ships its own Chromium, so it works on a machine
+with no system browser. Plotly >= 6 only drives kaleido >= 1 (which needs a system Chrome), so with 0.2.1 we
+call kaleido's own `PlotlyScope` on the figure's JSON, giving it the plotly.js that the plotly package bundles.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import plotly
 import plotly.express as px
 import plotly.graph_objects as go
 
@@ -19,6 +25,42 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = "plotly_white"
 QUERY_COLOR, VALUE_COLOR, RANDOM_COLOR = "#1f77b4", "#d62728", "#7f7f7f"
+
+
+PNG_SIZE = {"width": 900, "height": 520, "scale": 1.5}
+
+
+@functools.cache
+def _bundled_chromium_scope():
+    """kaleido 0.2.1's `PlotlyScope` (its own Chromium, no network: no MathJax), or None with kaleido >= 1 / none.
+
+    Cached because starting the bundled Chromium takes ~2 s; one process serves every figure of a run.
+    """
+    try:
+        major = int(importlib.metadata.version("kaleido").split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if major >= 1:
+        return None
+    from kaleido.scopes.plotly import PlotlyScope
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return PlotlyScope(plotlyjs=str(plotly_js), mathjax=False)
+
+
+def write_png(fig: go.Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG (900×520 at scale 1.5) at `path`, through kaleido 0.2.1's bundled Chromium if present.
+
+    >>> write_png(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])), "/tmp/line.png")  # doctest: +SKIP
+    PosixPath('/tmp/line.png')
+    """
+    path = Path(path)
+    scope = _bundled_chromium_scope()
+    if scope is None:  # kaleido >= 1: plotly drives it (needs a system Chrome/Chromium)
+        fig.write_image(path, **PNG_SIZE)
+    else:
+        path.write_bytes(scope.transform(fig.to_plotly_json(), format="png", **PNG_SIZE))
+    return path
 
 
 def save_figure(fig: go.Figure, folder: str | Path, name: str, png: bool = True) -> list[Path]:
@@ -29,8 +71,7 @@ def save_figure(fig: go.Figure, folder: str | Path, name: str, png: bool = True)
     fig.write_html(written[0], include_plotlyjs=True)  # self-contained: opens offline
     if png:
         try:
-            fig.write_image(folder / f"{name}.png", width=900, height=520, scale=1.5)
-            written.append(folder / f"{name}.png")
+            written.append(write_png(fig, folder / f"{name}.png"))
         except Exception as e:  # kaleido without a Chrome/Chromium: HTML only, said once per figure
             log.warning("PNG export of %s skipped (%s: %s); HTML written", name, type(e).__name__, str(e)[:120])
     return written
@@ -81,10 +122,13 @@ def ablation_bars(df: pd.DataFrame, title: str = "") -> go.Figure:
     Columns: `group` (e.g. relation), `condition` (e.g. "top 1% value", "random 1%"), `drop`
     (mean accuracy drop) and optionally `drop_std` (spread over seeds).
     """
-    colors = {c: (VALUE_COLOR if i == 0 else RANDOM_COLOR) for i, c in enumerate(df["condition"].unique())}
+    # random controls grey, whatever order the conditions come in (a groupby sorts "random" before "top")
+    conditions = sorted(df["condition"].unique(), key=lambda c: str(c).startswith("random"))
+    colors = {c: (RANDOM_COLOR if str(c).startswith("random") else VALUE_COLOR) for c in conditions}
     fig = px.bar(
         df, x="group", y="drop", color="condition", barmode="group", title=title, template=TEMPLATE,
         error_y="drop_std" if "drop_std" in df else None, color_discrete_map=colors,
+        category_orders={"condition": conditions},
     )
     fig.update_yaxes(title="accuracy drop", tickformat=".0%")
     return fig

@@ -4,7 +4,7 @@
 
 Times `--steps` optimiser steps (after 5 warm-up steps) of `ace_interp.data.train_toy` for both architectures
 at 6 and 4 layers and batches of 256 and 128, on the default world, and prints one row per setting. The
-15-minute CPU recipe (`scripts/sweeps/cpu15.txt`) is sized from these numbers.
+15-minute CPU recipe (`experiments/sweeps/cpu15.txt`) is sized from these numbers.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Replay the recipe of the shipped toy models (assets/toy-gptj, assets/toy-qwen3): one 9000-step cosine schedule
 # at lr 2e-3, batch 256, on the default world (1000 persons, distinct_nouns, bridge_relations, sport_relations).
-# The shipped runs (2026-11-26, one NVIDIA H200, six variants side by side: scripts/gpu_toy_sweep.sh) stopped at
+# The shipped runs (2026-11-26, one NVIDIA H200, six variants side by side: experiments/gpu_toy_sweep.sh) stopped at
 # step 8500 (gptj: the sampled evaluation cleared the bars with margin) and 8743 (qwen3: the 465 s time limit);
 # --stop-after repeats those stops. ~7.8 minutes per model on the H200; on a 2-core CPU this takes hours
 # (about 1 CPU-s per step of 256).

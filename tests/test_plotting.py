@@ -1,5 +1,7 @@
-"""Figures build from analysis tables and save as non-empty HTML (and PNG where kaleido finds Chrome)."""
+"""Figures build from analysis tables and save as non-empty HTML and PNG, with no system Chrome/Chromium."""
 
+import importlib.metadata
+import os
 import shutil
 
 import pandas as pd
@@ -24,5 +26,37 @@ def test_figures_build_and_save(tmp_path):
     for name, fig in figs.items():
         paths = plotting.save_figure(fig, tmp_path, name, png=name == "heat")
         assert all(p.stat().st_size > 1000 for p in paths)
-    if shutil.which("chromium") or shutil.which("google-chrome"):
-        assert (tmp_path / "heat.png").exists()
+    assert (tmp_path / "heat.png").read_bytes()[:8] == PNG_MAGIC
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_ablation_bars_colour_the_random_control_grey_in_any_order():
+    bars = pd.DataFrame({"group": ["P36", "P36"], "condition": ["random 1%", "top 1% value"], "drop": [0.0, 0.8]})
+    colours = {trace.name: trace.marker.color for trace in plotting.ablation_bars(bars).data}
+    assert colours == {"random 1%": plotting.RANDOM_COLOR, "top 1% value": plotting.VALUE_COLOR}
+
+
+def test_png_export_without_a_system_browser(tmp_path, monkeypatch):
+    """`make figures` on a fresh machine: the pinned kaleido 0.2.1 renders with its own Chromium.
+
+    PATH is cut down to a folder holding only bash and dirname (what kaleido's launcher script runs), so no
+    system chrome/chromium can be found; the PNG must still be written, non-empty, for every figure kind.
+    """
+    assert importlib.metadata.version("kaleido") == "0.2.1", "the `figures` extra pins kaleido==0.2.1"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert shutil.which("chromium") is None and shutil.which("google-chrome") is None
+    plotting._bundled_chromium_scope.cache_clear()  # start the renderer under the cut-down PATH
+    try:
+        curves = pd.DataFrame({"layer": [0, 1, 2], "query": [0.2, 0.9, 0.1], "value": [0.0, 0.3, 0.8]})
+        for name, fig in {"curves": plotting.query_value_curves(curves), "lags": plotting.lag_histogram([1, 2])}.items():
+            png = plotting.write_png(fig, tmp_path / f"{name}.png")
+            data = png.read_bytes()
+            assert data[:8] == PNG_MAGIC and len(data) > 5000, (name, len(data))
+    finally:
+        plotting._bundled_chromium_scope.cache_clear()

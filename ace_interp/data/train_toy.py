@@ -105,7 +105,7 @@ class TrainConfig:
 
 
 # The 15-minute CPU recipes (`--recipe cpu15`; assets/README.md, "The 15-minute CPU reproduction"): the best of
-# 72 GPU sweep runs (results/toy_cpu15_sweep.csv), sized so that training fits 900 s on 2 idle cores. They meet
+# 72 GPU sweep runs (results/toy-cpu15-sweep/sweep.csv), sized so that training fits 900 s on 2 idle cores. They meet
 # the bars on about half the seeds (GPU: gptj 4 of 8, qwen3 4 of 7; CPU, seed 0: both); CoT is the bar they miss,
 # by up to 0.6 points.
 _CPU15_COMMON = dict(batch_size=128, lr=3e-3, weight_decay=1.0, warmup=300, eval_every=400, threads=2,

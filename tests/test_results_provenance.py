@@ -1,0 +1,65 @@
+"""Every results folder says how it was made (run.json) or is archived with a note; the index's intervals are Wilson's."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ace_interp.evaluation.stats import wilson_interval
+from experiments.results_index import ace_against_pmet, method_rows, rate_cell
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_every_results_folder_has_a_run_json_or_an_archive_note():
+    folders = [p for p in RESULTS.iterdir() if p.is_dir() and p.name != "archive"]
+    assert folders, "results/ has no run folders"
+    missing = [p.name for p in folders if not (p / "run.json").is_file()]
+    assert not missing, f"results folders without run.json: {missing}"
+    for folder in folders:
+        record = json.loads((folder / "run.json").read_text())
+        assert record.get("command"), folder.name
+        if record.get("reconstructed"):
+            assert record.get("source"), f"{folder.name}: a reconstructed run.json must name its source"
+    archive = RESULTS / "archive"
+    if archive.is_dir():
+        note = (archive / "README.md").read_text()
+        unnoted = [p.name for p in archive.iterdir() if p.is_dir() and f"`{p.name}/`" not in note]
+        assert not unnoted, f"archived folders without a note in results/archive/README.md: {unnoted}"
+
+
+def test_no_loose_files_at_the_top_of_results():
+    loose = [p.name for p in RESULTS.iterdir() if p.is_file() and p.name != "README.md"]
+    assert not loose, f"files outside any run folder: {loose}"
+
+
+def test_rate_cell_is_the_wilson_interval():
+    low, high = wilson_interval(7, 20)
+    assert rate_cell(7, 20) == f"35.0% [{100 * low:.1f}, {100 * high:.1f}] n=20"
+    assert rate_cell(0, 0) == "–"
+
+
+def test_method_rows_count_edits_and_specificity_facts():
+    frame = pd.DataFrame({
+        "model": ["m"] * 3, "method": ["pmet"] * 3, "multi_hop": [1.0, 0.0, 0.0],
+        "efficacy": [1.0, 0.5, 1.0], "n_edits": [1, 2, 1],           # 1 + 1 + 1 = 3 of 4 edits
+        "specificity": [1.0, 0.8, 0.0], "n_specificity": [5, 5, 0],  # 5 + 4 of 10 facts
+    })
+    row = method_rows(frame).iloc[0]
+    assert row["multi-hop"] == rate_cell(1, 3)
+    assert row["efficacy"] == rate_cell(3, 4)
+    assert row["specificity"] == rate_cell(9, 10)
+
+
+def test_ace_against_pmet_pairs_the_same_case_draws():
+    rows = [(case, seed, method, outcome) for case, seed, method, outcome in [
+        (1, 0, "ace", 1), (1, 0, "pmet", 0), (2, 0, "ace", 1), (2, 0, "pmet", 1),
+        (1, 1, "ace", 0), (1, 1, "pmet", 0), (3, 1, "ace", 1)]]  # case 3 has no pmet row: not paired
+    frame = pd.DataFrame(rows, columns=["case_id", "seed", "method", "multi_hop"]).assign(model="m")
+    (line,) = ace_against_pmet(frame)
+    assert "n=3" in line and "only ace 1, only pmet 0" in line and "+33.3 points" in line
+
+
+@pytest.mark.parametrize("run", ["toy-table", "smollm2-table"])
+def test_headline_runs_have_per_case_rows(run):
+    assert (RESULTS / run / "main_table_per_case.csv").is_file()
