@@ -20,7 +20,7 @@ import time
 
 import pandas as pd
 
-from ace_interp.cli import default_cases
+from ace_interp.evaluation.protocol import default_cases
 from ace_interp.data.mquake import load_mquake
 from ace_interp.evaluation import protocol
 from ace_interp.evaluation.hops import hop_prompts_for
