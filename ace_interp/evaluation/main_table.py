@@ -24,9 +24,9 @@ from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import HParams
 from ace_interp.evaluation.hops import hop_prompts_for
-from ace_interp.evaluation.protocol import EvalResult, evaluate, is_toy_name, style_for
+from ace_interp.evaluation.protocol import EvalResult, evaluate, model_style
 from ace_interp.evaluation.stats import sign_test
-from ace_interp.model import load_model
+from ace_interp.model import load_model, model_state
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     """Every method, ablation and prompting setting on the model's cases, once per seed (the seed draws
     the cases and the specificity facts); per-case rows with a `seed` column."""
     bridge = load_model(model_name)
-    style = style_for(model_name)
+    style = model_style(bridge)
     # ACE's query write trains on multi-hop prompts the cases do not ask (evaluation.hops)
     hops = hop_prompts_for(bridge, cases_path)
     all_cases = load_mquake(cases_path)
@@ -131,8 +131,9 @@ def _evaluate_seed(bridge, model_name, cases, style, hops, config: TableConfig, 
         frames.append(res.per_case.assign(method=label))
     if config.cot and style.supports_cot:
         for ood in (False, True):
-            cot_style = style_for(model_name, out_of_distribution=ood) if not is_toy_name(model_name) else style
-            if ood and is_toy_name(model_name):
+            is_toy = model_state(bridge).is_toy
+            cot_style = model_style(bridge, out_of_distribution=ood) if not is_toy else style
+            if ood and is_toy:
                 continue  # toy models are asked zero-shot: there are no demonstrations to swap
             res = evaluate(bridge, cases, list(config.cot_methods), cot_style, cot=True, n_specificity=0,
                            hparams=chosen, hop_prompts=hops, seed=seed)

@@ -8,7 +8,7 @@ import pytest
 
 from ace_interp.editing import default_hparams
 from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits
-from ace_interp.model import load_model
+from ace_interp.model import load_model, model_state
 
 
 def test_ace_ablations_drop_the_top_layers_of_each_group(tiny_model_dir):
@@ -141,20 +141,21 @@ def test_table_report_rebuilds_the_committed_tables_from_their_rows(folder, seed
 
 
 def test_chain_of_thought_rows_run_the_configured_methods(tiny_model):
-    """`TableConfig.cot_methods` chooses the chain-of-thought rows (a toy name: one in-distribution setting)."""
+    """`TableConfig.cot_methods` chooses the chain-of-thought rows (a toy: one in-distribution setting)."""
     from ace_interp.data.mquake import MQuAKECase
     from ace_interp.evaluation.main_table import TableConfig, _evaluate_seed
     from ace_interp.evaluation.protocol import PromptStyle
 
     from test_protocol import _tiny_case
 
+    model_state(tiny_model).is_toy = True
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome"))]
     style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q: q,
                         max_new_tokens=1, cot_max_new_tokens=2)
     for cot_methods, expected in (((None,), ["base CoT"]), ((None, "rome"), ["base CoT", "rome CoT"])):
         config = TableConfig(methods=(), n_specificity=0, ablations=(), ace_variants=(), cot=True,
                              cot_methods=cot_methods)
-        rows = _evaluate_seed(tiny_model, "toy-tiny", cases, style, None, config, seed=0)
+        rows = _evaluate_seed(tiny_model, "tiny", cases, style, None, config, seed=0)
         assert list(rows.method) == expected
 
 
