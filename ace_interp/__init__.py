@@ -14,6 +14,7 @@ They are imported on first use, so `import ace_interp` (and `ace --help`) stays 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` im
 
 def __getattr__(name: str):
     if name not in _API:
-        raise AttributeError(f"module 'ace_interp' has no attribute {name!r}")
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'ace_interp' has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: `ai.model.hf_parameters`
     module, attribute = _API[name]
     value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value  # later look-ups skip this function

@@ -46,8 +46,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from ace_interp.model import load_model
 
     config = FigureConfig.quick() if args.quick else FigureConfig()
+    cases_of = {model: load_mquake(args.cases or default_cases(model)) for model in args.model}  # all, before any work
     for model in args.model:
-        cases = load_mquake(args.cases or default_cases(model))
+        cases = cases_of[model]
         if args.max_cases:
             cases = cases[: args.max_cases]
         out = Path(args.out) / Path(model).name

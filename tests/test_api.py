@@ -47,6 +47,9 @@ def test_every_promised_name_is_public_and_documented():
     from ace_interp import plotting  # submodules still import through the face
 
     assert plotting.__name__ == "ace_interp.plotting"
+    code = "import ace_interp as ai; print(ai.model.hf_parameters.__module__)"  # and as attributes, on first use
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "ace_interp.model.architecture"
 
 
 @pytest.mark.parametrize("name", PROMISED)

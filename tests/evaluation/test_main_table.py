@@ -8,7 +8,7 @@ import pytest
 
 from ace_interp.editing import default_hparams
 from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits
-from ace_interp.model import load_model
+from ace_interp.model import load_model, model_state
 
 
 def test_ace_ablations_drop_the_top_layers_of_each_group(tiny_model_dir):
