@@ -86,7 +86,8 @@ def lag_summary(lags: pd.DataFrame, which: str = "peak_lag", n_resamples: int = 
 def _twice(acts: NeuronActivations) -> NeuronActivations:
     """The same activations stacked twice along the batch (each prompt scored for two tokens)."""
     return NeuronActivations(**{
-        f.name: (getattr(acts, f.name) if f.name == "layers" else torch.cat([getattr(acts, f.name)] * 2))
+        f.name: (getattr(acts, f.name) if f.name == "layers" or getattr(acts, f.name) is None
+                 else torch.cat([getattr(acts, f.name)] * 2))
         for f in fields(acts)
     })
 
