@@ -238,7 +238,8 @@ def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     The bridge nests HF modules and adds alias tensors, so HF's `save_pretrained` on the wrapped model
     fails; we build a fresh model skeleton of the same class on the meta device, give it the live
     tensors (no copy), and save that. `AutoModelForCausalLM.from_pretrained(folder)` or
-    `load_model(folder)` reload it with the same logits.
+    `load_model(folder)` reload it with the same logits. The tokenizer is saved as the model's own folder
+    defines it, and `ace_tokenisation.json` records the BOS convention, so the reload tokenises as before.
     """
     folder = Path(folder)
     model = hf_model(bridge)
