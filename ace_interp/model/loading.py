@@ -311,6 +311,8 @@ def save_model(bridge: TransformerBridge, folder: str | os.PathLike) -> Path:
     The checkpoint is written to a temporary folder beside `folder` first and then moved in; an existing
     checkpoint's weight files and shard indexes in `folder` are replaced, other files are left alone. A path
     that is a file raises `SaveError` (transformers would only log and write nothing).
+    The tokenizer is saved as the model's own folder defines it, and `ace_interp.json` records the BOS
+    convention, so the reload tokenises as before.
     """
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
