@@ -3,6 +3,8 @@
     python -m benchmarks.eval_throughput --model smollm2-135m --n-cases 2 --methods base pmet ace
 
 One case-row = one case under one table row (method), with its direct and chain-of-thought answers. The
+rate is given per wall-clock minute and per CPU minute of the process (OMP_NUM_THREADS=1: one thread), the
+second being the one to compare on a machine shared with other jobs. The
 workload is the main table's: the first `--n-cases` one-edit cases of the model's case file, every method
 asked direct and with chain of thought. Run from a checkout of the code to measure; the same script runs on
 the code before the per-case protocol asked both settings of one edit (it then calls `evaluate` once per
@@ -39,7 +41,7 @@ def main() -> None:
     cases = [c for c in load_mquake(path) if c.n_edits == 1][: args.n_cases]
     methods = [None if m == "base" else m for m in args.methods]
     hops = hop_prompts_for(bridge, path)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if hasattr(protocol, "askings_for"):  # one edit per case and method serves both settings
         askings = protocol.askings_for(args.model, ("direct", "cot"))
         per_case = protocol.evaluate(bridge, cases, methods, askings=askings, hop_prompts=hops, progress=False).per_case
@@ -51,11 +53,12 @@ def main() -> None:
                                 progress=False).per_case
         per_case = pd.concat([direct, cot], ignore_index=True)
         code = "before: an edit per setting"
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     case_rows = len(cases) * len(methods)
     print(json.dumps({"code": code, "model": args.model, "cases": len(cases), "methods": args.methods,
                       "case_rows": case_rows, "rows_written": len(per_case), "seconds": round(seconds, 1),
-                      "case_rows_per_minute": round(60 * case_rows / seconds, 2),
+                      "case_rows_per_minute": round(60 * case_rows / seconds, 2), "cpu_seconds": round(cpu_seconds, 1),
+                      "case_rows_per_cpu_minute": round(60 * case_rows / cpu_seconds, 2),
                       "load_average": os.getloadavg(), "threads": os.environ.get("OMP_NUM_THREADS")}))
 
 

@@ -477,13 +477,18 @@ def load_mquake(
     raw = read_mquake_json(path_or_name)
     if limit is not None:
         raw = raw[:limit]
-    cases = [MQuAKECase.from_dict(d, validate=validate) for d in raw]
+    cases = check_unique_ids([MQuAKECase.from_dict(d, validate=validate) for d in raw])
+    log.info("loaded %d MQuAKE cases from %s", len(cases), path_or_name)
+    return cases
+
+
+def check_unique_ids(cases: list[MQuAKECase]) -> list[MQuAKECase]:
+    """`cases`, unchanged; a case id that appears twice raises `MQuAKEFormatError`."""
     seen: set = set()
     for c in cases:
         if c.case_id in seen:
             raise MQuAKEFormatError(c.case_id, "case_id", "appears more than once in the file")
         seen.add(c.case_id)
-    log.info("loaded %d MQuAKE cases from %s", len(cases), path_or_name)
     return cases
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ace_interp.data.mquake import MQuAKECase, MQuAKEFormatError, _unflatten, read_mquake_json
+from ace_interp.data.mquake import MQuAKECase, MQuAKEFormatError, _unflatten, check_unique_ids, read_mquake_json
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,6 @@ def load_mquake_source(path_or_name: str | os.PathLike, validate: bool = True, l
     variant = detect_variant(path_or_name, raw)
     if variant == "remastered" or any(is_remastered_row(d) for d in raw[:1]):
         raw = [unflatten_remastered(d) for d in raw]
-    cases = [MQuAKECase.from_dict(d, validate=validate) for d in raw]
-    seen: set = set()
-    for c in cases:
-        if c.case_id in seen:
-            raise MQuAKEFormatError(c.case_id, "case_id", "appears more than once in the file")
-        seen.add(c.case_id)
+    cases = check_unique_ids([MQuAKECase.from_dict(d, validate=validate) for d in raw])
     log.info("loaded %d MQuAKE-%s cases from %s", len(cases), variant, path_or_name)
     return MQuAKESource(variant, cases, str(path_or_name))

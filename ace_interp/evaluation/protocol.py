@@ -385,7 +385,7 @@ class EvalResult:
         if "prompting" not in df:
             df = df.assign(prompting=df.get("cot", False).map(lambda c: "cot" if c else "direct"))
         metrics = [c for c in METRICS if c in df]
-        keys = ["method", "prompting"]
+        keys = ["method", "prompting", *(["edited"] if "edited" in df else [])]  # batched: edited / unedited apart
         by_edits = df.groupby([*keys, "n_edits"])[metrics].mean().reset_index()
         overall = df.groupby(keys)[metrics].mean().reset_index().assign(n_edits="all")
         counts = pd.concat([df.groupby([*keys, "n_edits"]).size().reset_index(name="n_cases"),

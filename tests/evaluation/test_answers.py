@@ -152,3 +152,27 @@ def test_smollm2_answers_and_ranks(smollm2):
     assert scores["log_prob"][0] > scores["log_prob"][1]
     with pytest.raises(ValueError, match="empty"):
         target_token_ids(smollm2, "")
+
+
+def test_the_shared_plain_model_follows_edits_and_replaced_tensors(tiny_model):
+    """Fast path (one plain model per bridge, reused) against the slow one (a fresh plain model per call): the same
+    logits after an in-place edit, and a rebuild when a tensor is replaced by a new one."""
+    from ace_interp.evaluation.answers import shared_plain_hf_model
+
+    tokens = tiny_model.to_tokens("the capital of france is")
+    shared = shared_plain_hf_model(tiny_model)
+    assert shared_plain_hf_model(tiny_model) is shared
+    w = next(hf_model(tiny_model).parameters())
+    with torch.no_grad():
+        w.add_(0.5)  # in place: the same plain model sees it
+        assert shared_plain_hf_model(tiny_model) is shared
+        torch.testing.assert_close(shared(tokens).logits, plain_hf_model(tiny_model)(tokens).logits)
+        w.sub_(0.5)
+        module = next(m for m in hf_model(tiny_model).modules() if any(p is w for p in m.parameters(recurse=False)))
+        name = next(n for n, p in module.named_parameters(recurse=False) if p is w)
+        setattr(module, name, torch.nn.Parameter(w.detach().clone() + 1.0))  # replaced: a new tensor
+        rebuilt = shared_plain_hf_model(tiny_model)
+        assert rebuilt is not shared
+        torch.testing.assert_close(rebuilt(tokens).logits, plain_hf_model(tiny_model)(tokens).logits)
+        assert not torch.allclose(rebuilt(tokens).logits, shared(tokens).logits)
+        setattr(module, name, w)

@@ -110,7 +110,7 @@ def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
 
     rc = main(["evaluate", "--model", "smollm2-135m", "--cases", str(FIXTURE), "--method", "base", "pmet", "--edits", "1",
                "--per-edits", "1", "--n-specificity", "1", "--pmet", "target.v_num_grad_steps=5", "--out", str(tmp_path),
-               "--device", "cpu"])
+               "--device", "cpu", "--all-cases", "--no-perplexity"])
     assert rc == 0
     assert "written:" in capsys.readouterr().out
     per_case = pd.read_csv(tmp_path / "smollm2-135m_per_case.csv")
@@ -118,6 +118,9 @@ def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
     assert len(per_case) == 2 and set(per_case.method) == {"base", "pmet"}
     assert per_case.case_id.nunique() == 1 and per_case.case_id.iloc[0] in one_edit
     assert 0 <= per_case[per_case.method == "pmet"].efficacy.iloc[0] <= 1
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["hparams"]["pmet"]["target"]["v_num_grad_steps"] == 5 and run["preset"]["pmet"] == "tuned + overrides"
+    assert run["case_file"] == str(FIXTURE) and len(run["case_file_sha256"]) == 64
 
 
 def test_evaluate_cli_preset_reaches_every_method_and_run_json(tmp_path, capsys):
