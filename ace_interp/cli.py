@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; fail fast instead of hanging
@@ -101,7 +102,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from ace_interp.editing import EditRequest, edit
+    from ace_interp.editing import EditRequest, EditWarning, edit
     from ace_interp.evaluation.answers import generate_greedy, target_scores
     from ace_interp.model import load_model, save_model
 
@@ -120,25 +121,80 @@ def cmd_edit(args: argparse.Namespace) -> int:
             print(f"  {prompt.splitlines()[-1]!r} -> {answer.strip()!r}")
 
     show("before")
-    applied = edit(bridge, [request], method=args.method)
-    print(f"\n{args.method} wrote layers {applied.layers} in {applied.seconds:.1f} s")
+    monitor = side_effect_monitor(bridge, args.no_monitor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EditWarning)
+        applied = edit(bridge, [request], method=args.method, monitor=monitor, on_failure=args.on_failure)
+    print(f"\n{args.method} wrote layers {applied.layers} in {applied.seconds:.1f} s; {applied.verification.summary()}")
+    for check in applied.verification.checks:
+        print(f"  {'reached' if check.success else 'NOT reached'}: {check.describe()}")
+    if applied.side_effects is not None:
+        print(f"side effects {applied.side_effects.describe()}")
+    print_edit_warnings(caught)
     show("after")
     if args.save:
         print(f"saved the edited model to {save_model(bridge, args.save)}")
     return 0
 
 
+def side_effect_monitor(bridge, disabled: bool):
+    """The default `SideEffectMonitor` for the CLI, or None (disabled, or no probe facts the model knows)."""
+    from ace_interp.editing import SideEffectMonitor
+
+    if disabled:
+        return None
+    try:
+        return SideEffectMonitor(bridge)
+    except ValueError as e:
+        print(f"side-effect monitor unavailable: {e}")
+        return None
+
+
+def print_edit_warnings(caught) -> None:
+    """Show the EditWarnings an edit raised (targets not reached, side-effect alarms) on stdout, once each."""
+    from ace_interp.editing import EditWarning
+
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, EditWarning)):
+        print(f"WARNING: {message}")
+
+
+def usable_cases(bridge, cases):
+    """(cases whose requested rewrites this model can edit, [(case id, reason)] for the others)."""
+    from ace_interp.editing import EditRequestError, validate_requests
+    from ace_interp.evaluation.protocol import case_requests
+
+    usable, skipped = [], []
+    for case in cases:
+        try:
+            validate_requests(bridge, case_requests(case))
+            usable.append(case)
+        except EditRequestError as e:
+            skipped.append((case.case_id, str(e)))
+    return usable, skipped
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ace_interp.data.mquake import load_mquake
-    from ace_interp.editing import overridden_hparams
+    from ace_interp.data.mquake import MQuAKEFormatError, load_mquake_checked
+    from ace_interp.editing import EditWarning, overridden_hparams
     from ace_interp.evaluation.hops import hop_prompts_for
     from ace_interp.evaluation.main_table import sample_by_edits
     from ace_interp.evaluation.protocol import evaluate, style_for
     from ace_interp.model import load_model
 
-    bridge = load_model(args.model, device=args.device)
     cases_path = args.cases or default_cases(args.model)
-    cases = [c for c in load_mquake(cases_path) if c.n_edits in args.edits]
+    try:  # every case checked before the model is even loaded; invalid ones are skipped, not fatal
+        cases, invalid = load_mquake_checked(cases_path)
+    except (MQuAKEFormatError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bridge = load_model(args.model, device=args.device)
+    cases, unusable = usable_cases(bridge, cases)  # requests this model's tokenizer cannot edit, before any pass
+    skipped = [(e.case_id, str(e)) for e in invalid] + unusable
+    if skipped:
+        print(f"skipping {len(skipped)} invalid case(s), ids {[i for i, _ in skipped]}:")
+        for _, reason in skipped[:10]:
+            print(f"  {reason}")
+    cases = [c for c in cases if c.n_edits in args.edits]
     if args.per_edits:
         cases = sample_by_edits(cases, args.per_edits, args.seed)
     if not cases:
@@ -149,10 +205,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS})
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
-    result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
-                      hparams=hparams or None, hop_prompts=hop_prompts_for(bridge, cases_path))
+    monitor = side_effect_monitor(bridge, args.no_monitor or methods == [None])
+    if monitor is not None:
+        monitor.warn = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EditWarning)
+        result = evaluate(bridge, cases, methods, style, cot=args.cot, n_specificity=args.n_specificity, seed=args.seed,
+                          hparams=hparams or None, hop_prompts=hop_prompts_for(bridge, cases_path), monitor=monitor)
     paths = result.to_csv(args.out, prefix=f"{Path(args.model).name}_")
     print(result.summary.to_string(index=False))
+    print_edit_warnings(caught)
+    if skipped:
+        print(f"skipped {len(skipped)} invalid case(s): ids {[i for i, _ in skipped]}")
     print(f"\nwritten: {', '.join(map(str, paths))}")
     return 0
 
@@ -220,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ask", nargs="*", default=[], help="more prompts to answer before and after")
     p.add_argument("--max-new-tokens", type=int, default=6)
     p.add_argument("--save", default=None, help="folder to save the edited model to (save_pretrained format)")
+    p.add_argument("--on-failure", default="warn", choices=["raise", "warn", "keep"],
+                   help="when the target is not reached: undo and stop, keep with a warning, keep silently")
+    p.add_argument("--no-monitor", action="store_true", help="skip the side-effect check on known facts and perplexity")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_edit)
 
@@ -234,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-specificity", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     add_override_flags(p)
+    p.add_argument("--no-monitor", action="store_true", help="skip the side-effect check on known facts and perplexity")
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

@@ -45,7 +45,7 @@ from ace_interp.data.prompts import (
     real_demonstrations,
     single_hop_demonstrations,
 )
-from ace_interp.editing import AppliedEdit, EditRequest, HopPrompt, edit
+from ace_interp.editing import AppliedEdit, EditRequest, HopPrompt, SideEffectMonitor, edit
 from ace_interp.evaluation.answers import (
     answer_matches,
     check_answers,
@@ -184,8 +184,12 @@ def evaluate_case(
     hparams: object | None = None,
     cot: bool = False,
     hop_prompts: Callable[[MQuAKECase], list[HopPrompt]] | None = None,
+    monitor: SideEffectMonitor | None = None,
 ) -> dict:
-    """Edit (unless `method` is None), measure, undo. Returns one row of metrics."""
+    """Edit (unless `method` is None), measure, undo. Returns one row of metrics.
+
+    With a `monitor` (`editing.SideEffectMonitor`) the edited model's untouched known facts and perplexity are
+    checked too (columns `untouched_known`, `perplexity`, `side_effect_alarms`; its warnings name the case)."""
     row = {"case_id": case.case_id, "method": method or "base", "n_edits": case.n_edits, "n_hops": case.n_hops,
            "cot": cot, "style": style.name}
     applied: AppliedEdit | None = None
@@ -193,6 +197,12 @@ def evaluate_case(
         kwargs = {"hop_prompts": hop_prompts(case)} if (hop_prompts is not None and method == "ace") else {}
         applied = edit(bridge, case_requests(case), method, hparams, **kwargs)
         row["edit_seconds"] = applied.seconds
+        if monitor is not None:
+            monitor.edited_subjects = {r.subject for r in applied.requests}  # each case starts from the unedited model
+            monitor.n_edits = 1
+            reading = monitor.check()
+            row.update(untouched_known=reading.accuracy, perplexity=reading.perplexity,
+                       side_effect_alarms=len(reading.alarms))
     try:
         answers = case.new_answers if method is not None else case.answers
         prompts = style.multi_hop(case, cot)
@@ -247,8 +257,8 @@ class EvalResult:
     @property
     def summary(self) -> pd.DataFrame:
         """Means by method, chain-of-thought flag and number of edits (and 'all')."""
-        metrics = [c for c in ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "edit_seconds")
-                   if c in self.per_case]
+        metrics = [c for c in ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "untouched_known",
+                               "perplexity", "edit_seconds") if c in self.per_case]
         df = self.per_case
         by_edits = df.groupby(["method", "cot", "n_edits"])[metrics].mean().reset_index()
         overall = df.groupby(["method", "cot"])[metrics].mean().reset_index().assign(n_edits="all")
@@ -289,6 +299,7 @@ def evaluate(
     hop_prompts: Callable[[MQuAKECase], list[HopPrompt]] | None = None,
     seed: int = 0,
     progress: bool = True,
+    monitor: SideEffectMonitor | None = None,
 ) -> EvalResult:
     """Evaluate each method (None = the unedited base model) on every case; see the module docstring."""
     style = style or few_shot_style()
@@ -303,7 +314,7 @@ def evaluate(
     for method in methods:
         for case in cases:
             hp = (hparams or {}).get(method) if method else None
-            rows.append(evaluate_case(bridge, case, method, style, samples[case.case_id], hp, cot, hop_prompts))
+            rows.append(evaluate_case(bridge, case, method, style, samples[case.case_id], hp, cot, hop_prompts, monitor))
             bar.update()
     bar.close()
     return EvalResult(pd.DataFrame(rows))
