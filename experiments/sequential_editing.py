@@ -44,6 +44,7 @@ from ace_interp.editing import (
 )
 from ace_interp.evaluation.protocol import edit_efficacy
 from ace_interp.evaluation.stats import accuracy_cell
+from ace_interp.plotting import save_figure
 from ace_interp.provenance import write_run_json
 from benchmarks.bench_editing import case_file
 from benchmarks.sweep_toy_editing import rewrites_with_specificity, still_answered
@@ -149,11 +150,7 @@ def write_outputs(folder: Path, batches: pd.DataFrame, sequence: pd.DataFrame) -
     fig.update_xaxes(title_text="sequential edits")
     fig.update_yaxes(type="log", row=1, col=4)
     fig.update_layout(title=f"Sequential editing, {folder.name}", width=1500, height=420)
-    fig.write_html(folder / "sequence.html", include_plotlyjs="cdn")
-    try:
-        fig.write_image(folder / "sequence.png")
-    except Exception as e:  # kaleido missing or broken: the CSV and HTML hold the same curves
-        log.warning("PNG export failed (%s); sequence.csv and sequence.html hold the curves", e)
+    save_figure(fig, folder, "sequence")  # HTML, and PNG where kaleido can export (else the CSV + HTML hold it)
 
 
 def main() -> None:
