@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("ace_interp")
@@ -61,7 +62,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from ace_interp.editing import EditRequest, edit, validate_requests
+    from ace_interp.editing import EditRequest, EditWarning, edit
     from ace_interp.evaluation.answers import generate_greedy, target_scores
     from ace_interp.model import load_model, save_model
 
@@ -81,19 +82,64 @@ def cmd_edit(args: argparse.Namespace) -> int:
             print(f"  {prompt.splitlines()[-1]!r} -> {answer.strip()!r}")
 
     show("before")
-    applied = edit(bridge, [request], method=args.method, preset=args.preset)
-    print(f"\n{args.method} wrote layers {applied.layers} in {applied.seconds:.1f} s")
+    monitor = side_effect_monitor(bridge, args.no_monitor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EditWarning)
+        applied = edit(bridge, [request], method=args.method, preset=args.preset, monitor=monitor,
+                       on_failure=args.on_failure)
+    print(f"\n{args.method} wrote layers {applied.layers} in {applied.seconds:.1f} s; {applied.verification.summary()}")
+    for check in applied.verification.checks:
+        print(f"  {'reached' if check.success else 'NOT reached'}: {check.describe()}")
+    if applied.side_effects is not None:
+        print(f"side effects {applied.side_effects.describe()}")
+    print_edit_warnings(caught)
     show("after")
     if args.save:
         print(f"saved the edited model to {save_model(bridge, args.save)}")
     return 0
 
 
+def side_effect_monitor(bridge, disabled: bool):
+    """The default `SideEffectMonitor` for the CLI, or None (disabled, or no probe facts the model knows)."""
+    from ace_interp.editing import SideEffectMonitor
+
+    if disabled:
+        return None
+    try:
+        return SideEffectMonitor(bridge)
+    except ValueError as e:
+        print(f"side-effect monitor unavailable: {e}")
+        return None
+
+
+def print_edit_warnings(caught) -> None:
+    """Show the EditWarnings an edit raised (targets not reached, side-effect alarms) on stdout, once each."""
+    from ace_interp.editing import EditWarning
+
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, EditWarning)):
+        print(f"WARNING: {message}")
+
+
+def usable_cases(bridge, cases):
+    """(cases whose requested rewrites this model can edit, [(case id, reason)] for the others)."""
+    from ace_interp.editing import EditRequestError, validate_requests
+    from ace_interp.evaluation.protocol import case_requests
+
+    usable, skipped = [], []
+    for case in cases:
+        try:
+            validate_requests(bridge, case_requests(case))
+            usable.append(case)
+        except EditRequestError as e:
+            skipped.append((case.case_id, str(e)))
+    return usable, skipped
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
-    from ace_interp.data.mquake import load_mquake
-    from ace_interp.editing import check_hparam_layers, default_hparams, overridden_hparams
+    from ace_interp.data.mquake import MQuAKEFormatError, load_mquake_checked
+    from ace_interp.editing import EditWarning, check_hparam_layers, default_hparams, overridden_hparams
     from ace_interp.evaluation.batched import batched_summary, evaluate_batched
     from ace_interp.evaluation.general_ability import heldout_texts
     from ace_interp.evaluation.hops import hop_prompts_for
@@ -106,15 +152,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # everything the run needs is checked before its first expensive step (the base evaluation)
     cases_path = args.cases or default_cases(args.model)
-    cases = [c for c in load_mquake(cases_path) if c.n_edits in args.edits]
+    try:  # every case checked before the model is even loaded; invalid ones are skipped, not fatal
+        cases, invalid = load_mquake_checked(cases_path)
+    except (MQuAKEFormatError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bridge = load_model(args.model, device=args.device)
+    cases, unusable = usable_cases(bridge, cases)  # requests this model's tokenizer cannot edit, before any pass
+    skipped = [(e.case_id, str(e)) for e in invalid] + unusable
+    if skipped:
+        print(f"skipping {len(skipped)} invalid case(s), ids {[i for i, _ in skipped]}:")
+        for _, reason in skipped[:10]:
+            print(f"  {reason}")
+    cases = [c for c in cases if c.n_edits in args.edits]
     if args.per_edits:
         cases = sample_by_edits(cases, args.per_edits, args.seed)
     if not cases:
         raise ValueError(f"{cases_path} has no cases with {args.edits} edits")
-    bridge = load_model(args.model, device=args.device)
     methods = [None if m == "base" else m for m in args.method]
     promptings = list(dict.fromkeys([*args.prompting, *(["cot"] if args.cot else []), *(["cot-ood"] if args.ood else [])]))
-    askings = askings_for(args.model, promptings)
+    askings = askings_for(bridge, promptings)
     # --preset names the preset of every evaluated method; without it the default preset, and only overridden
     # methods get explicit hyper-parameters
     hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS if m in methods}, args.preset)
@@ -124,23 +181,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     texts = None if args.no_perplexity else heldout_texts(bridge)
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)
+    monitor = side_effect_monitor(bridge, args.no_monitor or methods == [None] or args.protocol == "batched")
+    if monitor is not None:
+        monitor.warn = True
     common = dict(n_specificity=args.n_specificity, seed=args.seed, hparams=hparams or None, known_only=not args.all_cases,
                   hop_prompts=hop_prompts_for(bridge, cases_path), perplexity_texts=texts)
     if args.protocol == "batched":
         result = evaluate_batched(bridge, cases, [m for m in methods if m], askings, batch_size=args.batch_size or None,
                                   n_unedited=args.n_unedited, **common)
     else:
-        result = evaluate(bridge, cases, methods, askings=askings, **common)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EditWarning)
+            result = evaluate(bridge, cases, methods, askings=askings, monitor=monitor, **common)
+        print_edit_warnings(caught)
     prefix = f"{Path(args.model).name}_" + ("batched_" if args.protocol == "batched" else "")
     paths = result.to_csv(args.out, prefix=prefix)
     write_run_json(args.out, hparams=used, preset=args.preset or DEFAULT_PRESET,
                    overrides={m: getattr(args, m) for m in used if getattr(args, m, None)},
                    case_file=cases_path, seeds=[args.seed], wall_s=time.perf_counter() - start, model=args.model,
                    protocol=args.protocol, batch_size=args.batch_size, promptings=[a.label for a in askings],
-                   n_cases=len(cases), known_only=not args.all_cases)
+                   n_cases=len(cases), known_only=not args.all_cases, skipped_cases=[i for i, _ in skipped])
     print(result.summary.to_string(index=False))
     if args.protocol == "batched":
         print(batched_summary(result.per_case).to_string(index=False))
+    if skipped:
+        print(f"skipped {len(skipped)} invalid case(s): ids {[i for i, _ in skipped]}")
     print(f"\nwritten: {', '.join(map(str, paths))}, {Path(args.out) / 'run.json'}")
     return 0
 
@@ -241,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=6)
     p.add_argument("--preset", default=None, help="tuned (the default) or reference (docs/presets.md)")
     p.add_argument("--save", default=None, help="folder to save the edited model to (save_pretrained format)")
+    p.add_argument("--on-failure", default="warn", choices=["raise", "warn", "keep"],
+                   help="when the target is not reached: undo and stop, keep with a warning, keep silently")
+    p.add_argument("--no-monitor", action="store_true", help="skip the side-effect check on known facts and perplexity")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_edit)
 
@@ -269,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="hyper-parameter preset of every edited method: tuned (the default) or "
                    "reference (the paper code's released algorithm and settings; docs/presets.md); --METHOD overrides "
                    "apply on top")
+    p.add_argument("--no-monitor", action="store_true", help="skip the side-effect check on known facts and perplexity")
     p.add_argument("--out", default="results")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

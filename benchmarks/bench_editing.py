@@ -13,7 +13,10 @@ One run prints, per method and k:
   current site outputs, solve = Cholesky + key→value solves + intermediate writes, write = the final
   transactional write);
 * efficacy of the batch, as the MQuAKE protocol measures it (`evaluation.protocol.edit_efficacy`):
-  `top1` = greedy continuation of the cloze prompt names target_new, `p>p` = p(target_new) > p(target_true).
+  `top1` = greedy continuation of the cloze prompt names target_new, `p>p` = p(target_new) > p(target_true);
+* next to it, specificity (`spec`, over `n spec` facts): of up to 5 facts per edit of the edited relation with
+  another subject that the unedited model answers (`sweep_toy_editing.specificity_facts`), the share still
+  answered with the batch applied — a batch can reach every target and still overwrite what it should not.
 
 Requests: the first k distinct-subject `requested_rewrite`s of the model's case file (SmolLM2: the filtered
 real facts `assets/real_facts/smollm2_known.json`; toy models: `assets/world/mquake_cases.json`).
@@ -34,7 +37,7 @@ import pandas as pd
 from ace_interp.data.mquake import Rewrite, load_mquake
 from ace_interp.editing import EditRequest, default_hparams, edit
 from ace_interp.editing.covariance import default_corpus, second_moments
-from ace_interp.evaluation.protocol import edit_efficacy, style_for
+from ace_interp.evaluation.protocol import SpecificityPool, edit_efficacy, style_for
 from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
 from benchmarks.common import machine_description
@@ -60,6 +63,17 @@ def rewrites_for(model: str, k: int) -> list[Rewrite]:
     if len(out) < k:
         raise ValueError(f"{case_file(model)} has only {len(out)} distinct subjects; asked for {k}")
     return out[:k]
+
+
+def known_specificity_facts(bridge, style, model: str, rws) -> list[dict]:
+    """Facts of the edited relations about subjects outside the batch that the unedited model answers."""
+    from benchmarks.sweep_toy_editing import specificity_facts, still_answered  # it imports this module
+
+    pool = SpecificityPool.from_cases(load_mquake(case_file(model)))
+    subjects = {rw.subject.lower() for rw in rws}
+    facts = {f["cloze"]: f for rw in rws for f in specificity_facts(pool, rw) if f["subject"].lower() not in subjects}
+    facts = list(facts.values())
+    return [f for f, ok in zip(facts, still_answered(bridge, style, facts)) if ok]
 
 
 def method_layers(hp) -> list[int]:
@@ -105,7 +119,10 @@ def run(model: str = "smollm2-135m", methods: Sequence[str] = METHODS, ks: Seque
     bridge = load_model(model)
     style = style_for(model)
     corpus_s, cold_s = cold_covariance(bridge, methods) if cold else (float("nan"), {})
+    from benchmarks.sweep_toy_editing import still_answered
+
     rows = []
+    spec_facts = {k: known_specificity_facts(bridge, style, model, rewrites_for(model, k)) for k in ks}
     for method in methods:
         warm_up = rewrites_for(model, 1)  # fills the user statistics cache and the context prefixes, untimed
         edit(bridge, [EditRequest.from_rewrite(rw.to_dict()) for rw in warm_up], method).undo()
@@ -114,6 +131,7 @@ def run(model: str = "smollm2-135m", methods: Sequence[str] = METHODS, ks: Seque
             applied = edit(bridge, [EditRequest.from_rewrite(rw.to_dict()) for rw in rws], method)
             try:
                 top1, prob = edit_efficacy(bridge, rws, style)
+                spec = still_answered(bridge, style, spec_facts[k])
             finally:
                 applied.undo()
             t = applied.info["timings"]
@@ -122,6 +140,8 @@ def run(model: str = "smollm2-135m", methods: Sequence[str] = METHODS, ks: Seque
             row["cov cold"] = cold_s.get(method, float("nan"))
             row["top1"] = sum(top1) / k
             row["p>p"] = sum(prob) / k
+            row["spec"] = sum(spec) / max(1, len(spec))
+            row["n spec"] = len(spec)
             rows.append(row)
             log.info("%s", row)
     frame = pd.DataFrame(rows)

@@ -43,7 +43,7 @@ def main() -> None:
     hops = hop_prompts_for(bridge, path)
     start, cpu_start = time.perf_counter(), time.process_time()
     if hasattr(protocol, "askings_for"):  # one edit per case and method serves both settings
-        askings = protocol.askings_for(args.model, ("direct", "cot"))
+        askings = protocol.askings_for(bridge, ("direct", "cot"))
         per_case = protocol.evaluate(bridge, cases, methods, askings=askings, hop_prompts=hops, progress=False).per_case
         code = "after: one edit asked direct and CoT"
     else:  # the earlier protocol: one evaluate (and one edit per case and method) per setting

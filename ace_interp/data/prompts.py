@@ -63,7 +63,7 @@ class PromptFormat:
 DEFAULT_FORMAT = PromptFormat()
 
 # One setting for every place a multi-hop question is put to a real model: the known-fact filter
-# (`data.filtering`) and the evaluation (`evaluation.protocol.few_shot_style`) must ask the same prompt, or a case
+# (`evaluation.filtering`) and the evaluation (`evaluation.protocol.few_shot_style`) must ask the same prompt, or a case
 # the filter kept as "known" can be missed by the unedited model at evaluation time (with 3 demonstrations in the
 # filter and 4 in the evaluation, 3 of 20 kept SmolLM2 cases were). assets/real_facts/smollm2_known.json was
 # filtered with 3.

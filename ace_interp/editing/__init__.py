@@ -209,17 +209,21 @@ def edit(
         label = f"{method}: " + "; ".join(r.describe() for r in requests)
         with stage("write"):
             weight_edit = apply_weight_updates(bridge, result.updates, label=label[:500])
-        verification = None
-        if verify is not None:
-            with stage("verify"):
-                verification = check_requests(bridge, requests, verify)
-            act_on_verification(verification, on_failure, weight_edit.undo, method)
-        if method == "alphaedit":
-            remember_edit(bridge, requests, hp, contexts, memory, weight_edit)
-        side_effects = None
-        if monitor is not None:
-            with stage("monitor"):
-                side_effects = monitor.after_edit(requests)
+        verification = side_effects = None
+        try:  # anything failing after the write takes the write back with it: all or nothing
+            if verify is not None:
+                with stage("verify"):
+                    verification = check_requests(bridge, requests, verify)
+                act_on_verification(verification, on_failure, weight_edit.undo, method)
+            if method == "alphaedit":
+                remember_edit(bridge, requests, hp, contexts, memory, weight_edit)
+            if monitor is not None:
+                with stage("monitor"):
+                    side_effects = monitor.after_edit(requests)
+        except BaseException:
+            if not weight_edit.undone:
+                weight_edit.undo()
+            raise
     seconds = time.perf_counter() - start
     result.info["timings"] = dict(timings)
     log.info("%s edited layers %s in %.2f s (%s)%s", method, result.layers, seconds,

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.covariance import default_corpus, world_corpus_path
+from ace_interp.editing.covariance import world_corpus_path
 from ace_interp.editing.keys import encode, hf_runner
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.verify import EditWarning, target_scores
@@ -58,7 +58,7 @@ class ProbeSet:
 def default_probes(bridge: TransformerBridge, n_texts: int = 20, n_facts: int = 400) -> ProbeSet:
     """A synthetic-world toy: `n_facts` of the world's single-hop facts, evenly spread over its list, and its
     training sentences; any other model: the single-hop facts of the curated real facts
-    (assets/real_facts/smollm2_known.json) and its covariance corpus."""
+    (assets/real_facts/smollm2_known.json), and `n_texts` of them written out as sentences."""
     corpus_path = world_corpus_path(bridge)
     if corpus_path is not None:
         facts = json.loads((corpus_path.parent / "eval_split.json").read_text())["single_hop"]
@@ -67,8 +67,12 @@ def default_probes(bridge: TransformerBridge, n_texts: int = 20, n_facts: int = 
         step = max(1, len(lines) // n_texts)
         return ProbeSet(tuple(prompts), tuple(answers), tuple(lines[::step][:n_texts]))
     cases = json.loads((ASSETS / "real_facts" / "smollm2_known.json").read_text(encoding="utf-8"))
-    texts = default_corpus(bridge, n_tokens=2_000, progress=False).texts[:n_texts]
-    return ProbeSet.from_mquake(cases, texts)
+    probes = ProbeSet.from_mquake(cases)
+    # the perplexity sample: the facts written out as sentences (no text is sampled from the model, which on a
+    # CPU takes minutes the first time)
+    sentences = [f"{p} {a}." for p, a in zip(probes.prompts, probes.answers)]
+    step = max(1, len(sentences) // n_texts)
+    return ProbeSet(probes.prompts, probes.answers, tuple(sentences[::step][:n_texts]))
 
 
 def perplexity(bridge: TransformerBridge, texts: Sequence[str], batch_size: int = 16) -> float:

@@ -1,6 +1,6 @@
 """The batched MQuAKE protocol with MQuAKE-Remastered's contamination masking.
 
-    >>> result = evaluate_batched(bridge, cases, ["pmet", "ace"], askings_for("toy-gptj"), batch_size=100)
+    >>> result = evaluate_batched(bridge, cases, ["pmet", "ace"], askings_for(bridge), batch_size=100)
     >>> result.per_case.groupby(["method", "edited"]).multi_hop.mean()   # edited and unedited cases apart
 
 MQuAKE (Zhong et al. 2023) and MQuAKE-Remastered (Zhong et al., ICLR 2025) apply the edits of k cases at once

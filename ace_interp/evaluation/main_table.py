@@ -150,7 +150,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     hops = hop_prompts_for(bridge, cases_path)
     all_cases = load_mquake(cases_path)
     promptings = ("direct", "cot", "cot-ood") if config.cot else ("direct",)
-    askings = askings_for(model_name, promptings)
+    askings = askings_for(bridge, promptings)
     texts = heldout_texts(bridge) if config.perplexity else None
     rows = table_rows(bridge, config)
     frames = []

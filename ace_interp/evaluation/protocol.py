@@ -1,6 +1,6 @@
 """The MQuAKE evaluation protocol, per case: edit each case's facts, ask its questions, undo.
 
-    >>> result = evaluate(bridge, cases, [None, "pmet", "ace"], askings=askings_for("smollm2-135m", ("direct", "cot")))
+    >>> result = evaluate(bridge, cases, [None, "pmet", "ace"], askings=askings_for(bridge, ("direct", "cot")))
     >>> result.per_case        # one row per (method, case, prompting)
 
 This is the ACE paper's protocol (its released code: filtered cases, each edited alone and restored). The
@@ -58,7 +58,7 @@ from ace_interp.data.prompts import (
     real_demonstrations,
     single_hop_demonstrations,
 )
-from ace_interp.editing import AppliedEdit, EditRequest, HopPrompt, edit
+from ace_interp.editing import AppliedEdit, EditRequest, HopPrompt, SideEffectMonitor, edit
 from ace_interp.evaluation.answers import (
     answer_matches,
     check_answers,
@@ -100,7 +100,7 @@ def few_shot_style(
     pool: Sequence[Demonstration] | None = None, k: int = N_DEMONSTRATIONS, out_of_distribution: bool = False
 ) -> PromptStyle:
     """Real models (SmolLM2, hub models): few-shot Q/A with the project's demonstrations, built exactly as the
-    known-fact filter builds them (`data.filtering`: `k` multi-hop demonstrations, `k - 1` one-hop ones).
+    known-fact filter builds them (`evaluation.filtering`: `k` multi-hop demonstrations, `k - 1` one-hop ones).
 
     `out_of_distribution=True` draws the demonstrations from relations other than the case's (the
     chain-of-thought robustness setting)."""
@@ -180,17 +180,18 @@ class Asking:
 PROMPTINGS = ("direct", "cot", "cot-ood")
 
 
-def askings_for(model_name: str, promptings: Sequence[str] = ("direct",)) -> list[Asking]:
-    """The prompting settings of a named model: "direct", "cot" and "cot-ood" (chain of thought with other
+def askings_for(bridge: TransformerBridge, promptings: Sequence[str] = ("direct",)) -> list[Asking]:
+    """The prompting settings of a loaded model: "direct", "cot" and "cot-ood" (chain of thought with other
     relations' demonstrations; real models only — toys are asked zero-shot, there is nothing to swap)."""
+    is_toy = model_state(bridge).is_toy
     out = []
     for label in promptings:
         if label not in PROMPTINGS:
             raise ValueError(f"unknown prompting {label!r}; expected one of {PROMPTINGS}")
-        if label == "cot-ood" and is_toy_name(model_name):
-            log.info("%s is asked zero-shot: no cot-ood setting", model_name)
+        if label == "cot-ood" and is_toy:
+            log.info("%s is asked zero-shot: no cot-ood setting", model_state(bridge).source)
             continue
-        out.append(Asking(label, style_for(model_name, out_of_distribution=label == "cot-ood"), label != "direct"))
+        out.append(Asking(label, model_style(bridge, out_of_distribution=label == "cot-ood"), label != "direct"))
     return out
 
 
@@ -321,9 +322,13 @@ def evaluate_case(
     askings: Sequence[Asking] | None = None,
     perplexity_texts: Sequence[str] | None = None,
     base_perplexity: float | None = None,
+    monitor: SideEffectMonitor | None = None,
 ) -> list[dict]:
     """Edit (unless `method` is None), ask the multi-hop questions under each of `askings` (default: `style`
-    with `cot`), measure the edit, undo. Returns one row per asking."""
+    with `cot`), measure the edit, undo. Returns one row per asking.
+
+    With a `monitor` (`editing.SideEffectMonitor`) the edited model's untouched known facts and perplexity are
+    checked too (columns `untouched_known`, `perplexity`, `side_effect_alarms`; its warnings name the case)."""
     askings = list(askings) if askings is not None else [Asking("cot" if cot else "direct", style, cot)]
     base = {"case_id": case.case_id, "method": method or "base", "n_edits": case.n_edits, "n_hops": case.n_hops}
     applied: AppliedEdit | None = None
@@ -331,6 +336,12 @@ def evaluate_case(
         kwargs = {"hop_prompts": hop_prompts(case)} if (hop_prompts is not None and method == "ace") else {}
         applied = edit(bridge, case_requests(case), method, hparams, **kwargs)
         base["edit_seconds"] = applied.seconds
+        if monitor is not None:
+            monitor.edited_subjects = {r.subject for r in applied.requests}  # each case starts from the unedited model
+            monitor.n_edits = 1
+            reading = monitor.check()
+            base.update(untouched_known=reading.accuracy, perplexity=reading.perplexity,
+                        side_effect_alarms=len(reading.alarms))
     try:
         answers = case.new_answers if method is not None else case.answers
         rows = [{**base, "cot": a.cot, "prompting": a.label, "style": a.style.name,
@@ -371,7 +382,8 @@ def _mean(xs: Sequence[bool]) -> float:
 
 # ----------------------------------------------------------------------------- many cases
 
-METRICS = ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "ppl_ratio", "edit_seconds")
+METRICS = ("multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity", "ppl_ratio", "untouched_known",
+           "perplexity", "edit_seconds")
 
 
 @dataclass
@@ -452,6 +464,7 @@ def evaluate(
     askings: Sequence[Asking] | None = None,
     known_only: bool = True,
     perplexity_texts: Sequence[str] | None = None,
+    monitor: SideEffectMonitor | None = None,
 ) -> EvalResult:
     """The per-case protocol (module docstring) for each method row (None / "base" = the unedited model) on
     every case, under each of `askings` (default: `style` with `cot`).
@@ -492,7 +505,7 @@ def evaluate(
     for row, case, asked in plan:
         for r in evaluate_case(bridge, case, row.method, style, unedited.specificity[case.case_id], row.hparams,
                                hop_prompts=hop_prompts, askings=asked, perplexity_texts=perplexity_texts,
-                               base_perplexity=unedited.perplexity):
+                               base_perplexity=unedited.perplexity, monitor=monitor):
             rows.append({**r, "method": row.label})
         bar.update()
     bar.close()

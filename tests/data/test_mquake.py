@@ -11,7 +11,9 @@ from ace_interp.data.mquake import (
     MQuAKECase,
     MQuAKEFormatError,
     _unflatten,
+    case_notes,
     load_mquake,
+    load_mquake_checked,
     read_mquake_json,
     save_mquake,
     validate_case,
@@ -92,7 +94,8 @@ def _broken(raw_cases, mutate):
         (lambda d: d.pop("new_answer"), "new_answer", "missing"),
         (lambda d: d["requested_rewrite"][0].pop("target_new"), "requested_rewrite[0].target_new", "missing"),
         (lambda d: d["requested_rewrite"][1].update(prompt="The capital of France is"), "requested_rewrite[1].prompt", "'{}'"),
-        (lambda d: d["requested_rewrite"][0].update(subject="Atlantis"), "requested_rewrite[0].subject", "does not occur"),
+        (lambda d: d["requested_rewrite"][0]["target_new"].update(str=d["requested_rewrite"][0]["target_true"]["str"]),
+         "requested_rewrite[0].target_new", "nothing to edit"),
         (lambda d: d.update(answer="  "), "answer", "empty"),
         (lambda d: d["single_hops"][1].update(answer=""), "single_hops[1].answer", "empty"),
         (lambda d: d["requested_rewrite"][0]["target_new"].update(str=""), "requested_rewrite[0].target_new.str", "empty"),
@@ -214,8 +217,8 @@ def test_single_hop_demonstrations_match_the_relation_and_skip_the_hop_entities(
 def test_the_filter_and_the_evaluation_ask_the_same_prompts(monkeypatch):
     """The known-fact filter and the evaluation's few-shot style build the same multi-hop and one-hop prompts (with 3
     demonstrations in one and 4 in the other, 3 of 20 kept SmolLM2 cases were missed by the unedited model)."""
-    import ace_interp.data.filtering as filtering
-    from ace_interp.data.filtering import FilterConfig, check_multi_hop, check_single_hops
+    import ace_interp.evaluation.filtering as filtering
+    from ace_interp.evaluation.filtering import FilterConfig, check_multi_hop, check_single_hops
     from ace_interp.evaluation.protocol import few_shot_style
     from ace_interp.model.loading import ASSETS
 
@@ -232,3 +235,42 @@ def test_the_filter_and_the_evaluation_ask_the_same_prompts(monkeypatch):
     table = check_single_hops(None, hops, FilterConfig(hop_check="question"), relation_ids=relations)
     expected = [style.single_hop(q, list(a), r) for q, a, r in zip(table.question, table.answers, table.relation_id)]
     assert asked == expected
+
+
+# Issue 26: what breaks evaluation is an error for that case; what is only unusual is a warning.
+def test_subject_spelled_with_other_case_in_the_question_loads_with_a_warning(raw_cases, tmp_path, caplog):
+    cases = copy.deepcopy(raw_cases[:3])
+    for d in cases:
+        r = d["requested_rewrite"][0]
+        r["question"] = r["question"].replace(r["subject"], r["subject"].lower())
+        r["subject"] = r["subject"][0].upper() + r["subject"][1:] if r["subject"][0].islower() else r["subject"]
+        assert r["subject"] not in r["question"] and r["subject"].lower() in r["question"].lower()
+    p = tmp_path / "landmarks.json"
+    p.write_text(json.dumps(cases))
+    with caplog.at_level("WARNING"):
+        loaded = load_mquake(p)
+    assert [c.case_id for c in loaded] == [d["case_id"] for d in cases]
+    assert "3 of 3 cases" in caplog.text and "other case" in caplog.text
+    assert "different case" in case_notes(cases[0])[0]
+
+
+def test_invalid_cases_are_skipped_and_reported_by_the_checked_loader(raw_cases, tmp_path):
+    cases = copy.deepcopy(raw_cases[:4])
+    r = cases[2]["requested_rewrite"][0]
+    r["target_new"]["str"] = r["target_true"]["str"]
+    p = tmp_path / "one-bad.json"
+    p.write_text(json.dumps(cases))
+    loaded, invalid = load_mquake_checked(p)
+    assert [c.case_id for c in loaded] == [cases[i]["case_id"] for i in (0, 1, 3)]
+    assert [e.case_id for e in invalid] == [cases[2]["case_id"]] and "nothing to edit" in str(invalid[0])
+    with pytest.raises(MQuAKEFormatError, match="nothing to edit"):
+        load_mquake(p)
+
+
+def test_wrong_encoding_and_directory_give_clear_errors(raw_cases, tmp_path):
+    p = tmp_path / "latin1.json"
+    p.write_bytes(json.dumps(raw_cases[:1], ensure_ascii=False).replace(raw_cases[0]["answer"], "Zürich").encode("latin-1"))
+    with pytest.raises(MQuAKEFormatError, match="not UTF-8"):
+        load_mquake(p)
+    with pytest.raises(MQuAKEFormatError, match="is a directory"):
+        load_mquake(tmp_path)

@@ -11,7 +11,7 @@ from ace_interp.editing.covariance import second_moments
 from ace_interp.editing.solver import null_space_projection, solve_null_space
 from ace_interp.model import hf_parameters
 
-from edit_cases import FRANCE, SPAIN
+from edit_cases import FRANCE, SPAIN, prediction, target_id
 
 
 def _random_statistics(d=24, rank=10, seed=0):
@@ -60,22 +60,13 @@ def _hparams(bridge, fast_hparams):
                              covariance=memit.covariance, nullspace_threshold=0.5, relative_threshold=True, l2=1e-6)
 
 
-def _prediction(bridge, request):
-    with torch.no_grad():
-        return int(bridge(bridge.to_tokens(request.text))[0, -1].argmax())
-
-
-def _target_id(bridge, request):
-    return bridge.tokenizer(" " + request.target_new, add_special_tokens=False)["input_ids"][0]
-
-
 def test_alphaedit_edits_inside_the_null_space_and_undoes_exactly(tiny_model, fast_hparams):
     bridge = tiny_model
     hp = _hparams(bridge, fast_hparams)
     before = {k: v.detach().clone() for k, v in hf_parameters(bridge).items()}
     applied = edit(bridge, [FRANCE, SPAIN], method="alphaedit", hparams=hp, on_failure="keep")
     assert [c.success for c in applied.verification.checks] == [True, True]
-    assert all(_prediction(bridge, r) == _target_id(bridge, r) for r in (FRANCE, SPAIN))
+    assert all(prediction(bridge, r) == target_id(bridge, r) for r in (FRANCE, SPAIN))
     moments = second_moments(bridge, hp.layers, corpus=hp.covariance.corpus, n_tokens=hp.covariance.n_tokens, progress=False)
     for layer in hp.layers:
         threshold = hp.nullspace_threshold * float(moments[layer].diagonal().mean())

@@ -10,7 +10,7 @@ from ace_interp.editing import HopPrompt, ImplicitSubject, edit, edit_sequential
 from ace_interp.editing.ace import implicit_subject_write
 from ace_interp.model import apply_weight_updates, hf_parameters
 
-from edit_cases import FRANCE, SPAIN
+from edit_cases import FRANCE, SPAIN, prediction, target_id
 
 
 def _snapshot(bridge):
@@ -20,15 +20,6 @@ def _snapshot(bridge):
 def _same(bridge, snapshot):
     now = hf_parameters(bridge)
     return all(torch.equal(snapshot[k], now[k]) for k in snapshot)
-
-
-def _prediction(bridge, request):
-    with torch.no_grad():
-        return int(bridge(bridge.to_tokens(request.text))[0, -1].argmax())
-
-
-def _target_id(bridge, request):
-    return bridge.tokenizer(" " + request.target_new, add_special_tokens=False)["input_ids"][0]
 
 
 def _changed(bridge, snapshot):
@@ -48,10 +39,10 @@ def test_method_edits_prediction_and_undoes_exactly(tiny_model, fast_hparams, me
     bridge = tiny_model
     snapshot = _snapshot(bridge)
     grad_flags = [p.requires_grad for p in bridge.original_model.parameters()]
-    assert _prediction(bridge, FRANCE) != _target_id(bridge, FRANCE)
+    assert prediction(bridge, FRANCE) != target_id(bridge, FRANCE)
     applied = edit(bridge, FRANCE, method=method, hparams=fast_hparams(method, bridge, **overrides))
     assert [p.requires_grad for p in bridge.original_model.parameters()] == grad_flags
-    assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE), f"{method} did not make 'tokyo' the prediction"
+    assert prediction(bridge, FRANCE) == target_id(bridge, FRANCE), f"{method} did not make 'tokyo' the prediction"
     changed = _changed(bridge, snapshot)
     assert changed and all(("mlp" in k) and ("c_proj" in k or "fc_out" in k or "down_proj" in k) for k in changed), changed
     assert applied.layers and applied.seconds > 0
@@ -65,7 +56,7 @@ def test_batch_of_edits(tiny_model, fast_hparams, method):
     snapshot = _snapshot(bridge)
     with edit(bridge, [FRANCE, SPAIN], method=method, hparams=fast_hparams(method, bridge)) as applied:
         for r in applied.requests:
-            assert _prediction(bridge, r) == _target_id(bridge, r)
+            assert prediction(bridge, r) == target_id(bridge, r)
     assert _same(bridge, snapshot)
 
 
@@ -74,7 +65,7 @@ def test_sequential_edits_undo_bit_exact(tiny_model, fast_hparams):
     snapshot = _snapshot(bridge)
     hp = fast_hparams("pmet", bridge)
     applied = edit_sequentially(bridge, [FRANCE, SPAIN], method="pmet", hparams=hp)
-    assert [_prediction(bridge, r) == _target_id(bridge, r) for r in (FRANCE, SPAIN)] == [True, True]
+    assert [prediction(bridge, r) == target_id(bridge, r) for r in (FRANCE, SPAIN)] == [True, True]
     with pytest.raises(RuntimeError, match="not the latest"):
         applied[0].undo()
     undo_edits(applied)
@@ -92,7 +83,7 @@ def test_ace_attribution_variant_with_explicit_groups(tiny_model_dir, fast_hpara
     with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=hops) as applied:
         assert applied.info["query_layers"] == [0] and applied.info["value_layers"] == [1, 2]
         assert applied.info["n_hop_prompts"] == 1
-        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+        assert prediction(bridge, FRANCE) == target_id(bridge, FRANCE)
         assert set(applied.layers) == {0, 1, 2}
     assert _same(bridge, snapshot)
 
@@ -116,7 +107,7 @@ def test_ace_attribution_variant_ranks_layers(tiny_model_dir, fast_hparams):
         assert applied.info["value_layers"] == ranking.value_layers[:1]
         assert all(l < max(applied.info["value_layers"]) for l in applied.info["query_layers"])
         assert set(applied.layers) == set(applied.info["value_layers"]) | set(applied.info["query_layers"])
-        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+        assert prediction(bridge, FRANCE) == target_id(bridge, FRANCE)
     assert _same(bridge, snapshot)
 
 
@@ -180,7 +171,7 @@ def test_ace_own_query_target_order(tiny_model_dir, fast_hparams, target_calls, 
     hops = [HopPrompt(0, "the language of the capital of france", "japanese")]
     with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=hops) as applied:
         edited = _snapshot(bridge)
-        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+        assert prediction(bridge, FRANCE) == target_id(bridge, FRANCE)
         assert applied.info["n_hop_prompts"] == 1 and applied.info["query_z_layer"] == 0
     assert _same(bridge, original)
     layers = [layer for _, layer, _ in target_calls]
@@ -202,12 +193,12 @@ def test_implicit_subject_write_realises_its_phrases(tiny_model, fast_hparams):
     original = _snapshot(bridge)
     phrases = [ImplicitSubject(0, "the country of berlin"), ImplicitSubject(0, "the country of rome")]
     rows = [dataclasses.replace(FRANCE, subject=p.phrase) for p in phrases]
-    assert all(_prediction(bridge, r) != _target_id(bridge, r) for r in rows)
+    assert all(prediction(bridge, r) != target_id(bridge, r) for r in rows)
     result = implicit_subject_write(bridge, [FRANCE], phrases, fast_hparams("ace", bridge, implicit_layers=(2,)))
     assert _same(bridge, original) and set(result.updates) == {(2, "W_out")}
     assert result.info["n_implicit_subjects"] == 2
     with apply_weight_updates(bridge, result.updates):
-        assert all(_prediction(bridge, r) == _target_id(bridge, r) for r in rows)
+        assert all(prediction(bridge, r) == target_id(bridge, r) for r in rows)
 
 
 def test_ace_writes_implicit_subjects_first(tiny_model, fast_hparams, target_calls):
@@ -221,7 +212,7 @@ def test_ace_writes_implicit_subjects_first(tiny_model, fast_hparams, target_cal
     with edit(bridge, FRANCE, method="ace", hparams=hp, hop_prompts=phrases) as applied:
         assert applied.info["n_implicit_subjects"] == 2 and applied.info["implicit_layers"] == [2]
         assert 2 in applied.layers
-        assert _prediction(bridge, FRANCE) == _target_id(bridge, FRANCE)
+        assert prediction(bridge, FRANCE) == target_id(bridge, FRANCE)
     assert _same(bridge, original)
     first_snapshot, first_layer, first_extra = target_calls[0]
     assert first_layer == 2 and len(first_extra) == 1

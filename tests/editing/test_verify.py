@@ -140,3 +140,16 @@ def test_sequence_with_raise_undoes_the_earlier_edits(tiny_model, fast_hparams):
         edit_sequentially(bridge, [FRANCE], method="rome", hparams=bad, on_failure="raise")
     first.undo()
     assert _same(bridge, snapshot)
+
+
+def test_a_failure_after_the_write_takes_the_write_back(tiny_model, fast_hparams, monkeypatch):
+    bridge = tiny_model
+    snapshot = _snapshot(bridge)
+
+    def broken_check(*args, **kwargs):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(editing, "check_requests", broken_check)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        edit(bridge, FRANCE, method="rome", hparams=fast_hparams("rome", bridge))
+    assert _same(bridge, snapshot)
