@@ -164,6 +164,43 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     return reports
 
 
+# ----------------------------------------------------------------------------- the memory model
+
+GiB = 2**30
+# The paper's edit plans: PMET's released GPT-J layers 3–8 (FIELD-NOTES), ACE's released groups
+# GPT-J [[3..8], [23..25]] and Qwen3-8B [[25..27], [28..32]].
+WRITTEN_LAYERS = {"gptj-6b": {"pmet": 6, "ace": 9}, "qwen3-8b": {"pmet": 6, "ace": 8}}
+
+
+def memory_model(shape: str, weight_bytes: int = 2, budget: int = 4 * GiB, batch_tokens: int = 64 * 128,
+                 prompts: int = 8, written: dict[str, int] | None = None) -> dict:
+    """Predicted peak bytes on one device for the full `shape` (formulas in benchmarks/RESULTS.md):
+
+        weights      W = N_params · b
+        attribution  W + B + 20·L·V·P           (a [rows × vocab] P chunk + its float32 exp block ≤ B, and per
+                                                 prompt and layer a float64 log-softmax and float32 log p / p rows)
+        statistics   W + n·8f² + n·T·f·b + 1024·f·8   (n written layers collected in one pass: float64 sums,
+                                                 T = batch tokens of hooked keys, one float64 key chunk)
+        edit         W + n·12f² + 16f²          (per written layer C in float32 and its float64 Cholesky factor,
+                                                 plus one float64 copy and the factor being built)
+    """
+    from ace_interp.model.random_init import FULL_SIZE_CONFIGS
+    from transformers import AutoModelForCausalLM
+
+    config = FULL_SIZE_CONFIGS[shape]()
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    f = config.intermediate_size if hasattr(config, "intermediate_size") and config.intermediate_size else 4 * config.n_embd
+    W = n_params * weight_bytes
+    L, V = config.num_hidden_layers, config.vocab_size
+    out = {"parameters": n_params, "d_mlp": f, "weights_gib": W / GiB,
+           "attribution_gib": (W + budget + 20 * L * V * prompts) / GiB}
+    for method, n in (written or WRITTEN_LAYERS[shape]).items():
+        out[f"statistics_{method}_gib"] = (W + n * 8 * f * f + n * batch_tokens * f * weight_bytes + 1024 * f * 8) / GiB
+        out[f"edit_{method}_gib"] = (W + n * 12 * f * f + 16 * f * f) / GiB
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="every row of ALL_ROWS, one subprocess each")
