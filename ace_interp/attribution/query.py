@@ -194,7 +194,8 @@ def query_scores(
             activations=acts,
         )
     shape = (len(prompts), len(layers), bridge.cfg.d_mlp)
-    positive, inner, weighted = (acts.x.new_zeros(shape) for _ in range(3))
+    dtype = torch.promote_types(acts.x.dtype, torch.float32)  # bf16 models: inner products in float32
+    positive, inner, weighted = (acts.x.new_zeros(shape, dtype=dtype) for _ in range(3))
     with torch.no_grad():
         for b in range(len(prompts)):
             T = value_neurons[value_neurons["prompt"] == b]
@@ -207,14 +208,14 @@ def query_scores(
                 cols.append(_effective_keys(bridge, acts, b, l, torch.tensor(group["neuron"].to_numpy(), device=E_device), key))
                 col_layer += [l] * len(group)
                 col_score += group["score"].tolist()
-            E = torch.cat(cols, dim=1)
+            E = torch.cat(cols, dim=1).to(dtype)
             col_layer_t = torch.tensor(col_layer, device=E.device)
             col_score_t = torch.tensor(col_score, dtype=E.dtype, device=E.device)
             for i, l in enumerate(layers):
                 later = col_layer_t > l
                 if not later.any():
                     continue
-                vectors = acts.residual_coefficients[b, acts.layers.index(l), :, None] * residual_sub_values(bridge, l)
+                vectors = (acts.residual_coefficients[b, acts.layers.index(l), :, None] * residual_sub_values(bridge, l)).to(dtype)
                 A = vectors @ E[:, later]  # [d_mlp, |T_{>l}|]
                 positive[b, i] = A.clamp(min=0).sum(1)
                 inner[b, i] = A.sum(1)
