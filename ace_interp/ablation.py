@@ -44,7 +44,7 @@ from ace_interp.model import (
     model_spec,
     neuron_activations,
     resolve_positions,
-    residual_sub_values,
+    residual_sub_values_of,
     tokenize_prompts,
 )
 from ace_interp.model.architecture import final_norm_module, unembed_module
@@ -393,7 +393,7 @@ def vocabulary_rank(
     if not neurons:
         return []
     with torch.no_grad():
-        V = torch.stack([residual_sub_values(bridge, l)[k] for l, k in neurons])
+        V = residual_sub_values_of(bridge, neurons)
         if signs is not None:
             V = V * torch.as_tensor(signs, dtype=V.dtype, device=V.device)[:, None]
         if centre:

@@ -3,6 +3,7 @@ named model, so that a second architecture is reported beside SmolLM2 from one c
 
     python -m benchmarks.attribution_findings --model gemma3-270m   [--out results/findings-gemma3-270m]
     python -m benchmarks.attribution_findings --model smollm2-135m  [--seeds 0 1 2] [--dtype float32]
+    python -m benchmarks.attribution_findings --table results/findings-smollm2-135m results/findings-gemma3-270m
 
 The 12 facts are those of docs/attribution.md (6 capitals, 6 official languages). Per model it writes, under
 `--out`: `baseline.csv` (greedy answer and log p per fact), `layer_scores.csv` (`rank_layers`), `ablation.csv`
@@ -49,6 +50,38 @@ def accuracy_with_interval(correct: int, n: int) -> dict:
     return {"correct": correct, "n": n, "accuracy": correct / n, "wilson95": [low, high]}
 
 
+def comparison_table(folders: list[str | Path]) -> str:
+    """Side-by-side Markdown of several runs' summary.json: layer order and the ablation per relation, with the
+    exact McNemar p-value of top-1% against each random set where it follows from the counts (top leaves no
+    prompt right, so every prompt the random set leaves right is a discordant pair: `sign_test(k, 0)`)."""
+    from ace_interp.evaluation.stats import sign_test
+
+    summaries = [json.loads((Path(f) / "summary.json").read_text()) for f in folders]
+    rows = ["| | " + " | ".join(s["model"] for s in summaries) + " |", "|---|" + "---|" * len(summaries)]
+
+    def row(label, cells):
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("layers × neurons, vocabulary", [f"{s['shape']['n_layers']} × {s['shape']['d_mlp']:,}, {s['shape']['d_vocab']:,}" for s in summaries])
+    row("baseline greedy accuracy (12 facts)", [f"{s['baseline']['correct']}/{s['baseline']['n']} [{s['baseline']['wilson95'][0]:.2f}, {s['baseline']['wilson95'][1]:.2f}]" for s in summaries])
+    row("value layers (top 5, all facts)", [str(s["value_layers"]) for s in summaries])
+    row("query layers (top 5, all facts)", [str(s["query_layers"]) for s in summaries])
+    row("neurons ablated (1%)", [str(s["ablation_neurons"]) for s in summaries])
+    for relation in summaries[0]["ablation"]:
+        for cond in ("baseline", "top", "random"):
+            cells = []
+            for s in summaries:
+                entries = s["ablation"].get(relation, {}).get(cond, [])
+                text = ", ".join(f"{e['correct']}/{e['n']} ({e['mean_log_prob']:.2f})" for e in entries)
+                if cond == "random" and entries:
+                    top = s["ablation"][relation]["top"][0]
+                    if top["correct"] == 0:
+                        text += "; p " + ", ".join(f"{sign_test(e['correct'], 0):.3f}" for e in entries)
+                cells.append(text or "–")
+            row(f"{relation}: {cond} — right/n (mean log p)", cells)
+    return "\n".join(rows)
+
+
 def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma3-270m")
@@ -56,7 +89,12 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fraction", type=float, default=0.01)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--table", nargs="+", default=None, metavar="FOLDER",
+                        help="print the side-by-side table of finished runs' folders instead of running")
     args = parser.parse_args(argv)
+    if args.table:
+        print(comparison_table(args.table))
+        return {}
     out = Path(args.out or f"results/findings-{args.model}")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

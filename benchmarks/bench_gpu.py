@@ -80,6 +80,8 @@ def build_random_bridge(shape: str, device: str, dtype: torch.dtype, tiny: bool,
     config = tiny_config(shape) if tiny else FULL_SIZE_CONFIGS[shape]()
     if n_layers is not None:
         config.num_hidden_layers = n_layers  # GPTJConfig maps num_hidden_layers to n_layer
+        if getattr(config, "layer_types", None):  # Qwen3: one attention type per layer, validated against the depth
+            config.layer_types = config.layer_types[:n_layers]
     for key, value in SPECIAL_IDS.items():
         setattr(config, key, value)
     words = [f"w{i}" for i in range(config.vocab_size - len(SPECIAL_IDS) - 1)]

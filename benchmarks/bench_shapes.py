@@ -164,6 +164,76 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     return reports
 
 
+# ----------------------------------------------------------------------------- the memory model
+
+GiB = 2**30
+# The paper's edit plans: PMET's released GPT-J layers 3–8 (FIELD-NOTES), ACE's released groups
+# GPT-J [[3..8], [23..25]] and Qwen3-8B [[25..27], [28..32]].
+WRITTEN_LAYERS = {"gptj-6b": {"pmet": 6, "ace": 9}, "qwen3-8b": {"pmet": 6, "ace": 8}}
+
+
+def memory_model(shape: str, weight_bytes: int = 2, budget: int = 4 * GiB, batch_tokens: int = 64 * 128,
+                 prompts: int = 8, written: dict[str, int] | None = None) -> dict:
+    """Predicted peak bytes on one device for the full `shape` (formulas in benchmarks/RESULTS.md):
+
+        weights      W = N_params · b
+        attribution  W + B + 20·L·V·P           (a [rows × vocab] P chunk + its float32 exp block ≤ B, and per
+                                                 prompt and layer a float64 log-softmax and float32 log p / p rows)
+        statistics   W + n·8f² + n·T·f·b + 1024·f·8   (n written layers collected in one pass: float64 sums,
+                                                 T = batch tokens of hooked keys, one float64 key chunk)
+        edit         W + n·12f² + 16f²          (per written layer C in float32 and its float64 Cholesky factor,
+                                                 plus one float64 copy and the factor being built)
+    """
+    from ace_interp.model.random_init import FULL_SIZE_CONFIGS
+    from transformers import AutoModelForCausalLM
+
+    config = FULL_SIZE_CONFIGS[shape]()
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    f = config.intermediate_size if hasattr(config, "intermediate_size") and config.intermediate_size else 4 * config.n_embd
+    W = n_params * weight_bytes
+    L, V = config.num_hidden_layers, config.vocab_size
+    out = {"parameters": n_params, "d_mlp": f, "weights_gib": W / GiB,
+           "attribution_gib": (W + budget + 20 * L * V * prompts) / GiB}
+    for method, n in (written or WRITTEN_LAYERS[shape]).items():
+        out[f"statistics_{method}_gib"] = (W + n * 8 * f * f + n * batch_tokens * f * weight_bytes + 1024 * f * 8) / GiB
+        out[f"edit_{method}_gib"] = (W + n * 12 * f * f + 16 * f * f) / GiB
+    return out
+
+
+def render_table(reports: list[dict]) -> str:
+    """The measured rows as Markdown (medians; CPU peaks are RSS lower bounds), with the full-depth extrapolation
+    of the value sweep: seconds per neuron × n_layers × d_mlp of the full model."""
+    full_layers = {"qwen3-0.6b": 28, "gptj-6b": 28, "qwen3-8b": 36, "tiny": 2}
+    lines = ["| shape (layers built) | dtype | params built | RSS after build | value scores: s / 1k neurons (peak MiB) "
+             "| full sweep, full depth, 1 prompt (extrapolated) | top-100: s per layer (peak MiB) | covariance: s / 1k tokens "
+             "| PMET 1 layer: cold / warm s (targets, solve) | ACE 2 layers: cold / warm s (targets, solve) | load avg |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in reports:
+        m, st = r["model"], r["stages"]
+        value = top = cov = sweep = "–"
+        if "value_sample" in st:
+            v = st["value_sample"]
+            value = "%.1f (%s)" % (v["seconds_per_neuron"] * 1000, format(round(v["peak_mib"]), ","))
+            sweep = "%s min" % format(round(v["seconds_per_neuron"] * full_layers[r["shape"]] * m["d_mlp"] / 60), ",")
+        if "top_k" in st:
+            top = "%.2f (%s)" % (st["top_k"]["seconds_per_layer"], format(round(st["top_k"]["peak_mib"]), ","))
+        if "covariance" in st:
+            cov = "%.0f" % st["covariance"]["seconds_per_1k_tokens"]
+        edits = []
+        for method in ("pmet", "ace"):
+            if f"edit_{method}" not in st:
+                edits.append("–")
+                continue
+            warm, cold = st[f"edit_{method}"], st[f"edit_{method}_cold"]
+            t = warm["timings"]
+            edits.append("%.0f / %.0f (%.0f, %.1f)" % (cold["seconds"], warm["seconds"], t.get("targets", 0), t.get("solve", 0)))
+        lines.append("| %s (%d) | %s | %.2f B | %s MiB | %s | %s | %s | %s | %s | %s | %.0f |" % (
+            r["shape"], m["n_layers"], r["dtype"], m["parameters"] / 1e9, format(round(m["rss_mib"]), ","), value, sweep,
+            top, cov, edits[0], edits[1], r["load_average"][0]))
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="every row of ALL_ROWS, one subprocess each")
@@ -178,6 +248,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--edit-repeat", type=int, default=1, help="runs of each edit (median)")
     parser.add_argument("--no-edit", action="store_true")
     parser.add_argument("--force", action="store_true", help="--all: rerun rows whose JSON exists")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of the JSONs in --out-dir")
     parser.add_argument("--out", default=None)
     parser.add_argument("--out-dir", default="results/bench-shapes")
     args = parser.parse_args(argv)
@@ -187,6 +258,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    if args.table:
+        reports = [json.loads(p.read_text()) for p in sorted(Path(args.out_dir).glob("*.json"))]
+        print(render_table(reports))
+        return reports
     if args.all:
         return run_all(args)
     report = run_one(args)

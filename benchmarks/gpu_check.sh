@@ -8,14 +8,16 @@
 #      and, where the image has no `datasets` (its pyarrow is too large to carry), writes a stand-in with the
 #      three names transformer_lens imports at start-up (nothing in ace-interp's attribution or editing calls them);
 #   2. prints the device and the versions;
-#   3. runs `python -m benchmarks.bench_gpu` under a hard wall-clock limit ($GPU_CHECK_LIMIT_S, default 200 s from
+#   3. runs `python -m benchmarks.bench_gpu` under a hard wall-clock limit ($GPU_CHECK_LIMIT_S, default 300 s from
 #      the start of this script); no benchmark stage starts unless its estimate fits before the limit, and the
 #      Markdown table is rewritten to $OUT/bench_gpu.md after every stage (log: $OUT/bench_gpu.log).
-# Smoke test without a GPU: OUT=/tmp/out bash benchmarks/gpu_check.sh --device cpu --tiny
+# Smoke test without a GPU: OUT=/tmp/out bash benchmarks/gpu_check.sh --dry-run   (CPU, tiny shapes, every stage)
+# Writes $OUT/bench_gpu.md and $OUT/bench_gpu.json (seconds and peak memory per stage: attribution, covariance,
+# PMET edits, one ACE edit).
 set -uo pipefail
 start=$(date +%s)
 cd "$(dirname "$0")/.."
-LIMIT=${GPU_CHECK_LIMIT_S:-200}
+LIMIT=${GPU_CHECK_LIMIT_S:-300}
 PY=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
 OUT=${OUT:-$PWD/outputs/gpu}

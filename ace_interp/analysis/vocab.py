@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.model import model_spec, residual_sub_values
+from ace_interp.model import model_spec, residual_sub_values_of
 from ace_interp.model.architecture import final_norm_module, unembed_module
 
 
@@ -23,7 +23,7 @@ def neuron_logit_directions(
     """[n, d_vocab]: W_U (γ ⊙ c(sign · fc2_k)) for each (layer, neuron)."""
     norm = final_norm_module(bridge)
     gamma = norm.weight + 1.0 if getattr(bridge.cfg, "rmsnorm_uses_offset", False) else norm.weight
-    vectors = torch.stack([residual_sub_values(bridge, l)[k] for l, k in neurons])
+    vectors = residual_sub_values_of(bridge, neurons)
     if signs is not None:
         vectors = vectors * torch.as_tensor(list(signs), dtype=vectors.dtype, device=vectors.device)[:, None]
     if model_spec(bridge).normalization == "layernorm":

@@ -225,7 +225,8 @@ def query_scores(
             activations=acts,
         )
     shape = (len(prompts), len(layers), bridge.cfg.d_mlp)
-    positive, inner, weighted, share = (acts.x.new_zeros(shape) for _ in range(4))
+    dtype = torch.promote_types(acts.x.dtype, torch.float32)  # bf16 models: inner products in float32
+    positive, inner, weighted, share = (acts.x.new_zeros(shape, dtype=dtype) for _ in range(4))
     parallel = model_spec(bridge).parallel_attn_mlp
     with torch.no_grad():
         for b in range(len(prompts)):
@@ -238,10 +239,10 @@ def query_scores(
                 l = int(l)
                 e = _effective_keys(bridge, acts, b, l, torch.tensor(group["neuron"].to_numpy(), device=E_device), key)
                 cols.append(e)
-                col_whole.append(mlp_input_resid(acts, l, parallel)[b] @ e)  # a^l_j(x^l): j's whole pre-activation
+                col_whole.append((mlp_input_resid(acts, l, parallel)[b] @ e).to(dtype))  # a^l_j(x^l): j's whole pre-activation
                 col_layer += [l] * len(group)
                 col_score += group["score"].tolist()
-            E = torch.cat(cols, dim=1)
+            E = torch.cat(cols, dim=1).to(dtype)
             col_layer_t = torch.tensor(col_layer, device=E.device)
             col_score_t = torch.tensor(col_score, dtype=E.dtype, device=E.device)
             col_share_t = col_score_t / torch.cat(col_whole)  # I_j / a_j(x): the share formula's weights
@@ -249,7 +250,7 @@ def query_scores(
                 later = col_layer_t > l
                 if not later.any():
                     continue
-                vectors = acts.residual_coefficients[b, acts.layers.index(l), :, None] * residual_sub_values(bridge, l)
+                vectors = (acts.residual_coefficients[b, acts.layers.index(l), :, None] * residual_sub_values(bridge, l)).to(dtype)
                 A = vectors @ E[:, later]  # [d_mlp, |T_{>l}|]
                 positive[b, i] = A.clamp(min=0).sum(1)
                 inner[b, i] = A.sum(1)

@@ -59,6 +59,7 @@ from ace_interp.model import (
     final_norm_scale,
     neuron_activations,
     residual_sub_values,
+    residual_sub_values_of,
     unembed,
 )
 
@@ -461,7 +462,7 @@ def _projected_scores_for(
         log_probs = log_probs[:, used]
     js = torch.tensor([acts.layers.index(l) for l, _ in neurons], device=device)
     ks = torch.tensor([k for _, k in neurons], device=device)
-    fc2 = torch.stack([residual_sub_values(bridge, l)[k] for l, k in neurons])
+    fc2 = residual_sub_values_of(bridge, neurons)
     steps = (acts.residual_coefficients[rows[:, None], js, ks] / scales).to(_score_dtype(bridge))  # a = m / s
     group = torch.tensor([slot[int(j)] for j in js], device=device)
     return _projected_scores(bridge, fc2, steps, log_probs, target_ids, memory_budget, group)

@@ -509,21 +509,6 @@ def load_mquake_checked(
     raw = read_mquake_json(path_or_name)
     if limit is not None:
         raw = raw[:limit]
-<<<<<<< HEAD
-    cases = check_unique_ids([MQuAKECase.from_dict(d, validate=validate) for d in raw])
-    log.info("loaded %d MQuAKE cases from %s", len(cases), path_or_name)
-    return cases
-
-
-def check_unique_ids(cases: list[MQuAKECase]) -> list[MQuAKECase]:
-    """`cases`, unchanged; a case id that appears twice raises `MQuAKEFormatError`."""
-    seen: set = set()
-    for c in cases:
-        if c.case_id in seen:
-            raise MQuAKEFormatError(c.case_id, "case_id", "appears more than once in the file")
-        seen.add(c.case_id)
-    return cases
-=======
     cases, invalid, noted = [], [], []
     seen: set = set()
     for d in raw:
@@ -544,7 +529,16 @@ def check_unique_ids(cases: list[MQuAKECase]) -> list[MQuAKECase]:
                     noted[:10] + (["..."] if len(noted) > 10 else []))
     log.info("loaded %d MQuAKE cases from %s (%d invalid)", len(cases), path_or_name, len(invalid))
     return cases, invalid
->>>>>>> i26-trust
+
+
+def check_unique_ids(cases: list[MQuAKECase]) -> list[MQuAKECase]:
+    """`cases`, unchanged; a case id that appears twice raises `MQuAKEFormatError`."""
+    seen: set = set()
+    for c in cases:
+        if c.case_id in seen:
+            raise MQuAKEFormatError(c.case_id, "case_id", "appears more than once in the file")
+        seen.add(c.case_id)
+    return cases
 
 
 def save_mquake(cases: Iterable[MQuAKECase | dict[str, Any]], path: str | os.PathLike, indent: int | None = 1) -> Path:

@@ -33,6 +33,7 @@ from ace_interp.model.neurons import (
     norm_divisor,
     norm_gamma,
     residual_sub_values,
+    residual_sub_values_of,
     sub_keys,
     sub_values,
     tokenize_prompts,

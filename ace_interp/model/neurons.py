@@ -67,6 +67,12 @@ def residual_sub_values(bridge: TransformerBridge, layer: int) -> Float[Tensor, 
     return fc2.to(unembed_module(bridge).weight.device)  # a no-op on one device
 
 
+def residual_sub_values_of(bridge: TransformerBridge, neurons: Sequence[tuple[int, int]]) -> Float[Tensor, "n d_model"]:
+    """`residual_sub_values` rows of explicit (layer, neuron) pairs, in their order (each layer computed once)."""
+    per_layer = {l: residual_sub_values(bridge, l) for l in dict.fromkeys(l for l, _ in neurons)}
+    return torch.stack([per_layer[l][k] for l, k in neurons])
+
+
 def sub_keys(bridge: TransformerBridge, layer: int) -> Float[Tensor, "d_model d_mlp"]:
     """fc1^l_k for every neuron k: the columns of W_in[l] (a view of the live HF weight)."""
     return ffn_weight(bridge, layer, "W_in")

@@ -78,3 +78,18 @@ def test_explicit_device_map_keeps_views_hooks_and_writes(tiny_model_dir):
     assert all(torch.equal(v, before[k]) for k, v in hf_parameters(placed).items())
     with pytest.raises(ValueError, match="either device or device_map"):
         load_model(folder, device="cpu", device_map=device_map)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
+def test_bf16_layer_ranking_and_ablation_run_in_float32_scores(tiny_model_dir, arch):
+    """Query scores mix float32 norm divisors with bf16 weights: they must come out float32 and finite."""
+    from ace_interp.ablation import value_ablation_experiment
+    from ace_interp.attribution import query_scores, rank_layers
+
+    bridge = load_model(tiny_model_dir(arch), device="cpu", dtype=torch.bfloat16)
+    q = query_scores(bridge, PROMPTS, TARGETS, n_value_neurons=10)
+    assert q.positive.dtype == torch.float32 and torch.isfinite(q.positive).all() and q.positive.abs().max() > 0
+    ranking = rank_layers(bridge, PROMPTS, TARGETS, top_k_layers=2)
+    assert len(ranking.value_layers) == 2 and len(ranking.query_layers) == 2
+    ablation = value_ablation_experiment(bridge, PROMPTS, TARGETS, fraction=0.05, seeds=(0,))
+    assert set(ablation.condition) == {"baseline", "top", "random"} and ablation.mean_log_prob.notna().all()
