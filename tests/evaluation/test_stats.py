@@ -36,14 +36,24 @@ def test_sign_test_is_the_exact_two_sided_binomial():
 
 
 def test_paired_test_counts_discordant_pairs_and_newcombe_interval():
-    # Newcombe (1998) Table II example: 36 both, 12 only A, 2 only B, 0 neither (n = 50):
-    # difference 0.20, method-10 interval [0.0618, 0.3382].
+    # 36 both, 12 only A, 2 only B, 0 neither (n = 50). Newcombe's method 10 by hand: the Wilson limits of
+    # 48/50 and 38/50, phi from the 2x2 table (AD - BC < 0, so no continuity correction), then
+    # L = d - sqrt(dl2^2 - 2 phi dl2 du3 + du3^2), U = d + sqrt(du2^2 - 2 phi du2 dl3 + dl3^2).
     a = [1] * 36 + [1] * 12 + [0] * 2
     b = [1] * 36 + [0] * 12 + [1] * 2
     result = paired_test(a, b)
     assert (result.n, result.only_a, result.only_b) == (50, 12, 2)
     assert math.isclose(result.difference, 0.2)
-    assert round(result.difference_low, 4) == 0.0618 and round(result.difference_high, 4) == 0.3382
+    l1, u1 = wilson_interval(48, 50)
+    l2, u2 = wilson_interval(38, 50)
+    phi = (36 * 0 - 12 * 2) / math.sqrt(48 * 2 * 38 * 12)
+    low = 0.2 - math.sqrt((0.96 - l1) ** 2 - 2 * phi * (0.96 - l1) * (u2 - 0.76) + (u2 - 0.76) ** 2)
+    high = 0.2 + math.sqrt((u1 - 0.96) ** 2 - 2 * phi * (u1 - 0.96) * (0.76 - l2) + (0.76 - l2) ** 2)
+    assert math.isclose(result.difference_low, low) and math.isclose(result.difference_high, high)
+    assert round(result.difference_low, 4) == 0.0569  # the same arithmetic written out: 0.2 - sqrt(0.02046)
     assert math.isclose(result.p_value, sign_test(12, 2))
+    # no discordant pair: no difference, p = 1
+    same = paired_test([1, 0, 1], [1, 0, 1])
+    assert (same.only_a, same.only_b, same.difference, same.p_value) == (0, 0, 0.0, 1.0)
     with pytest.raises(ValueError, match="same cases"):
         paired_test([1, 0], [1])
