@@ -223,7 +223,8 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          perplexity=not args.no_perplexity)
     cases = {m: default_cases(m) for m in config.models}
     command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
-    readme = None if args.no_readme else REPO_ROOT / "README.md"
+    # the README is for users: its headline table comes from experiments.results_index, so only --readme writes here
+    readme = REPO_ROOT / "README.md" if args.readme and not args.no_readme else None
     print(run_main_table(config, cases, readme, command))
     return 0
 
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("main-table", help="regenerate the main table into results/ and the README")
+    p = sub.add_parser("main-table", help="the main table into results/main-table (with run.json)")
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "toy-gptj", "toy-qwen3"])
     p.add_argument("--per-edits", type=int, default=None,
                    help="a seeded sample of this many cases per number of edits (default: every case)")
@@ -352,13 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=ROWS, choices=ROWS, help="the table's rows (ablations and "
                    "variants of ACE come with --no-ablations / --ace-variants)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="case samples (ACE's advantage is reported per seed)")
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", default="results/main-table")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--no-cot", action="store_true")
     p.add_argument("--ace-variants", nargs="*", default=["implicit"], choices=["implicit"],
                    help="ACE with an option on, a row each: implicit = the implicit-subject write (docs/ace.md); "
                         "none when given without a value")
-    p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--readme", action="store_true", help="also write the table into README.md between its markers")
+    p.add_argument("--no-readme", action="store_true", help="(the default) leave README.md alone")
     p.set_defaults(func=cmd_main_table)
 
     p = sub.add_parser("bridge-lag", help="does a 2-hop question's bridge entity surface before its answer? (value curves)")

@@ -230,5 +230,8 @@ def test_main_table_command_passes_its_rows_to_the_table(monkeypatch):
     assert config.seeds == (3, 4) and config.models == ("toy-gptj",) and seen["readme"] is None
     assert main(["main-table", "--models", "toy-gptj", "--no-readme"]) == 0
     assert seen["config"].methods == main_table.METHODS and seen["config"].ace_variants == ("implicit",)
+    # the README is written only on request (its headline table is generated from results/)
+    assert main(["main-table", "--models", "toy-gptj"]) == 0 and seen["readme"] is None
+    assert main(["main-table", "--models", "toy-gptj", "--readme"]) == 0 and seen["readme"].name == "README.md"
     # every case by default, both protocols
     assert seen["config"].per_edits is None and seen["config"].protocols == ("per-case", "batched")
