@@ -62,7 +62,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from ace_interp.editing import EditRequest, EditWarning, edit
+    from ace_interp.editing import EditRequest, EditWarning, edit, validate_requests
     from ace_interp.evaluation.answers import generate_greedy, target_scores
     from ace_interp.model import load_model, save_model
 
@@ -234,6 +234,7 @@ def cmd_bridge_lag(args: argparse.Namespace) -> int:
     import time
 
     from ace_interp.analysis.bridge_lag import LAG_KINDS, bridge_lag
+    from ace_interp.evaluation.protocol import default_cases, multi_hop_asker
     from ace_interp.data.mquake import load_mquake
     from ace_interp.model import load_model
     from ace_interp.provenance import write_run_json
