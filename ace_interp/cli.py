@@ -158,6 +158,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bridge = load_model(args.model, device=args.device)
+    methods = [None if m == "base" else m for m in args.method]
+    # --preset names the preset of every evaluated method; without it the default preset, and only overridden
+    # methods get explicit hyper-parameters
+    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS if m in methods}, args.preset)
+    used = {m: hparams.get(m) or default_hparams(m, bridge, args.preset) for m in methods if m}
+    for method, hp in used.items():
+        check_hparam_layers(bridge, hp, method)
     cases, unusable = usable_cases(bridge, cases)  # requests this model's tokenizer cannot edit, before any pass
     skipped = [(e.case_id, str(e)) for e in invalid] + unusable
     if skipped:
@@ -169,15 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cases = sample_by_edits(cases, args.per_edits, args.seed)
     if not cases:
         raise ValueError(f"{cases_path} has no cases with {args.edits} edits")
-    methods = [None if m == "base" else m for m in args.method]
     promptings = list(dict.fromkeys([*args.prompting, *(["cot"] if args.cot else []), *(["cot-ood"] if args.ood else [])]))
     askings = askings_for(bridge, promptings)
-    # --preset names the preset of every evaluated method; without it the default preset, and only overridden
-    # methods get explicit hyper-parameters
-    hparams = overridden_hparams(bridge, {m: getattr(args, m) for m in EDITORS if m in methods}, args.preset)
-    used = {m: hparams.get(m) or default_hparams(m, bridge, args.preset) for m in methods if m}
-    for method, hp in used.items():
-        check_hparam_layers(bridge, hp, method)
     texts = None if args.no_perplexity else heldout_texts(bridge)
     # ACE's query write (attribution variant) gets multi-hop prompts the cases do not ask, and its implicit-subject
     # write noun phrases that reach the edited entity through other entities (evaluation.hops)

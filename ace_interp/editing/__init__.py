@@ -267,9 +267,10 @@ def check_hparam_layers(bridge: TransformerBridge, hp: object, label: str = "") 
         for layer in layers:
             if not isinstance(layer, int) or isinstance(layer, bool):
                 raise ValueError(f"{name} = {value!r}: layers are integer indices")
-            if not 0 <= layer < n:
-                raise ValueError(f"{name} = {value!r}, but the model has {n} layers (0..{n - 1}; negative indices "
-                                 "are not accepted)")
+            if layer < 0:
+                raise ValueError(f"{name} = {value!r}, but negative indices are not accepted (layers 0..{n - 1})")
+            if layer >= n:
+                raise ValueError(f"{name} = {value!r}, but the model has {n} layers (0..{n - 1})")
 
 
 def edit_sequentially(
