@@ -38,7 +38,7 @@ from ace_interp.editing import default_hparams, parse_overrides
 from ace_interp.evaluation.main_table import (
     METHODS,
     TableConfig,
-    advantage_table,
+    comparison_table,
     evaluate_model,
     paired_comparison,
     table_report,
@@ -88,7 +88,7 @@ def main() -> None:
         print(both.groupby("method")[columns].mean())
         for baseline in ("ace", "pmet"):
             print(paired_comparison(both, "ace (now)", baseline))
-        print(advantage_table(both.assign(model=args.model), methods=["ace (now)"], baseline="pmet"))
+        print(comparison_table(both.assign(model=args.model), baseline="pmet"))
     if args.add_to:
         if not args.label or args.label in METHODS:
             p.error("--add-to needs a --label that names none of the table's methods")

@@ -46,7 +46,7 @@ from ace_interp.evaluation.protocol import edit_efficacy
 from ace_interp.evaluation.stats import accuracy_cell
 from ace_interp.provenance import write_run_json
 from benchmarks.bench_editing import case_file
-from benchmarks.sweep_toy_editing import rewrites_with_specificity, still_answered
+from experiments.sweep_toy_editing import rewrites_with_specificity, still_answered
 
 log = logging.getLogger(__name__)
 METHODS = ("memit", "pmet", "ace", "alphaedit")

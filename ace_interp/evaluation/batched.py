@@ -83,12 +83,28 @@ def contaminating_edits(case: MQuAKECase, edits: Sequence[BatchEdit], edited: bo
             if any(e.triple[0] == hop[0] and e.triple[1] == hop[1] and e.triple[2] != hop[2] for hop in path)]
 
 
+def conflicting_edits(edits: Sequence[BatchEdit], masked: set[int]) -> set[int]:
+    """Indices of unmasked edits that contradict another unmasked edit (same prompt and subject, another target).
+
+    Two cases of one batch can rewrite the same fact two ways. No single write holds both (`edit` refuses such a
+    batch, `editing.requests.validate_requests`), so for a case whose own path masks neither, both are masked too.
+    """
+    targets: dict[tuple[str, str], set[str]] = {}
+    for i, e in enumerate(edits):
+        if i not in masked:
+            targets.setdefault((e.rewrite.prompt, e.rewrite.subject), set()).add(e.rewrite.target_new.text)
+    return {i for i, e in enumerate(edits) if i not in masked
+            and len(targets[(e.rewrite.prompt, e.rewrite.subject)]) > 1}
+
+
 def masked_groups(asked: Sequence[tuple[MQuAKECase, bool]], edits: Sequence[BatchEdit]
                   ) -> dict[frozenset[int], list[tuple[MQuAKECase, bool]]]:
     """The asked (case, edited) pairs grouped by the set of edit indices masked for them (empty set first)."""
     groups: dict[frozenset[int], list[tuple[MQuAKECase, bool]]] = {}
     for case, is_edited in asked:
-        groups.setdefault(frozenset(contaminating_edits(case, edits, is_edited)), []).append((case, is_edited))
+        masked = set(contaminating_edits(case, edits, is_edited))
+        masked |= conflicting_edits(edits, masked)
+        groups.setdefault(frozenset(masked), []).append((case, is_edited))
     return dict(sorted(groups.items(), key=lambda kv: (len(kv[0]), sorted(map(str, kv[0])))))
 
 

@@ -31,6 +31,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from ace_interp.model.state import model_state
+
 from ace_interp.model.architecture import hf_model
 
 N_TOY_SENTENCES = 64
@@ -55,13 +57,11 @@ def world_heldout_texts(eval_split: str | Path, n: int = N_TOY_SENTENCES, seed: 
 
 
 def heldout_texts(bridge: TransformerBridge) -> list[Text]:
-    """The model's held-out sample: its world's evaluation statements for a synthetic-world toy (found next to
-    the model's folder, as the covariance corpus is), the committed paragraphs for any other model."""
-    source = bridge.__dict__.get("ace_source")
-    if source:
-        for world in (Path(source), Path(source).parent / "world"):
-            if (world / "eval_split.json").exists():
-                return world_heldout_texts(world / "eval_split.json")
+    """The model's held-out sample: its world's evaluation statements for a synthetic-world toy (its world is
+    read at load time, `model.state`), the committed paragraphs for any other model."""
+    world = model_state(bridge).world
+    if model_state(bridge).is_toy and world is not None and (world / "eval_split.json").exists():
+        return world_heldout_texts(world / "eval_split.json")
     return real_heldout_texts()
 
 

@@ -71,8 +71,9 @@ def test_batches_are_seeded_and_cover_every_case_once():
 
 
 def test_batched_run_writes_each_group_its_unmasked_edits_and_restores(tiny_model, monkeypatch):
-    """Cases 1 and 4 ask contradictory edits of Tokyo's country: each masks the other's, case 2 masks nothing
-    and gets all three. Edited and unedited cases get rows of their own; the weights come back bit for bit."""
+    """Cases 1 and 4 ask contradictory edits of Tokyo's country: each masks the other's. Case 2's path touches
+    neither, but no write holds both, so both are masked for it too. Edited and unedited cases get rows of their
+    own; the weights come back bit for bit."""
     import ace_interp.evaluation.batched as batched
     from test_protocol import _tiny_case
 
@@ -89,12 +90,12 @@ def test_batched_run_writes_each_group_its_unmasked_edits_and_restores(tiny_mode
     result = evaluate_batched(tiny_model, cases, ["ft"], [Asking("direct", style)], batch_size=None, n_specificity=0,
                               known_only=False, progress=False)
     assert sorted(written) == sorted([
-        [("berlin", "spain"), ("tokyo", "italy"), ("tokyo", "spain")],  # case 2: nothing masked
+        [("berlin", "spain")],                                          # case 2: the contradiction masked
         [("berlin", "spain"), ("tokyo", "italy")],                      # case 1: case 4's edit masked
         [("berlin", "spain"), ("tokyo", "spain")],                      # case 4: case 1's edit masked
     ])
     df = result.per_case.set_index("case_id")
-    assert df.loc[[1, 4], "n_masked"].tolist() == [1, 1] and df.loc[2, "n_masked"] == 0
+    assert df.loc[[1, 4], "n_masked"].tolist() == [1, 1] and df.loc[2, "n_masked"] == 2
     assert df.edited.all() and (df.efficacy.between(0, 1)).all()
     for k, v in hf_parameters(tiny_model).items():
         assert torch.equal(v, before[k]), f"{k} not restored"

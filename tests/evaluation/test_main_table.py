@@ -142,8 +142,11 @@ def test_table_report_rebuilds_the_committed_tables_from_their_rows():
 
     from ace_interp.evaluation.main_table import table_report
 
+    # tables written by today's `ace main-table` (a reconstructed run.json marks a table made by older code,
+    # in the older layout; docs/findings name them)
     folders = [p.parent for p in (Path(__file__).resolve().parents[2] / "results").glob("**/run.json")
-               if (p.parent / "main_table.md").exists() and "archive" not in p.parts]
+               if (p.parent / "main_table.md").exists() and "archive" not in p.parts
+               and not json.loads(p.read_text()).get("reconstructed")]
     if not folders:
         pytest.skip("no committed main table with a run.json")
     for root in folders:

@@ -58,6 +58,9 @@ def test_edited_hops_and_specificity_pool_on_real_schema():
 
 
 def test_protocol_edits_measures_and_undoes(tiny_model):
+    # a random tiny model has no trained tokenisation convention; with a BOS in front ROME reaches every target here
+    # (without one it misses berlin -> spain on gpt2, p(new) 0.018 vs p(true) 0.020, and the write's check says so)
+    tiny_model.cfg.default_prepend_bos = True
     cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")),
              MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
     style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions), single_hop=lambda q, answers, relation: q, max_new_tokens=1)
@@ -119,7 +122,7 @@ def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
     assert per_case.case_id.nunique() == 1 and per_case.case_id.iloc[0] in one_edit
     assert 0 <= per_case[per_case.method == "pmet"].efficacy.iloc[0] <= 1
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["hparams"]["pmet"]["target"]["v_num_grad_steps"] == 5 and run["preset"]["pmet"] == "tuned + overrides"
+    assert run["hparams"]["pmet"]["target"]["v_num_grad_steps"] == 5 and run["preset"] == "tuned" and run["overrides"]["pmet"]
     assert run["case_file"] == str(FIXTURE) and len(run["case_file_sha256"]) == 64
 
 
@@ -199,7 +202,12 @@ def test_only_cases_the_unedited_model_answers_are_edited(tiny_model, monkeypatc
     case = _tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")
     said = generate_greedy(tiny_model, [case["questions"][0]], max_new_tokens=1)[0].strip()
     case["answer"] = said  # the unedited model "knows" case 1
-    cases = [MQuAKECase.from_dict(case), MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
+    # case 2's answer: a capital the unedited model says to none of its questions (a random tiny model may repeat the
+    # question's last word), so that it is the unknown case
+    other = _tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid")
+    said_other = {g.strip() for g in generate_greedy(tiny_model, other["questions"], max_new_tokens=1)}
+    other["answer"] = next(w for w in ("berlin", "paris", "rome", "london", "madrid") if w not in said_other | {said})
+    cases = [MQuAKECase.from_dict(case), MQuAKECase.from_dict(other)]
     edited = []
     real_edit = protocol.edit
     monkeypatch.setattr(protocol, "edit", lambda b, requests, *a, **k: edited.append(requests[0].case_id) or real_edit(b, requests, *a, **k))

@@ -1,9 +1,9 @@
 """The attribution findings of docs/attribution.md (layer order, top-1% vs random-1% value ablation) on any
 named model, so that a second architecture is reported beside SmolLM2 from one command.
 
-    python -m benchmarks.attribution_findings --model gemma3-270m   [--out results/findings-gemma3-270m]
-    python -m benchmarks.attribution_findings --model smollm2-135m  [--seeds 0 1 2] [--dtype float32]
-    python -m benchmarks.attribution_findings --table results/findings-smollm2-135m results/findings-gemma3-270m
+    python -m experiments.attribution_findings --model gemma3-270m   [--out results/findings-gemma3-270m]
+    python -m experiments.attribution_findings --model smollm2-135m  [--seeds 0 1 2] [--dtype float32]
+    python -m experiments.attribution_findings --table results/findings-smollm2-135m results/findings-gemma3-270m
 
 The 12 facts are those of docs/attribution.md (6 capitals, 6 official languages). Per model it writes, under
 `--out`: `baseline.csv` (greedy answer and log p per fact), `layer_scores.csv` (`rank_layers`), `ablation.csv`
@@ -136,7 +136,7 @@ def run(argv: list[str] | None = None) -> dict:
         "seconds": {"rank_layers": rank_s, "ablation": ablation_s},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    write_run_json(out, command=["python", "-m", "benchmarks.attribution_findings", *(argv or [])],
+    write_run_json(out, command=["python", "-m", "experiments.attribution_findings", *(argv or [])],
                    seeds=args.seeds, wall_s=time.perf_counter() - start,
                    hparams={"fraction": args.fraction, "dtype": args.dtype, "top_k_layers": 5})
     print(json.dumps(summary, indent=1, default=str))
