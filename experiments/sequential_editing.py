@@ -282,19 +282,21 @@ def write_outputs(folder: Path) -> None:
 
 
 def sequence_figure(sequence: pd.DataFrame, title: str) -> go.Figure:
-    """Efficacy, specificity, untouched-fact accuracy and perplexity against the number of sequential edits."""
-    fig = make_subplots(rows=1, cols=4, subplot_titles=("efficacy (edited so far)", "specificity (held-out facts)",
-                                                        "untouched known facts", "perplexity (corpus sample)"))
+    """Efficacy, specificity, untouched-fact accuracy and perplexity against the number of sequential edits
+    (2 × 2 panels, one colour per method in all four)."""
+    panels = (("efficacy", "efficacy (edited so far)"), ("specificity", "specificity (held-out facts)"),
+              ("untouched", "untouched known facts"), ("perplexity", "perplexity (corpus sample, log)"))
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels], vertical_spacing=0.14)
+    palette = dict(zip(sorted(sequence["method"].unique()), ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")))
     for method, part in sequence.groupby("method"):
-        for col, y in enumerate(("efficacy", "specificity", "untouched", "perplexity"), 1):
-            fig.add_trace(go.Scatter(x=part["edits"], y=part[y], name=method, legendgroup=method, showlegend=col == 1),
-                          row=1, col=col)
-    fig.update_xaxes(title_text="sequential edits")
-    fig.update_yaxes(range=[0, 1.02], col=1)
-    fig.update_yaxes(range=[0, 1.02], col=2)
-    fig.update_yaxes(range=[0, 1.02], col=3)
-    fig.update_yaxes(type="log", row=1, col=4)
-    fig.update_layout(title=f"Sequential editing, {title}", width=1500, height=420)
+        for i, (y, _) in enumerate(panels):
+            fig.add_trace(go.Scatter(x=part["edits"], y=part[y], name=method, legendgroup=method, showlegend=i == 0,
+                                     line={"color": palette[method]}), row=1 + i // 2, col=1 + i % 2)
+    fig.update_xaxes(title_text="sequential edits", row=2)
+    for row, col in ((1, 1), (1, 2), (2, 1)):
+        fig.update_yaxes(range=[0, 1.02], row=row, col=col)
+    fig.update_yaxes(type="log", row=2, col=2)
+    fig.update_layout(title=f"Sequential editing, {title}")
     return fig
 
 
