@@ -33,3 +33,39 @@ def test_save_run_writes_tables_and_run_json(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["seeds"] == [0] and record["case_file"] == "nowhere.json" and record["wall_s"] >= 2.0
     assert record["command"]
+
+
+def test_the_long_editing_sequence_has_a_subject_per_request():
+    """experiments.sequential_editing: the case file's rewrites first, then one constructed rewrite per further
+    person (true object from the world, a different new object of the same type); no subject twice."""
+    from ace_interp.model.loading import ASSETS
+    from benchmarks.bench_editing import rewrites_for
+    from experiments.sequential_editing import sequence_rewrites
+
+    world = ASSETS / "world"
+    spec = json.loads((world / "world.json").read_text())
+    kind = {e["name"]: e["type"] for e in spec["entities"]}
+    facts = {(s, r): o for s, r, o in spec["facts"]}
+    case = rewrites_for("toy-gptj", 419)
+    rws = sequence_rewrites(world, case, 1000)
+    assert len(rws) == 1000 and len({rw.subject for rw in rws}) == 1000
+    assert [rw.subject for rw in rws[:419]] == [rw.subject for rw in case]
+    for rw in rws[419:]:
+        assert facts[(rw.subject, rw.relation_id)] == rw.target_true.text != rw.target_new.text
+        assert kind[rw.target_new.text] == kind[rw.target_true.text] and kind[rw.subject] == "person"
+    with pytest.raises(ValueError, match="subjects for distinct-subject rewrites"):
+        sequence_rewrites(world, case, 1200)
+
+
+def test_paired_table_pairs_the_same_facts_at_the_longest_common_check():
+    from experiments.sequential_editing import paired_table
+
+    rows = [("alphaedit", "sequential", 50, "f1", 1), ("alphaedit", "sequential", 50, "f2", 1),
+            ("memit", "sequential", 50, "f1", 0), ("memit", "sequential", 50, "f2", 1),
+            ("alphaedit", "sequential", 100, "f1", 1), ("memit", "batch", 10, "f1", 1)]
+    outcomes = pd.DataFrame(rows, columns=["method", "mode", "edits", "item", "correct"]).assign(measure="specificity")
+    sequence = pd.DataFrame({"method": ["alphaedit", "alphaedit", "memit"], "edits": [50, 100, 50]})
+    table = paired_table(outcomes, sequence)
+    (row,) = table.query("mode == 'sequential'").to_dict("records")
+    assert (row["edits"], row["n"], row["only_a"], row["only_b"]) == (50, 2, 1, 0)
+    assert row["difference"] == pytest.approx(0.5)

@@ -63,3 +63,43 @@ def test_ace_against_pmet_pairs_the_same_case_draws():
 @pytest.mark.parametrize("run", ["toy-table", "smollm2-table"])
 def test_headline_runs_have_per_case_rows(run):
     assert (RESULTS / run / "main_table_per_case.csv").is_file()
+
+
+def _tables(text: str):
+    """The markdown tables of `text` (inside code fences too): lists of rows, each a list of stripped cells."""
+    table: list[list[str]] = []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif table:
+            yield table
+            table = []
+
+
+def batch_efficacy_without_specificity(text: str) -> list[str]:
+    """Headers of tables with an efficacy column for a batch (k > 1 in a `k` column or `eff k=N` header) and
+    no specificity column."""
+    bad = []
+    for header, *rows in _tables(text):
+        names = [h.lower() for h in header]
+        efficacy = [h for h in names if h in ("top1", "p>p") or h.startswith(("eff", "greedy")) or "efficacy" in h]
+        if not efficacy or any(h.startswith("spec") or "specificity" in h for h in names):
+            continue
+        k_col = names.index("k") if "k" in names else None
+        ks = [int(r[k_col]) for r in rows if k_col is not None and len(r) > k_col and r[k_col].isdigit()]
+        ks += [int(h.rsplit("=", 1)[1]) for h in efficacy if "k=" in h and h.rsplit("=", 1)[1].isdigit()]
+        if any(k > 1 for k in ks):
+            bad.append(" | ".join(header))
+    return bad
+
+
+def test_the_checker_finds_a_batch_efficacy_without_specificity():
+    assert batch_efficacy_without_specificity("| method | k | top1 |\n|---|--:|--:|\n| memit | 10 | 1.00 |\n")
+    assert not batch_efficacy_without_specificity("| method | k | top1 | spec |\n|---|--:|--:|--:|\n| memit | 10 | 1.00 | 0.1 |\n")
+    assert not batch_efficacy_without_specificity("| method | k | top1 |\n|---|--:|--:|\n| memit | 1 | 1.00 |\n")
+    assert batch_efficacy_without_specificity("| model | eff k=10 |\n|---|--:|\n| toy | 1.00 |\n")
+
+
+def test_benchmark_results_report_specificity_next_to_every_batch_efficacy():
+    text = (RESULTS.parent / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    assert batch_efficacy_without_specificity(text) == []

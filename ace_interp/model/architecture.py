@@ -205,6 +205,19 @@ def unembed_module(bridge: TransformerBridge) -> nn.Module:
     return _hf_leaf(hf_model(bridge).get_output_embeddings())
 
 
+_REFERENCE_KEYS: dict[tuple[type, str], tuple[str, ...]] = {}
+
+
+def _reference_keys(model_class: type, config_json: str, config) -> tuple[str, ...]:
+    """The state-dict names a fresh `model_class(config)` has, built once per (class, config contents): building
+    even a meta-device model costs ~40 ms, and `hf_parameters` runs on every edit's statistics look-up."""
+    key = (model_class, config_json)
+    if key not in _REFERENCE_KEYS:
+        with torch.device("meta"):
+            _REFERENCE_KEYS[key] = tuple(model_class(config).state_dict().keys())
+    return _REFERENCE_KEYS[key]
+
+
 def hf_parameters(bridge: TransformerBridge) -> dict[str, torch.Tensor]:
     """The wrapped model's parameters and buffers under their HuggingFace checkpoint names.
 
@@ -213,8 +226,7 @@ def hf_parameters(bridge: TransformerBridge) -> dict[str, torch.Tensor]:
     as a HF checkpoint or written to by name.
     """
     model = hf_model(bridge)
-    with torch.device("meta"):
-        reference_keys = type(model)(model.config).state_dict().keys()
+    reference_keys = _reference_keys(type(model), model.config.to_json_string(use_diff=False), model.config)
     actual = {
         name.replace("._original_component", ""): t for name, t in model.state_dict(keep_vars=True).items()
     }

@@ -89,3 +89,39 @@ def test_corpus_from_option(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="not reachable.*files:"):
         corpus_from_option(tiny_model, "datasets:no-such-corpus-i27:default:train")
+
+
+def test_statistics_are_read_once_per_process_and_follow_the_weights(tiny_model_dir, tiny_corpus, monkeypatch):
+    """The in-process copy of a cache file is keyed on its content-named path: a second look-up reads no file,
+    hands out a copy, and a model whose weights changed in place (not an edit) gets its own statistics."""
+    from ace_interp.model import ffn_weight, load_model
+
+    bridge = load_model(tiny_model_dir("gptj"), device="cpu")
+    first = second_moments(bridge, [1], corpus=tiny_corpus, n_tokens=200, progress=False)[1]
+    first.mul_(0)  # a caller writing into its matrix must not change the next caller's
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the statistics file was read again")
+
+    monkeypatch.setattr(covariance.torch, "load", no_read)
+    again = second_moments(bridge, [1], corpus=tiny_corpus, n_tokens=200, progress=False)[1]
+    fresh = second_moments(bridge, [1], corpus=tiny_corpus, n_tokens=200, progress=False, use_cache=False)[1]
+    torch.testing.assert_close(again, fresh)
+    monkeypatch.undo()
+    with torch.no_grad():
+        ffn_weight(bridge, 0, "W_out").mul_(0.5)
+    changed = second_moments(bridge, [1], corpus=tiny_corpus, n_tokens=200, progress=False)[1]
+    recomputed = second_moments(bridge, [1], corpus=tiny_corpus, n_tokens=200, progress=False, use_cache=False)[1]
+    assert not torch.allclose(changed, fresh, rtol=1e-2)
+    torch.testing.assert_close(changed, recomputed)
+
+
+def test_the_world_corpus_is_reread_when_its_file_changes(tiny_model, tmp_path, monkeypatch):
+    path = tmp_path / "corpus_sample.txt"
+    path.write_text("paris 's nation is france .\nberlin is a city in germany .\n")
+    monkeypatch.setattr(covariance, "world_corpus_path", lambda bridge: path)
+    first = covariance.default_corpus(tiny_model)
+    assert first.texts == ("paris 's nation is france .", "berlin is a city in germany .")
+    assert covariance.default_corpus(tiny_model) is first  # read once
+    path.write_text("lima is a city in peru .\n")
+    assert covariance.default_corpus(tiny_model).texts == ("lima is a city in peru .",)

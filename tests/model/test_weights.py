@@ -135,3 +135,23 @@ def test_edited_model_saves_and_reloads_with_same_logits(tiny_model, tmp_path):
     torch.testing.assert_close(hf(tokens).logits, edited, rtol=1e-5, atol=1e-5)
     reloaded = load_model(folder, device="cpu")
     assert torch.equal(_logits(reloaded), edited)
+
+
+def test_hf_parameter_names_are_a_fresh_models_for_each_config(tiny_model_dir):
+    """`hf_parameters` remembers a fresh model's state-dict names per (class, config): the names must be what a
+    model built from scratch has, and a config with another layer count must get its own."""
+    import transformers
+
+    from ace_interp.model import load_model
+    from ace_interp.model.architecture import _reference_keys, hf_model
+
+    bridge = load_model(tiny_model_dir("gptj"), device="cpu")
+    model = hf_model(bridge)
+    with torch.device("meta"):
+        expected = list(type(model)(model.config).state_dict())
+    assert list(hf_parameters(bridge)) == expected
+    smaller = transformers.AutoConfig.for_model(**{**model.config.to_dict(), "n_layer": 1})
+    with torch.device("meta"):
+        expected_smaller = tuple(type(model)(smaller).state_dict())
+    assert _reference_keys(type(model), smaller.to_json_string(use_diff=False), smaller) == expected_smaller
+    assert len(expected_smaller) < len(expected)
