@@ -33,3 +33,27 @@ def test_save_run_writes_tables_and_run_json(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["seeds"] == [0] and record["case_file"] == "nowhere.json" and record["wall_s"] >= 2.0
     assert record["command"]
+
+
+def test_attribution_findings_paired_comparisons_count_discordant_facts():
+    from experiments.attribution_findings import paired_comparisons
+
+    # relation r: 3 facts; top leaves none right; random seed 0 leaves facts 0, 1 right, seed 1 fact 0 only
+    rows = []
+    for prompt in range(3):
+        rows.append(dict(relation="r", condition="top", seed=None, prompt=prompt, log_prob=-10.0 - prompt, correct=False))
+        rows.append(dict(relation="r", condition="random", seed=0, prompt=prompt, log_prob=-1.0, correct=prompt < 2))
+        rows.append(dict(relation="r", condition="random", seed=1, prompt=prompt, log_prob=-12.0 if prompt == 2 else -1.0,
+                         correct=prompt == 0))
+    paired = paired_comparisons(pd.DataFrame(rows))
+    seed0, seed1 = paired["r"]["per_seed"]
+    assert (seed0["only_random"], seed0["only_top"], seed0["p_mcnemar"]) == (2, 0, 0.5)
+    assert (seed1["only_random"], seed1["p_mcnemar"]) == (1, 1.0)
+    assert seed0["difference"] == pytest.approx(2 / 3)
+    assert seed0["difference95"][0] < 2 / 3 < seed0["difference95"][1]
+    # per-fact log p: fact 2 ties under seed 1 (−12 both ways) and drops out of the sign test
+    assert (seed1["log_p_top_lower"], seed1["log_p_top_higher"]) == (2, 0)
+    mean = paired["r"]["mean_random_log_p"]
+    assert (mean["log_p_top_lower"], mean["log_p_top_higher"], mean["n"]) == (3, 0, 3)
+    assert mean["p_sign"] == pytest.approx(0.25)
+    assert paired["all"] == paired["r"]
