@@ -198,8 +198,8 @@ def memory_model(shape: str, weight_bytes: int = 2, budget: int = 4 * GiB, batch
                                                  prompt and layer a float64 log-softmax and float32 log p / p rows)
         statistics   W + n·8f² + n·T·f·b + 1024·f·8   (n written layers collected in one pass: float64 sums,
                                                  T = batch tokens of hooked keys, one float64 key chunk)
-        edit         W + n·12f² + 16f²          (per written layer C in float32 and its float64 Cholesky factor,
-                                                 plus one float64 copy and the factor being built)
+        edit         W + n·4f² + 16f²           (per written layer C in float32; one layer's float64 copy and its
+                                                 Cholesky factor at a time, `memit.spread_write`)
     """
     from ace_interp.model.random_init import FULL_SIZE_CONFIGS
     from transformers import AutoModelForCausalLM
@@ -214,7 +214,7 @@ def memory_model(shape: str, weight_bytes: int = 2, budget: int = 4 * GiB, batch
            "attribution_gib": (W + budget + 20 * L * V * prompts) / GiB}
     for method, n in (written or WRITTEN_LAYERS[shape]).items():
         out[f"statistics_{method}_gib"] = (W + n * 8 * f * f + n * batch_tokens * f * weight_bytes + 1024 * f * 8) / GiB
-        out[f"edit_{method}_gib"] = (W + n * 12 * f * f + 16 * f * f) / GiB
+        out[f"edit_{method}_gib"] = (W + n * 4 * f * f + 16 * f * f) / GiB
     return out
 
 

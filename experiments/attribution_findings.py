@@ -87,6 +87,28 @@ def paired_comparisons(outcomes: pd.DataFrame) -> dict:
     return out
 
 
+def paired_from_counts(summary: dict) -> dict | None:
+    """`paired_comparisons`' right/wrong part for a summary written before per-fact outcomes were kept: exact
+    only when top ablation leaves no fact right, since then every fact a random set leaves right is a discordant
+    pair and the paired table follows from the counts. None otherwise; the per-fact log p tests need the run."""
+    ablation = summary["ablation"]
+    if any(ablation[r]["top"][0]["correct"] for r in ablation):
+        return None
+    out = {}
+    for relation in ["all", *ablation]:
+        rels = list(ablation) if relation == "all" else [relation]
+        n = sum(ablation[r]["top"][0]["n"] for r in rels)
+        entries = []
+        for i, seed_entry in enumerate(ablation[rels[0]]["random"]):
+            right = sum(ablation[r]["random"][i]["correct"] for r in rels)
+            test = paired_test([1] * right + [0] * (n - right), [0] * n)
+            entries.append({"seed": int(seed_entry["seed"]), "n": n, "random_correct": right, "top_correct": 0,
+                            "only_random": test.only_a, "only_top": test.only_b, "difference": test.difference,
+                            "difference95": [test.difference_low, test.difference_high], "p_mcnemar": test.p_value})
+        out[relation] = {"per_seed": entries, "from_counts": True}
+    return out
+
+
 def comparison_table(folders: list[str | Path]) -> str:
     """Side-by-side Markdown of several runs' summary.json: layer order, the ablation per relation, and the
     paired tests of top-1% against the random sets over all facts (`paired_comparisons`)."""
@@ -112,15 +134,16 @@ def comparison_table(folders: list[str | Path]) -> str:
     for relation in ["all", *summaries[0]["ablation"]]:
         cells = []
         for s in summaries:
-            paired = s.get("paired", {}).get(relation)
+            paired = (s.get("paired") or paired_from_counts(s) or {}).get(relation)
             cells.append("–" if paired is None else "; ".join(
                 f"{e['random_correct']}→{e['top_correct']}/{e['n']}, diff {e['difference']:.2f} "
-                f"[{e['difference95'][0]:.2f}, {e['difference95'][1]:.2f}], p {e['p_mcnemar']:.3g}" for e in paired["per_seed"]))
+                f"[{e['difference95'][0]:.2f}, {e['difference95'][1]:.2f}], p {e['p_mcnemar']:.3g}" for e in paired["per_seed"])
+                + (" (from counts)" if paired.get("from_counts") else ""))
         row(f"{relation}: random→top right/n, difference [95%], McNemar p (per seed)", cells)
         cells = []
         for s in summaries:
             paired = s.get("paired", {}).get(relation)
-            m = None if paired is None else paired["mean_random_log_p"]
+            m = None if paired is None else paired.get("mean_random_log_p")
             cells.append("–" if m is None else f"{m['log_p_top_lower']} lower, {m['log_p_top_higher']} higher of "
                          f"{m['n']} (mean {m['mean_log_p_top']:.2f} vs {m['mean_log_p_random']:.2f}), sign p {m['p_sign']:.3g}")
         row(f"{relation}: log p under top vs mean random, per fact", cells)

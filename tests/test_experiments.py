@@ -57,3 +57,27 @@ def test_attribution_findings_paired_comparisons_count_discordant_facts():
     assert (mean["log_p_top_lower"], mean["log_p_top_higher"], mean["n"]) == (3, 0, 3)
     assert mean["p_sign"] == pytest.approx(0.25)
     assert paired["all"] == paired["r"]
+
+
+def test_attribution_findings_paired_from_counts_equals_the_per_fact_tests_when_top_leaves_none_right():
+    from experiments.attribution_findings import paired_comparisons, paired_from_counts
+
+    right = {("r", 0): [1, 1, 0], ("r", 1): [1, 0, 0], ("s", 0): [1, 1], ("s", 1): [0, 0]}
+    rows, ablation = [], {}
+    for relation, n in (("r", 3), ("s", 2)):
+        ablation[relation] = {"top": [{"correct": 0, "n": n}], "random": []}
+        for prompt in range(n):
+            rows.append(dict(relation=relation, condition="top", seed=None, prompt=f"{relation}{prompt}", log_prob=-9.0,
+                             correct=False))
+        for seed in (0, 1):
+            ablation[relation]["random"].append({"seed": float(seed), "correct": sum(right[relation, seed]), "n": n})
+            for prompt, ok in enumerate(right[relation, seed]):
+                rows.append(dict(relation=relation, condition="random", seed=seed, prompt=f"{relation}{prompt}",
+                                 log_prob=-1.0, correct=bool(ok)))
+    per_fact = paired_comparisons(pd.DataFrame(rows))
+    counted = paired_from_counts({"ablation": ablation})
+    for relation in ("all", "r", "s"):
+        for a, b in zip(counted[relation]["per_seed"], per_fact[relation]["per_seed"], strict=True):
+            assert {k: a[k] for k in a} == {k: b[k] for k in a}
+    ablation["r"]["top"][0]["correct"] = 1  # then the discordant pairs no longer follow from the counts
+    assert paired_from_counts({"ablation": ablation}) is None
