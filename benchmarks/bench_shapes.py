@@ -143,6 +143,7 @@ def run_one(args: argparse.Namespace) -> dict:
             # cold: the written layers' key statistics are collected (then cached for the warm runs)
             s, peak, _ = median_stage(lambda: edit(bridge, request, method, hp).undo(), 1)
             stages[f"edit_{method}_cold"] = {"seconds": s, "peak_mib": peak, "process_peak_mib": process_peak_mib()}
+            save()
 
             def once():
                 applied = edit(bridge, request, method, hp)
@@ -240,17 +241,22 @@ def render_table(reports: list[dict]) -> str:
             cov = "%.0f" % st["covariance"]["seconds_per_1k_tokens"]
         edits = []
         for method in ("pmet", "ace"):
-            if f"edit_{method}" not in st:
+            if f"edit_{method}_cold" not in st:
                 edits.append("–")
                 continue
-            warm, cold = st[f"edit_{method}"], st[f"edit_{method}_cold"]
+            cold, warm = st[f"edit_{method}_cold"], st.get(f"edit_{method}")  # a row cut short may lack the warm run
+            if warm is None:
+                edits.append("%.0f / – (cold only; %s)" % (cold["seconds"], format(round(cold["process_peak_mib"]), ",")))
+                continue
             t = warm["timings"]
             peak = warm.get("process_peak_mib")
             edits.append("%.0f / %.0f (%.0f, %.1f%s)" % (cold["seconds"], warm["seconds"], t.get("targets", 0), t.get("solve", 0),
                                                        "" if peak is None else "; " + format(round(peak), ",")))
+        stages_run = r.get("stages_run", list(STAGES))
+        label = "" if stages_run == list(STAGES) else " " + "+".join(stages_run)
         lines.append("| %s (%d)%s | %s | %.2f B | %s MiB | %s | %s | %s | %s | %s | %s | %.0f |" % (
-            r["shape"], m["n_layers"], "" if r.get("stages_run", list(STAGES)) == list(STAGES) else " " + "+".join(r["stages_run"]), r["dtype"], m["parameters"] / 1e9, format(round(m["rss_mib"]), ","), value, sweep,
-            top, cov, edits[0], edits[1], r["load_average"][0]))
+            r["shape"], m["n_layers"], label, r["dtype"], m["parameters"] / 1e9, format(round(m["rss_mib"]), ","), value,
+            sweep, top, cov, edits[0], edits[1], r["load_average"][0]))
     return "\n".join(lines)
 
 
@@ -285,7 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.table:
-        reports = [json.loads(p.read_text()) for p in sorted(Path(args.out_dir).glob("*.json"))]
+        reports = [json.loads(p.read_text()) for p in sorted(Path(args.out_dir).glob("*.json")) if p.name != "run.json"]
         print(render_table(reports))
         return reports
     if args.all:

@@ -91,5 +91,7 @@ def test_bench_shapes_runs_only_the_chosen_stages_and_editors(tmp_path):
     assert set(report["stages"]) == {"edit_pmet_cold", "edit_pmet"}
     table = bench_shapes.render_table([report])
     assert "| tiny (2) edit |" in table and "– |" in table
+    del report["stages"]["edit_pmet"]  # a row stopped after the cold edit keeps and shows what it measured
+    assert "/ – (cold only;" in bench_shapes.render_table([report])
     with pytest.raises(SystemExit):  # ACE writes two layers
         bench_shapes.parse_args(["--shape", "tiny", "--n-layers", "1", "--stages", "edit"])
