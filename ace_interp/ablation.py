@@ -299,25 +299,26 @@ def value_ablation_experiment(
     prompts: Sequence[str],
     targets: Sequence[str | int],
     relations: Sequence[str] | None = None,
-    fraction: float = 0.01,
-    seeds: Sequence[int] = (0, 1, 2),
-    mode: AblationMode = "zero",
-    mean_values: Tensor | None = None,
-    positions: int | Sequence[int] = -1,
-    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
-    scope: Literal["relation", "prompt"] = "relation",
+    *,
     outcomes: pd.DataFrame | None = None,
+    **options,
 ) -> pd.DataFrame:
     """Per relation: ablate its top `fraction` of all FFN neurons by mean value score (frozen norm,
     averaged over the relation's prompts; exact, `top_mean_value_neurons`) vs `len(seeds)` random sets of
     the same size drawn uniformly from all neurons. With `scope="prompt"` each prompt is run with its own
     top `fraction` instead (`top_value_neurons` of that prompt alone; the random sets are the same).
-    Rows: relation, condition (baseline/top/random), seed, n_neurons, accuracy, mean_log_prob,
-    accuracy_drop (baseline − condition). `outcomes` (from `value_ablation_outcomes`) aggregates a run
-    already made instead of running one."""
+
+        import ace_interp as ai
+        from ace_interp.ablation import value_ablation_experiment
+        model = ai.load_model("toy-gptj")
+        value_ablation_experiment(model, ["anna kovac 's country is"], [" france"], fraction=0.01, seeds=[0, 1])
+
+    `options` are `value_ablation_outcomes`' (fraction, seeds, mode, mean_values, positions, memory_budget,
+    scope). Rows: relation, condition (baseline/top/random), seed, n_neurons, accuracy, mean_log_prob,
+    accuracy_drop (baseline − condition): the means of `value_ablation_outcomes`' per-prompt rows; `outcomes`
+    aggregates such rows from a run already made instead of running one."""
     if outcomes is None:
-        outcomes = value_ablation_outcomes(bridge, prompts, targets, relations, fraction, seeds, mode, mean_values,
-                                           positions, memory_budget, scope)
+        outcomes = value_ablation_outcomes(bridge, prompts, targets, relations, **options)
     frame = (
         outcomes.groupby(["relation", "condition", "seed", "n_neurons"], sort=False, dropna=False)
         .agg(accuracy=("correct", "mean"), mean_log_prob=("log_prob", "mean"))
