@@ -238,7 +238,7 @@ def _one(positions: int | Sequence[int], j: int) -> int | list[int]:
     return positions if isinstance(positions, int) else [positions[j]]
 
 
-def value_ablation_experiment(
+def value_ablation_outcomes(
     bridge: TransformerBridge,
     prompts: Sequence[str],
     targets: Sequence[str | int],
@@ -251,12 +251,17 @@ def value_ablation_experiment(
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
     scope: Literal["relation", "prompt"] = "relation",
 ) -> pd.DataFrame:
-    """Per relation: ablate its top `fraction` of all FFN neurons by mean value score (frozen norm,
-    averaged over the relation's prompts; exact, `top_mean_value_neurons`) vs `len(seeds)` random sets of
-    the same size drawn uniformly from all neurons. With `scope="prompt"` each prompt is run with its own
-    top `fraction` instead (`top_value_neurons` of that prompt alone; the random sets are the same).
-    Rows: relation, condition (baseline/top/random), seed, n_neurons, accuracy, mean_log_prob,
-    accuracy_drop (baseline − condition)."""
+    """The per-prompt outcomes behind `value_ablation_experiment`, for paired tests of top against random.
+
+        import ace_interp as ai
+        from ace_interp.ablation import value_ablation_outcomes
+        model = ai.load_model("toy-gptj")
+        rows = value_ablation_outcomes(model, ["anna kovac 's country is"], [" france"], fraction=0.01, seeds=[0])
+        rows.pivot(index="prompt", columns="condition", values="correct")   # paired 0/1 outcomes per prompt
+
+    One row per prompt and condition (baseline, top, each random seed): relation, condition, seed, n_neurons,
+    prompt (index into `prompts`), log_prob (of the target at its position), predicted (greedy token id),
+    correct. Same sets and arguments as `value_ablation_experiment`."""
     if scope not in ("relation", "prompt"):
         raise ValueError(f"unknown scope {scope!r}; expected 'relation' or 'prompt'")
     prompts, targets = list(prompts), list(targets)
@@ -267,30 +272,59 @@ def value_ablation_experiment(
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     n_total = bridge.cfg.n_layers * bridge.cfg.d_mlp
     count = max(1, round(fraction * n_total))
-    rows = []
+    frames = []
     for relation in dict.fromkeys(relations):
         ids = [i for i, r in enumerate(relations) if r == relation]
         p = [prompts[i] for i in ids]
         t = [targets[i] for i in ids]
         pos = positions if isinstance(positions, int) else [positions[i] for i in ids]
-        base = answer_log_probs(bridge, p, t, pos)
-        base_acc = float(base["correct"].mean())
-        rows.append(dict(relation=relation, condition="baseline", seed=None, n_neurons=0, accuracy=base_acc,
-                         mean_log_prob=float(base["log_prob"].mean())))
         if scope == "relation":
             top_sets = [_frame_neuron_set(top_mean_value_neurons(bridge, p, t, count, pos, memory_budget))]
         else:
             top_sets = [_frame_neuron_set(top_value_neurons(bridge, [q], [w], count, _one(pos, j), memory_budget=memory_budget))
                         for j, (q, w) in enumerate(zip(p, t))]
-        sets = [("top", None, top_sets)]
+        sets = [("baseline", None, 0, [{}]), ("top", None, count, top_sets)]
         for seed in seeds:
             g = torch.Generator().manual_seed(int(seed))
-            sets.append(("random", seed, [_group(torch.randperm(n_total, generator=g)[:count], bridge.cfg.d_mlp)]))
-        for condition, seed, neuron_sets in sets:
+            sets.append(("random", seed, count, [_group(torch.randperm(n_total, generator=g)[:count], bridge.cfg.d_mlp)]))
+        for condition, seed, n_neurons, neuron_sets in sets:
             res = _ablated_answers(bridge, p, t, neuron_sets, mode, mean_values, pos)
-            rows.append(dict(relation=relation, condition=condition, seed=seed, n_neurons=count,
-                             accuracy=float(res["correct"].mean()), mean_log_prob=float(res["log_prob"].mean())))
-    frame = pd.DataFrame(rows)
+            frames.append(res.assign(relation=relation, condition=condition, seed=seed, n_neurons=n_neurons, prompt=ids))
+    columns = ["relation", "condition", "seed", "n_neurons", "prompt", "log_prob", "predicted", "correct"]
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def value_ablation_experiment(
+    bridge: TransformerBridge,
+    prompts: Sequence[str],
+    targets: Sequence[str | int],
+    relations: Sequence[str] | None = None,
+    *,
+    outcomes: pd.DataFrame | None = None,
+    **options,
+) -> pd.DataFrame:
+    """Per relation: ablate its top `fraction` of all FFN neurons by mean value score (frozen norm,
+    averaged over the relation's prompts; exact, `top_mean_value_neurons`) vs `len(seeds)` random sets of
+    the same size drawn uniformly from all neurons. With `scope="prompt"` each prompt is run with its own
+    top `fraction` instead (`top_value_neurons` of that prompt alone; the random sets are the same).
+
+        import ace_interp as ai
+        from ace_interp.ablation import value_ablation_experiment
+        model = ai.load_model("toy-gptj")
+        value_ablation_experiment(model, ["anna kovac 's country is"], [" france"], fraction=0.01, seeds=[0, 1])
+
+    `options` are `value_ablation_outcomes`' (fraction, seeds, mode, mean_values, positions, memory_budget,
+    scope). Rows: relation, condition (baseline/top/random), seed, n_neurons, accuracy, mean_log_prob,
+    accuracy_drop (baseline − condition): the means of `value_ablation_outcomes`' per-prompt rows; `outcomes`
+    aggregates such rows from a run already made instead of running one."""
+    if outcomes is None:
+        outcomes = value_ablation_outcomes(bridge, prompts, targets, relations, **options)
+    frame = (
+        outcomes.groupby(["relation", "condition", "seed", "n_neurons"], sort=False, dropna=False)
+        .agg(accuracy=("correct", "mean"), mean_log_prob=("log_prob", "mean"))
+        .reset_index()
+    )
+    frame["accuracy"] = frame["accuracy"].astype(float)
     baseline = frame[frame.condition == "baseline"].set_index("relation")["accuracy"]
     frame["accuracy_drop"] = frame["relation"].map(baseline) - frame["accuracy"]
     return frame

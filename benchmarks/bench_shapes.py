@@ -3,6 +3,7 @@
     python -m benchmarks.bench_shapes --all                       # every row of benchmarks/RESULTS.md, one process each
     python -m benchmarks.bench_shapes --shape gptj-6b --n-layers 2 --dtype bfloat16 --out results/bench-shapes/x.json
     python -m benchmarks.bench_shapes --shape tiny --n-layers 2   # a seconds-long smoke test (tests run it)
+    python -m benchmarks.bench_shapes --shape qwen3-8b --n-layers 2 --stages edit --edit-methods pmet ace --out ...
 
 A slice keeps the shape's d_model, d_mlp, vocabulary and attention heads and has `--n-layers` layers; every
 quantity measured per layer or per neuron carries over to the full depth (the memory model in
@@ -14,8 +15,11 @@ benchmarks/RESULTS.md does that arithmetic). Stages, one prompt each:
   top-k            `top_value_neurons(k=100)` over the slice's layers (bounds + exact scoring): seconds per layer
   covariance       `second_moments` of the last layer over `--cov-tokens` random-word tokens (no cache)
   edit             one PMET edit writing the first layer (and one ACE edit writing the first and the last
-                   layer of the slice) with `--edit-steps` optimisation steps, statistics from the stage above;
-                   `info["timings"]` splits it into targets / keys / solve
+                   layer of the slice) with `--edit-steps` optimisation steps; cold: the written layers' key
+                   statistics collected over `--cov-tokens` tokens, warm: cached; `info["timings"]` splits it into
+                   targets / keys / solve
+
+`--stages` picks stages (a row split over processes keeps each one's peak its own); `--edit-methods` the editors.
 
 Peak memory: the process's RSS sampled every 2 ms above the stage's start (lower bounds, `benchmarks.common`).
 Timings on this shared 2-core machine are noisy (load 10–30 from other engineers' jobs): stages repeated
@@ -28,6 +32,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,6 +56,7 @@ ALL_ROWS = [
     ("qwen3-8b", 2, "bfloat16", False),
     ("qwen3-0.6b", 28, "float32", True),
 ]
+STAGES = ("value", "topk", "covariance", "edit")
 
 
 def median_stage(fn, repeat: int) -> tuple[float, float, object]:
@@ -65,6 +71,11 @@ def median_stage(fn, repeat: int) -> tuple[float, float, object]:
     return statistics.median(seconds), max(peaks), result
 
 
+def process_peak_mib() -> float:
+    """This process's peak RSS so far (Linux ru_maxrss, KiB), the whole footprint rather than a stage's rise."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_one(args: argparse.Namespace) -> dict:
     from ace_interp.attribution.value import top_value_neurons, value_scores_for
     from ace_interp.editing import EditRequest, default_hparams, edit, second_moments
@@ -75,7 +86,8 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
     report: dict = {"shape": args.shape, "n_layers": args.n_layers, "dtype": args.dtype, "machine": machine_description(),
-                    "load_average": os.getloadavg(), "memory_budget": args.memory_budget, "stages": {}}
+                    "load_average": os.getloadavg(), "memory_budget": args.memory_budget, "stages": {},
+                    "stages_run": list(args.stages)}
     stages = report["stages"]
 
     def save() -> None:  # after every stage: a row cut short (memory, time) keeps what it measured
@@ -99,34 +111,39 @@ def run_one(args: argparse.Namespace) -> dict:
     target_id = bridge.tokenizer.convert_tokens_to_ids(target)
     last = cfg.n_layers - 1
 
-    acts = neuron_activations(bridge, [prompt])
-    n = min(args.neurons, cfg.d_mlp)
-    s, peak, _ = median_stage(lambda: value_scores_for(bridge, acts, 0, target_id, [(last, k) for k in range(n)],
-                                                       memory_budget=args.memory_budget), args.repeat)
-    stages["value_sample"] = {"seconds": s, "peak_mib": peak, "neurons": n, "seconds_per_neuron": s / n}
-    save()
-    s, peak, top = median_stage(lambda: top_value_neurons(bridge, prompt, target, k=100, memory_budget=args.memory_budget),
-                                args.repeat)
-    stages["top_k"] = {"seconds": s, "peak_mib": peak, "k": 100, "layers": cfg.n_layers, "seconds_per_layer": s / cfg.n_layers}
-    save()
+    if "value" in args.stages:
+        acts = neuron_activations(bridge, [prompt])
+        n = min(args.neurons, cfg.d_mlp)
+        s, peak, _ = median_stage(lambda: value_scores_for(bridge, acts, 0, target_id, [(last, k) for k in range(n)],
+                                                           memory_budget=args.memory_budget), args.repeat)
+        stages["value_sample"] = {"seconds": s, "peak_mib": peak, "neurons": n, "seconds_per_neuron": s / n}
+        save()
+    if "topk" in args.stages:
+        s, peak, top = median_stage(lambda: top_value_neurons(bridge, prompt, target, k=100, memory_budget=args.memory_budget),
+                                    args.repeat)
+        stages["top_k"] = {"seconds": s, "peak_mib": peak, "k": 100, "layers": cfg.n_layers, "seconds_per_layer": s / cfg.n_layers}
+        save()
 
     corpus = random_corpus(words, args.cov_tokens)
-    s, peak, _ = median_stage(lambda: second_moments(bridge, [last], corpus=corpus, n_tokens=args.cov_tokens,
-                                                     progress=False, use_cache=False), 1)
-    stages["covariance"] = {"seconds": s, "peak_mib": peak, "tokens": args.cov_tokens, "layer": last,
-                            "seconds_per_1k_tokens": s * 1000 / args.cov_tokens}
-    save()
-    if not args.no_edit:
+    if "covariance" in args.stages:
+        s, peak, _ = median_stage(lambda: second_moments(bridge, [last], corpus=corpus, n_tokens=args.cov_tokens,
+                                                         progress=False, use_cache=False), 1)
+        stages["covariance"] = {"seconds": s, "peak_mib": peak, "tokens": args.cov_tokens, "layer": last,
+                                "seconds_per_1k_tokens": s * 1000 / args.cov_tokens}
+        save()
+    if "edit" in args.stages:
         os.environ["ACE_INTERP_CACHE"] = tempfile.mkdtemp(prefix="ace-bench-shapes-")  # statistics of this run only
         request = [EditRequest(f"{words[1]} {words[2]} {{}} {words[4]}", words[10], words[11], words[12])]
         cov = {"covariance.corpus": corpus, "covariance.n_tokens": args.cov_tokens, "covariance.progress": False,
                "target.v_num_grad_steps": args.edit_steps, "target.n_context": 0}
         plans = {"pmet": {"layers": (0,)}, "ace": {"query_layers": (0,), "value_layers": (last,)}}
-        for method, layers in plans.items():
+        for method in args.edit_methods:
+            layers = plans[method]
             hp = default_hparams(method, bridge, **cov, **layers)
             # cold: the written layers' key statistics are collected (then cached for the warm runs)
             s, peak, _ = median_stage(lambda: edit(bridge, request, method, hp).undo(), 1)
-            stages[f"edit_{method}_cold"] = {"seconds": s, "peak_mib": peak}
+            stages[f"edit_{method}_cold"] = {"seconds": s, "peak_mib": peak, "process_peak_mib": process_peak_mib()}
+            save()
 
             def once():
                 applied = edit(bridge, request, method, hp)
@@ -137,7 +154,8 @@ def run_one(args: argparse.Namespace) -> dict:
             s, peak, timings = median_stage(once, args.edit_repeat)
             written = len(layers.get("layers", ())) or 2
             stages[f"edit_{method}"] = {"seconds": s, "peak_mib": peak, "written_layers": written, "timings": timings,
-                                        "steps": args.edit_steps, "statistics": "cached"}
+                                        "steps": args.edit_steps, "statistics": "cached", "cov_tokens": args.cov_tokens,
+                                        "process_peak_mib": process_peak_mib()}
             save()
     report["wall_s"] = time.perf_counter() - t
     save()
@@ -181,8 +199,8 @@ def memory_model(shape: str, weight_bytes: int = 2, budget: int = 4 * GiB, batch
                                                  prompt and layer a float64 log-softmax and float32 log p / p rows)
         statistics   W + n·8f² + n·T·f·b + 1024·f·8   (n written layers collected in one pass: float64 sums,
                                                  T = batch tokens of hooked keys, one float64 key chunk)
-        edit         W + n·12f² + 16f²          (per written layer C in float32 and its float64 Cholesky factor,
-                                                 plus one float64 copy and the factor being built)
+        edit         W + n·4f² + 16f²           (per written layer C in float32; one layer's float64 copy and its
+                                                 Cholesky factor at a time, `memit.spread_write`)
     """
     from ace_interp.model.random_init import FULL_SIZE_CONFIGS
     from transformers import AutoModelForCausalLM
@@ -197,7 +215,7 @@ def memory_model(shape: str, weight_bytes: int = 2, budget: int = 4 * GiB, batch
            "attribution_gib": (W + budget + 20 * L * V * prompts) / GiB}
     for method, n in (written or WRITTEN_LAYERS[shape]).items():
         out[f"statistics_{method}_gib"] = (W + n * 8 * f * f + n * batch_tokens * f * weight_bytes + 1024 * f * 8) / GiB
-        out[f"edit_{method}_gib"] = (W + n * 12 * f * f + 16 * f * f) / GiB
+        out[f"edit_{method}_gib"] = (W + n * 4 * f * f + 16 * f * f) / GiB
     return out
 
 
@@ -207,7 +225,8 @@ def render_table(reports: list[dict]) -> str:
     full_layers = {"qwen3-0.6b": 28, "gptj-6b": 28, "qwen3-8b": 36, "tiny": 2}
     lines = ["| shape (layers built) | dtype | params built | RSS after build | value scores: s / 1k neurons (peak MiB) "
              "| full sweep, full depth, 1 prompt (extrapolated) | top-100: s per layer (peak MiB) | covariance: s / 1k tokens "
-             "| PMET 1 layer: cold / warm s (targets, solve) | ACE 2 layers: cold / warm s (targets, solve) | load avg |",
+             "| PMET 1 layer: cold / warm s (targets, solve; process peak MiB) | ACE 2 layers: cold / warm s (targets, solve; "
+             "process peak MiB) | load avg |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in reports:
         m, st = r["model"], r["stages"]
@@ -222,15 +241,22 @@ def render_table(reports: list[dict]) -> str:
             cov = "%.0f" % st["covariance"]["seconds_per_1k_tokens"]
         edits = []
         for method in ("pmet", "ace"):
-            if f"edit_{method}" not in st:
+            if f"edit_{method}_cold" not in st:
                 edits.append("–")
                 continue
-            warm, cold = st[f"edit_{method}"], st[f"edit_{method}_cold"]
+            cold, warm = st[f"edit_{method}_cold"], st.get(f"edit_{method}")  # a row cut short may lack the warm run
+            if warm is None:
+                edits.append("%.0f / – (cold only; %s)" % (cold["seconds"], format(round(cold["process_peak_mib"]), ",")))
+                continue
             t = warm["timings"]
-            edits.append("%.0f / %.0f (%.0f, %.1f)" % (cold["seconds"], warm["seconds"], t.get("targets", 0), t.get("solve", 0)))
-        lines.append("| %s (%d) | %s | %.2f B | %s MiB | %s | %s | %s | %s | %s | %s | %.0f |" % (
-            r["shape"], m["n_layers"], r["dtype"], m["parameters"] / 1e9, format(round(m["rss_mib"]), ","), value, sweep,
-            top, cov, edits[0], edits[1], r["load_average"][0]))
+            peak = warm.get("process_peak_mib")
+            edits.append("%.0f / %.0f (%.0f, %.1f%s)" % (cold["seconds"], warm["seconds"], t.get("targets", 0), t.get("solve", 0),
+                                                       "" if peak is None else "; " + format(round(peak), ",")))
+        stages_run = r.get("stages_run", list(STAGES))
+        label = "" if stages_run == list(STAGES) else " " + "+".join(stages_run)
+        lines.append("| %s (%d)%s | %s | %.2f B | %s MiB | %s | %s | %s | %s | %s | %s | %.0f |" % (
+            r["shape"], m["n_layers"], label, r["dtype"], m["parameters"] / 1e9, format(round(m["rss_mib"]), ","), value,
+            sweep, top, cov, edits[0], edits[1], r["load_average"][0]))
     return "\n".join(lines)
 
 
@@ -246,20 +272,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--edit-steps", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each attribution stage (median)")
     parser.add_argument("--edit-repeat", type=int, default=1, help="runs of each edit (median)")
-    parser.add_argument("--no-edit", action="store_true")
+    parser.add_argument("--no-edit", action="store_true", help="drop the edit stage (same as leaving it out of --stages)")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--edit-methods", nargs="+", default=["pmet", "ace"], choices=["pmet", "ace"])
     parser.add_argument("--force", action="store_true", help="--all: rerun rows whose JSON exists")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of the JSONs in --out-dir")
     parser.add_argument("--out", default=None)
     parser.add_argument("--out-dir", default="results/bench-shapes")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.no_edit:
+        args.stages = [s for s in args.stages if s != "edit"]
+    if "ace" in args.edit_methods and "edit" in args.stages and args.n_layers < 2:
+        parser.error("the ACE edit writes the first and the last layer: give --n-layers 2 or more (or --edit-methods pmet)")
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.table:
-        reports = [json.loads(p.read_text()) for p in sorted(Path(args.out_dir).glob("*.json"))]
+        reports = [json.loads(p.read_text()) for p in sorted(Path(args.out_dir).glob("*.json")) if p.name != "run.json"]
         print(render_table(reports))
         return reports
     if args.all:

@@ -10,6 +10,7 @@ from ace_interp.ablation import (
     query_knockout_experiment,
     sparse_key_ablation,
     value_ablation_experiment,
+    value_ablation_outcomes,
     vocabulary_rank,
 )
 from ace_interp.attribution import target_token_ids
@@ -140,6 +141,35 @@ def test_value_ablation_experiment(tiny_model):
     rnd = frame[frame.condition == "random"].mean_log_prob.mean()
     bl = frame[frame.condition == "baseline"].mean_log_prob.mean()
     assert top < bl and top < rnd
+
+
+def test_value_ablation_outcomes_are_per_prompt_and_aggregate_to_the_experiment(tiny_model):
+    relations = ["a", "b", "a"]
+    rows = value_ablation_outcomes(tiny_model, PROMPTS, TARGETS, relations, fraction=0.05, seeds=(0, 1))
+    assert len(rows) == len(PROMPTS) * 4  # baseline, top, two random sets
+    assert sorted(rows[rows.condition == "top"].prompt) == [0, 1, 2]
+    # a random set's per-prompt outcome is that prompt alone with the same neurons zeroed by hand
+    n_total = tiny_model.cfg.n_layers * tiny_model.cfg.d_mlp
+    count = round(0.05 * n_total)
+    flat = torch.randperm(n_total, generator=torch.Generator().manual_seed(1))[:count]
+    neurons = {}
+    for i in flat.tolist():
+        neurons.setdefault(i // tiny_model.cfg.d_mlp, []).append(i % tiny_model.cfg.d_mlp)
+    with ablate_neurons(tiny_model, neurons):
+        alone = answer_log_probs(tiny_model, [PROMPTS[1]], [TARGETS[1]])
+    row = rows[(rows.condition == "random") & (rows.seed == 1) & (rows.prompt == 1)]
+    assert float(row.log_prob.iloc[0]) == pytest.approx(float(alone.log_prob[0]), abs=1e-5)
+    assert bool(row.correct.iloc[0]) == bool(alone.correct[0])
+    base = answer_log_probs(tiny_model, PROMPTS, TARGETS)
+    baseline_rows = rows[rows.condition == "baseline"].set_index("prompt").sort_index()
+    assert baseline_rows.log_prob.tolist() == pytest.approx(base.log_prob.tolist(), abs=1e-6)
+    # the experiment's table is these rows' means per relation and condition
+    frame = value_ablation_experiment(tiny_model, PROMPTS, TARGETS, relations, fraction=0.05, seeds=(0, 1))
+    again = value_ablation_experiment(tiny_model, PROMPTS, TARGETS, outcomes=rows)
+    assert again.drop(columns="seed").equals(frame.drop(columns="seed"))
+    top_a = rows[(rows.condition == "top") & (rows.relation == "a")]
+    assert float(frame[(frame.relation == "a") & (frame.condition == "top")].mean_log_prob.iloc[0]) == pytest.approx(
+        top_a.log_prob.mean(), abs=1e-6)
 
 
 def test_value_ablation_per_prompt_scope_ablates_each_prompts_own_top_neurons(tiny_model):

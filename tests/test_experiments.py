@@ -69,3 +69,51 @@ def test_paired_table_pairs_the_same_facts_at_the_longest_common_check():
     (row,) = table.query("mode == 'sequential'").to_dict("records")
     assert (row["edits"], row["n"], row["only_a"], row["only_b"]) == (50, 2, 1, 0)
     assert row["difference"] == pytest.approx(0.5)
+
+
+def test_attribution_findings_paired_comparisons_count_discordant_facts():
+    from experiments.attribution_findings import paired_comparisons
+
+    # relation r: 3 facts; top leaves none right; random seed 0 leaves facts 0, 1 right, seed 1 fact 0 only
+    rows = []
+    for prompt in range(3):
+        rows.append(dict(relation="r", condition="top", seed=None, prompt=prompt, log_prob=-10.0 - prompt, correct=False))
+        rows.append(dict(relation="r", condition="random", seed=0, prompt=prompt, log_prob=-1.0, correct=prompt < 2))
+        rows.append(dict(relation="r", condition="random", seed=1, prompt=prompt, log_prob=-12.0 if prompt == 2 else -1.0,
+                         correct=prompt == 0))
+    paired = paired_comparisons(pd.DataFrame(rows))
+    seed0, seed1 = paired["r"]["per_seed"]
+    assert (seed0["only_random"], seed0["only_top"], seed0["p_mcnemar"]) == (2, 0, 0.5)
+    assert (seed1["only_random"], seed1["p_mcnemar"]) == (1, 1.0)
+    assert seed0["difference"] == pytest.approx(2 / 3)
+    assert seed0["difference95"][0] < 2 / 3 < seed0["difference95"][1]
+    # per-fact log p: fact 2 ties under seed 1 (−12 both ways) and drops out of the sign test
+    assert (seed1["log_p_top_lower"], seed1["log_p_top_higher"]) == (2, 0)
+    mean = paired["r"]["mean_random_log_p"]
+    assert (mean["log_p_top_lower"], mean["log_p_top_higher"], mean["n"]) == (3, 0, 3)
+    assert mean["p_sign"] == pytest.approx(0.25)
+    assert paired["all"] == paired["r"]
+
+
+def test_attribution_findings_paired_from_counts_equals_the_per_fact_tests_when_top_leaves_none_right():
+    from experiments.attribution_findings import paired_comparisons, paired_from_counts
+
+    right = {("r", 0): [1, 1, 0], ("r", 1): [1, 0, 0], ("s", 0): [1, 1], ("s", 1): [0, 0]}
+    rows, ablation = [], {}
+    for relation, n in (("r", 3), ("s", 2)):
+        ablation[relation] = {"top": [{"correct": 0, "n": n}], "random": []}
+        for prompt in range(n):
+            rows.append(dict(relation=relation, condition="top", seed=None, prompt=f"{relation}{prompt}", log_prob=-9.0,
+                             correct=False))
+        for seed in (0, 1):
+            ablation[relation]["random"].append({"seed": float(seed), "correct": sum(right[relation, seed]), "n": n})
+            for prompt, ok in enumerate(right[relation, seed]):
+                rows.append(dict(relation=relation, condition="random", seed=seed, prompt=f"{relation}{prompt}",
+                                 log_prob=-1.0, correct=bool(ok)))
+    per_fact = paired_comparisons(pd.DataFrame(rows))
+    counted = paired_from_counts({"ablation": ablation})
+    for relation in ("all", "r", "s"):
+        for a, b in zip(counted[relation]["per_seed"], per_fact[relation]["per_seed"], strict=True):
+            assert {k: a[k] for k in a} == {k: b[k] for k in a}
+    ablation["r"]["top"][0]["correct"] = 1  # then the discordant pairs no longer follow from the counts
+    assert paired_from_counts({"ablation": ablation}) is None

@@ -348,7 +348,7 @@ def _collect(
             # float64 copies of _KEY_ROWS keys at a time: a whole batch (8k tokens × d_mlp 16,384) would be 1 GiB
             for start in range(0, len(keys), _KEY_ROWS):
                 k = keys[start : start + _KEY_ROWS].to(torch.float64)
-                sums[l] += k.T @ k
+                sums[l].addmm_(k.T, k)  # in place: `+= k.T @ k` held a second d_mlp² float64 temporary (2 GiB at 16,384)
             if keep_keys:
                 kept[l].append(keys.to(torch.float32))
         got = int(mask.sum())

@@ -149,11 +149,15 @@ def spread_write(
     """
     if solve is None:
         moments = load_second_moments(bridge, sorted({s.layer for s in steps}), cov)
-        with stage("solve"):
-            factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+        # one layer's float64 factor at a time (8·d_mlp² bytes, 2 GiB at GPT-J's 16,384): factoring every written
+        # layer up front held n of them; a layer met again (not in the released plans) is factored again, same numbers
+        factor_of: dict[int, Tensor] = {}
 
         def solve(layer: int, keys: Tensor, residual: Tensor) -> Tensor:
-            return solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[layer],
+            if layer not in factor_of:
+                factor_of.clear()
+                factor_of[layer] = regularised_cholesky(moments[layer], cov.ridge)
+            return solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factor_of[layer],
                                    min_realised=cov.min_realised)
 
     runner = hf_runner(bridge)

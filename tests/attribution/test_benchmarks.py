@@ -79,3 +79,19 @@ def test_bench_shapes_smoke(tmp_path):
     assert set(stages) == {"value_sample", "top_k", "covariance", "edit_pmet_cold", "edit_pmet", "edit_ace_cold", "edit_ace"}
     assert stages["value_sample"]["neurons"] == 16 and stages["covariance"]["tokens"] == 200
     assert stages["edit_pmet"]["timings"]["solve"] > 0 and stages["edit_ace"]["written_layers"] == 2
+    assert stages["edit_pmet"]["process_peak_mib"] >= report["model"]["rss_mib"] * 0.5
+    assert "| tiny (2) |" in bench_shapes.render_table([report])
+
+
+def test_bench_shapes_runs_only_the_chosen_stages_and_editors(tmp_path):
+    from benchmarks import bench_shapes
+
+    (report,) = bench_shapes.main(["--shape", "tiny", "--n-layers", "2", "--stages", "edit", "--edit-methods", "pmet",
+                                   "--cov-tokens", "200", "--out", str(tmp_path / "tiny.json")])
+    assert set(report["stages"]) == {"edit_pmet_cold", "edit_pmet"}
+    table = bench_shapes.render_table([report])
+    assert "| tiny (2) edit |" in table and "– |" in table
+    del report["stages"]["edit_pmet"]  # a row stopped after the cold edit keeps and shows what it measured
+    assert "/ – (cold only;" in bench_shapes.render_table([report])
+    with pytest.raises(SystemExit):  # ACE writes two layers
+        bench_shapes.parse_args(["--shape", "tiny", "--n-layers", "1", "--stages", "edit"])

@@ -69,3 +69,39 @@ def test_spread_write_with_owners_moves_each_owners_mean_output_to_its_target(ti
         each = outputs_at_subject(bridge, rows, layer, "mlp")
     torch.testing.assert_close(after, z, rtol=1e-3, atol=1e-3 * float(z.norm(dim=-1).max()))
     assert not torch.allclose(each[0], each[1])  # the group's rows differ; only their mean is pinned
+
+
+def test_spread_write_keeps_one_cholesky_factor_alive_and_the_same_updates(tiny_model, tiny_corpus, monkeypatch):
+    """The solve factors one written layer at a time (memory: one float64 d_mlp² factor, not one per layer);
+    the updates equal per-layer solves with each layer's own factor computed up front."""
+    import weakref
+
+    from ace_interp.editing import memit
+    from ace_interp.editing.solver import regularised_cholesky, solve_key_value
+
+    bridge, requests = tiny_model, [FRANCE, SPAIN]
+    cov = CovarianceHParams(corpus=tiny_corpus, n_tokens=400, progress=False)
+    ffn = outputs_at_subject(bridge, requests, LAYERS[-1], "mlp")
+    steps = sqrt_spread_steps(bridge, requests, LAYERS, 1.1 * ffn, LAYERS[-1], "ffn")
+    alive, most_alive = [], [0]
+
+    def counting_cholesky(c, ridge):
+        factor = regularised_cholesky(c, ridge)
+        alive.append(weakref.ref(factor))
+        most_alive[0] = max(most_alive[0], sum(r() is not None for r in alive))
+        return factor
+
+    monkeypatch.setattr(memit, "regularised_cholesky", counting_cholesky)
+    updates = spread_write(bridge, requests, steps, ("",), cov).updates
+    assert len(alive) == len(LAYERS) and most_alive[0] == 1
+    moments = memit.load_second_moments(bridge, list(LAYERS), cov)
+    factors = {l: regularised_cholesky(c, cov.ridge) for l, c in moments.items()}
+
+    def all_factors_up_front(layer, keys, residual):
+        return solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factors[layer],
+                               min_realised=cov.min_realised)
+
+    reference = spread_write(bridge, requests, steps, ("",), cov, solve=all_factors_up_front).updates
+    assert updates.keys() == reference.keys()
+    for key in updates:
+        assert torch.equal(updates[key], reference[key])
