@@ -7,30 +7,20 @@ Presets live as data files, `ace_interp/editing/presets/<method>/<preset>.json`:
   the algorithm settings that make our editors run the release's algorithm (loss, KL position, weight-decay
   exponent, stopping rules, per-request optimisation, key averaging, no ridge), and the rule that scales a
   release to another model's shape (`reference_hparams`; docs/presets.md).
-- `tuned` — this project's defaults (`tuned_hparams`), fitted on the shipped toys and SmolLM2-135M; where they
-  depart from the reference and why is in docs/presets.md and in the comments of `tuned_hparams`.
+- `tuned` — this project's defaults, fitted on the shipped toys and SmolLM2-135M: per size class (GPT-J-6B,
+  Qwen3-8B, ≤ 6 layers, every other model) the fields it sets, layers written as GPT-J indices mapped
+  proportionally to the model's depth (`{"span": [3, 8]}`: layer x ↦ round(x·(L−1)/27)), λ per FFN width
+  (`{"per_d_mlp": 0.9}`: GPT-J's MEMIT ratio 15,000 / 16,384), and next to each departure from the reference a
+  `why` (the measurement and the doc it is in). `hparams_from_size_classes` reads such a file; the one setting
+  that depends on a model's training data rather than its shape (toys that carry a synthetic world's corpus edit
+  the bare prompt only, `if_world_corpus`) is applied there explicitly. docs/presets.md tabulates where the tuned
+  preset departs from the reference.
 
     >>> hp = default_hparams("pmet", bridge, preset="reference")   # doctest: +SKIP
 
 `default_hparams(method, bridge, preset=...)` picks one (default `DEFAULT_PRESET`, "tuned"); overrides
-(`override_hparams`, `--pmet FIELD=VALUE` on the command line) apply on top of either.
-
-The tuned preset, by model shape: for other depths the layer choices are mapped *proportionally* from GPT-J's 28
-layers (layer x ↦ round(x·(L−1)/27)), and λ is scaled with the FFN width (λ/d_mlp ≈ 0.9, GPT-J's MEMIT value
-15,000 / 16,384), because the Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows
-with d_mlp. Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
-(mapped), where its target can still steer the answer from the subject position, and ACE writes its query
-group first, towards that group's own target (the attribution variant with fixed groups); PMET and ACE optimise
-the FFN delta alone (ROME's clamp) and spread it with residual accounting, and ROME, MEMIT, PMET and ACE
-solve with one key row per context prefix (`CovarianceHParams.context_keys="each"`). Models with at most
-6 layers get these settings:
-- target-optimisation settings for their small activation norms;
-- targets optimised through the write;
-- FFN-only PMET/ACE targets;
-- one-layer ACE groups;
-- no context prefixes for synthetic-world toys.
-
-`docs/ace.md` has the measurements behind each rule.
+(`override_hparams`, `--pmet FIELD=VALUE` on the command line) apply on top of either. Another file with
+`size_classes` under `presets/<method>/` is another preset, read the same way.
 """
 
 from __future__ import annotations
@@ -222,6 +212,14 @@ class ACEHParams:
     joint_attention: bool = True  # the PMET backend's attention delta (False: the FFN delta carries it all)
     # as PMETHParams.spread_accounting, per group towards that group's target at its z layer
     spread_accounting: Literal["ffn", "residual"] = "ffn"
+    # ACE's release also writes the attention output projection (GPT-J attn.out_proj, Qwen3 self_attn.o_proj) of
+    # every layer of both groups, towards the joint optimisation's attention target: its GPT-J and Qwen3-8B hparams
+    # name it as `rewrite_module_tmp` and ace_main.py's execute_ace writes [rewrite_module_tmp] +
+    # rewrite_module_tmps (yjywdzh/ACE @c1a425b, ace/edit/ace/ace_main.py; its GPT-NeoX-20B file names the MLP
+    # only). Per layer: W_O first, then W_out, both keys read before either write; W_O's keys are the heads'
+    # concatenated outputs, with their own statistics C over the same corpus and the same λ. Needs the
+    # release's layout (variant "ace-paper", joint_attention, "ffn" accounting); off by default (docs/ace.md).
+    write_attention: bool = False
     # The implicit-subject write (off when empty): layers written so that noun phrases reaching the edited
     # subject through another entity ("dmitri costa 's birthplace" for marrakesh; `ace.ImplicitSubject`)
     # retrieve the new fact. One key per edit, averaged over its phrases; PMET's target at the last of these
