@@ -1,15 +1,20 @@
 """Reference preset vs tuned preset, per method, on the same single edits (issue #23, item 7).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.preset_table \
-        --models toy-gptj toy-qwen3 --n 100 --out results/preset-table
+        --models toy-gptj toy-qwen3 smollm2-135m --n 100 --chunk 5 5 2 --until 01:05 --out results/preset-table/run
 
-For each model: `--n` one-edit MQuAKE cases of the model's own case set (drawn with `--seed`), each edited alone and
-undone (`evaluation.protocol.evaluate`), once with `preset="reference"` and once with `preset="tuned"`, for every
-method. Writes, after every (model, method, preset), `per_case.csv` and `table.md` (each cell a Wilson 95% interval
-with its n; reference vs tuned paired per case: exact McNemar p and Newcombe's interval of the difference), and
-`run.json` (provenance). Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all its edited hops'
-paraphrases answer the new object. Specificity: its cell pools every known neighbourhood fact checked (n = facts);
-its paired test counts a case if all of its facts kept their answer.
+For each model: `--n` one-edit MQuAKE cases of the model's own case set (drawn with `--seed`; toys: the world's
+cases, SmolLM2: assets/real_facts/smollm2_known.json), each edited alone and undone (`evaluation.protocol`'s
+per-case protocol: the unedited model's answers and the specificity facts are drawn once over all n cases), once
+with `preset="reference"` and once with `preset="tuned"`, for every method. The cases are run in rounds of
+`--chunk` cases per model (every model, method and preset in each round), so a run stopped by `--until` (no round
+is started that the previous round's duration says would end after that UTC time) has every (model, method) on
+the same first cases of its sample under both presets. Writes, after every round, `per_case.csv` and `table.md`
+(each cell a Wilson 95% interval with its n; reference vs tuned paired per case on the cases both ran: exact
+McNemar p and Newcombe's interval of the difference), and `run.json` (provenance; `n_cases_per_model`: how many
+of the sampled cases each model reached). Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all
+its edited hops' paraphrases answer the new object. Specificity: its cell pools every known neighbourhood fact
+checked (n = facts); its paired test counts a case if all of its facts kept their answer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import logging
 import random
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +31,7 @@ import pandas as pd
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams
 from ace_interp.evaluation.hops import hop_prompts_for
-from ace_interp.evaluation.protocol import evaluate, style_for
+from ace_interp.evaluation.protocol import Asking, evaluate_case, style_for, unedited_answers
 from ace_interp.evaluation.stats import paired_test, wilson_interval
 from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
@@ -56,8 +62,9 @@ def table(per_case: pd.DataFrame) -> pd.DataFrame:
         by_preset = {p: g.sort_values("case_id").reset_index(drop=True) for p, g in group.groupby("preset")}
         if set(by_preset) != set(PRESETS):
             continue
-        ref, tuned = by_preset["reference"], by_preset["tuned"]
-        if list(ref.case_id) != list(tuned.case_id):
+        common = set(by_preset["reference"].case_id) & set(by_preset["tuned"].case_id)
+        ref, tuned = (by_preset[p][by_preset[p].case_id.isin(common)].reset_index(drop=True) for p in PRESETS)
+        if not common:
             continue
         for preset, g in (("reference", ref), ("tuned", tuned)):
             row = {"model": model, "method": method, "preset": preset}
@@ -83,7 +90,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["toy-gptj", "toy-qwen3"])
     parser.add_argument("--methods", nargs="+", default=["rome", "memit", "pmet", "ace"])
-    parser.add_argument("--n", type=int, default=100, help="one-edit cases per model")
+    parser.add_argument("--skip", nargs="*", default=[], help="MODEL/METHOD pairs not to run (e.g. toy-gptj/pmet)")
+    parser.add_argument("--n", type=int, default=100, help="one-edit cases per model (the most; see --until)")
+    parser.add_argument("--chunk", type=int, nargs="+", default=[100],
+                        help="cases per model per round (one number, or one per model)")
+    parser.add_argument("--until", default=None,
+                        help="UTC time HH:MM: start no round that the previous one's duration says would end later")
     parser.add_argument("--n-specificity", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/preset-table")
@@ -91,32 +103,53 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    deadline = None
+    if args.until:
+        hour, minute = (int(x) for x in args.until.split(":"))
+        now = datetime.now(timezone.utc)
+        deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        deadline += timedelta(days=1) if deadline < now else timedelta()
+    chunks = dict(zip(args.models, args.chunk * len(args.models) if len(args.chunk) == 1 else args.chunk, strict=True))
     start = time.perf_counter()
-    frames, hparams, case_files = [], {}, {}
-    for model in args.models:
+    frames, hparams, case_files, runs = [], {}, {}, {}
+    for model in args.models:  # each model's cases, hop prompts and unedited answers, computed once over all n cases
         bridge = load_model(model, device="cpu")
         cases_path, cases = cases_for(model, args.n, args.seed)
         case_files[model] = str(cases_path)
-        hops = hop_prompts_for(bridge, cases_path)
+        asking = Asking("direct", style_for(model), False)
+        runs[model] = (bridge, cases, hop_prompts_for(bridge, cases_path), asking,
+                       unedited_answers(bridge, cases, [asking], args.n_specificity, args.seed))
         for method in args.methods:
             for preset in PRESETS:
-                hp = default_hparams(method, bridge, preset)
-                hparams[f"{model}/{method}/{preset}"] = hp
-                t = time.perf_counter()
-                result = evaluate(bridge, cases, [method], style_for(model), n_specificity=args.n_specificity,
-                                  hparams={method: hp}, hop_prompts=hops, seed=args.seed, progress=False)
-                frames.append(result.per_case.assign(model=model, preset=preset))
-                log.info("%s %s %s: %d cases in %.0f s", model, method, preset, len(cases), time.perf_counter() - t)
-                per_case = pd.concat(frames, ignore_index=True)
-                per_case.to_csv(out / "per_case.csv", index=False)
-                summary = table(per_case)
-                (out / "table.md").write_text(summary.to_markdown(index=False) + "\n" if len(summary) else "")
-                write_run_json(out, preset=list(PRESETS), hparams=hparams, case_file=cases_path, seeds=[args.seed],
-                               wall_s=time.perf_counter() - start, models=args.models, case_files=case_files,
-                               n_cases_per_model=args.n, complete=False)
-    write_run_json(out, preset=list(PRESETS), hparams=hparams, case_file=cases_path, seeds=[args.seed],
-                   wall_s=time.perf_counter() - start, models=args.models, case_files=case_files,
-                   n_cases_per_model=args.n, complete=True)
+                hparams[f"{model}/{method}/{preset}"] = default_hparams(method, bridge, preset)
+    done = dict.fromkeys(args.models, 0)
+    complete = False
+    while not complete:
+        round_start = time.perf_counter()
+        for model in args.models:
+            bridge, cases, hops, asking, unedited = runs[model]
+            chunk = cases[done[model]: done[model] + chunks[model]]
+            for method in (m for m in args.methods if f"{model}/{m}" not in args.skip):
+                for preset in PRESETS:
+                    hp, t = hparams[f"{model}/{method}/{preset}"], time.perf_counter()
+                    rows = [{**r, "method": method} for case in chunk if unedited.known[asking.label][case.case_id]
+                            for r in evaluate_case(bridge, case, method, asking.style, unedited.specificity[case.case_id],
+                                                   hp, hop_prompts=hops, askings=[asking])]
+                    frames.append(pd.DataFrame(rows).assign(model=model, preset=preset))
+                    log.info("%s %s %s: cases %d-%d in %.0f s", model, method, preset, done[model],
+                             done[model] + len(chunk), time.perf_counter() - t)
+            done[model] += len(chunk)
+        complete = all(done[m] >= len(runs[m][1]) for m in args.models)
+        if deadline is not None and not complete:
+            complete = datetime.now(timezone.utc) + timedelta(seconds=time.perf_counter() - round_start) > deadline
+        per_case = pd.concat(frames, ignore_index=True)
+        per_case.to_csv(out / "per_case.csv", index=False)
+        summary = table(per_case)
+        (out / "table.md").write_text(summary.to_markdown(index=False) + "\n" if len(summary) else "")
+        write_run_json(out, preset=list(PRESETS), hparams=hparams, case_file=list(case_files.values())[-1],
+                       seeds=[args.seed], wall_s=time.perf_counter() - start, models=args.models, case_files=case_files,
+                       n_cases_per_model=done, skipped=args.skip, until=args.until,
+                       complete=all(done[m] >= len(runs[m][1]) for m in args.models))
     print(table(pd.concat(frames, ignore_index=True)).to_markdown(index=False))
     return 0
 

@@ -117,3 +117,19 @@ def test_attribution_findings_paired_from_counts_equals_the_per_fact_tests_when_
             assert {k: a[k] for k in a} == {k: b[k] for k in a}
     ablation["r"]["top"][0]["correct"] = 1  # then the discordant pairs no longer follow from the counts
     assert paired_from_counts({"ablation": ablation}) is None
+
+
+def test_preset_table_pairs_each_method_on_the_cases_both_presets_ran():
+    """A time-boxed run can stop between the presets of a round: the paired rows use the cases both ran."""
+    from experiments.preset_table import table
+
+    rows = []
+    for preset, cases, efficacy in (("reference", [1, 2, 3, 4], [0, 0, 1, 0]), ("tuned", [1, 2, 3], [1, 1, 1])):
+        rows += [{"model": "m", "method": "rome", "preset": preset, "case_id": c, "efficacy": float(e),
+                  "paraphrase": float(e), "multi_hop": 0.0, "specificity": 1.0, "n_specificity": 2, "edit_seconds": 1.0}
+                 for c, e in zip(cases, efficacy)]
+    out = table(pd.DataFrame(rows)).set_index("preset")
+    assert out.loc["reference", "efficacy"].startswith("33% [") and out.loc["reference", "efficacy"].endswith("(n=3)")
+    assert out.loc["tuned", "efficacy"].startswith("100% [")
+    assert out.loc["reference − tuned", "efficacy"].startswith("-67 pts")
+    assert out.loc["reference", "specificity (facts)"].endswith("(n=6)")

@@ -1,7 +1,10 @@
 """ACE: attribution-controlled knowledge editing, over the PMET backend (docs/ace.md has the derivation).
 
 Two layer groups. The *value* group holds the neurons that write the fact's answer; the *query* group holds
-shallower neurons that activate them. Both are written only in W_out (attention stays unchanged).
+shallower neurons that activate them. Both are written in W_out; with `write_attention` (the release's layout,
+`variant="ace-paper"` only) each of their layers' attention output projection W_O is written too, towards the
+joint optimisation's attention target z_attn = A^{V_max} + δ_attn:
+    per layer l (W_O first):  R = (z_attn − A^{V_max}(current)) / sqrt(|G| − j),  ΔW_O^l = solve(K_attn^l, R, C_attn^l, λ)
 
 variant "ace-paper" (the authors' released implementation):
     z = F^{V_max} + δ_ffn from PMET's joint optimisation at the last value layer V_max
@@ -210,9 +213,14 @@ def _query_value_updates(
         raise ValueError("ACE needs at least one value layer")
     if hp.value_target_after_query and query and max(query) >= min(value):
         raise ValueError(f"value_target_after_query needs the query layers {query} below the value layers {value}")
+    if hp.write_attention and not (hp.variant == "ace-paper" and hp.joint_attention and hp.spread_accounting == "ffn"
+                                   and not hp.value_target_after_query):
+        raise ValueError("write_attention is the release's layout: it needs variant='ace-paper', joint_attention=True, "
+                         "spread_accounting='ffn' and value_target_after_query=False")
     z_layer = value[-1]
     through = hp.target.through_write
     info = {"query_layers": query, "value_layers": value, "z_layer": z_layer, "ranking": ranking}
+    attention_target = {}
 
     def value_target(label: str):
         """PMET's target at the last value layer, on the model as it is now (with any temporary write)."""
@@ -222,6 +230,7 @@ def _query_value_updates(
         info.setdefault("target_prob", result.target_prob)
         info.setdefault("target_losses", result.losses)
         info[label] = result.target_prob
+        attention_target["attn"] = result.targets.get("attn")
         return result.targets["mlp"]
 
     def query_target(hop_rows):
@@ -256,7 +265,10 @@ def _query_value_updates(
         groups = sorted([(query, hp.query_weight), (value, 1.0)], key=lambda g: min(g[0]) if g[0] else 0)
         for layers, scale in groups:
             if layers and scale > 0:
-                steps += group_steps(layers, z, z_layer, scale)
+                ffn = group_steps(layers, z, z_layer, scale)
+                if hp.write_attention:  # per layer, W_O towards z_attn before W_out (the release's order)
+                    ffn = [s for f in ffn for s in (replace(f, z=attention_target["attn"], site="attn", writes="W_O"), f)]
+                steps += ffn
         return _merge(spread_write(bridge, requests, steps, contexts, hp.covariance), info)
 
     hop_rows = hop_prompts_as_requests(requests, hops) if query_writes else []

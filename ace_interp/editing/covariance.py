@@ -183,10 +183,24 @@ def stats_dir(bridge: TransformerBridge, corpus: TextCorpus) -> Path:
     return cache_dir() / "stats" / _safe(source) / corpus.cache_id
 
 
-def stats_path(bridge: TransformerBridge, corpus: TextCorpus, layer: int, n_tokens: int, seq_len: int) -> Path:
-    """The cache file of C^layer over `corpus` with `n_tokens` samples in windows of `seq_len` tokens."""
+def stats_path(
+    bridge: TransformerBridge, corpus: TextCorpus, layer: int, n_tokens: int, seq_len: int, site: str = "mlp"
+) -> Path:
+    """The cache file of C^layer over `corpus` with `n_tokens` samples in windows of `seq_len` tokens (site "attn":
+    the statistics of the attention output projection's inputs, a file of its own)."""
     digest = model_id(bridge, up_to_layer=layer).rsplit("-", 1)[1]
-    return stats_dir(bridge, corpus) / f"layer{layer}_n{n_tokens}_len{seq_len}_w{digest}.pt"
+    prefix = "" if site == "mlp" else f"{site}_"
+    return stats_dir(bridge, corpus) / f"{prefix}layer{layer}_n{n_tokens}_len{seq_len}_w{digest}.pt"
+
+
+def key_module(runner, layer: int, site: str):
+    """The module whose input is the key at `layer`: the FFN's down-projection (site "mlp", W_out) or the
+    attention output projection (site "attn", W_O; ACE's release writes it too)."""
+    if site == "mlp":
+        return runner.down_proj[layer]
+    if site == "attn":
+        return runner.attention_output(layer)
+    raise ValueError(f"unknown key site {site!r}; expected 'mlp' or 'attn'")
 
 
 def _context_limit(bridge: TransformerBridge, seq_len: int) -> int:
@@ -303,12 +317,14 @@ def _collect(
     batch_size: int,
     progress: bool,
     keep_keys: bool = False,
+    site: str = "mlp",
 ) -> tuple[dict[int, Tensor], int, dict[int, list[Tensor]]]:
     """Σ k kᵀ (float64) per layer over up to n_tokens corpus tokens; optionally the keys themselves."""
     runner = hf_runner(bridge)
     tok = bridge.tokenizer
     excluded = {t for t in (tok.bos_token_id, tok.pad_token_id) if t is not None}
-    d = bridge.cfg.d_mlp
+    modules = {l: key_module(runner, l, site) for l in layers}
+    d = bridge.cfg.d_mlp if site == "mlp" else modules[layers[0]].in_features
     device = bridge.cfg.device
     sums = {l: torch.zeros(d, d, dtype=torch.float64, device=device) for l in layers}
     kept: dict[int, list[Tensor]] = {l: [] for l in layers}
@@ -340,9 +356,9 @@ def _collect(
         mask[idx] = True
         mask = mask.reshape(len(batch), width).to(device)
         stores: dict[int, list] = {l: [] for l in layers}
-        factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
+        factories = [lambda l=l: capture_input(modules[l], stores[l]) for l in layers]
         with torch.no_grad(), hooks(*factories):
-            run_until(runner, tokens.to(device), runner.down_proj[max(layers)])  # nothing above is needed
+            run_until(runner, tokens.to(device), modules[max(layers)])  # nothing above is needed
         for l in layers:
             keys = stores[l][0][mask]
             # float64 copies of _KEY_ROWS keys at a time: a whole batch (8k tokens × d_mlp 16,384) would be 1 GiB
@@ -372,25 +388,27 @@ def second_moments(
     batch_size: int = 64,
     progress: bool = True,
     use_cache: bool = True,
-) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
-    """C^l = E[k kᵀ] for each layer (float32), from the disk cache or one pass over the corpus.
+    site: str = "mlp",
+) -> dict[int, Float[Tensor, "d_key d_key"]]:
+    """C^l = E[k kᵀ] for each layer (float32), from the disk cache or one pass over the corpus; k is the
+    down-projection's input (site "mlp", d_key = d_mlp) or the attention output projection's (site "attn").
 
     `corpus=None` uses `default_corpus` (the world's corpus for toy models, else model-sampled text).
     """
     layers = sorted({check_layer(bridge, l) for l in layers})
     if corpus is None:
         corpus = default_corpus(bridge, n_tokens=n_tokens, progress=progress)
-    paths = {l: stats_path(bridge, corpus, l, n_tokens, seq_len) for l in layers}
+    paths = {l: stats_path(bridge, corpus, l, n_tokens, seq_len, site) for l in layers}
     if not use_cache:
         log.info(collection_estimate(bridge, layers, n_tokens, batch_size, seq_len))
-        sums, seen, _ = _collect(bridge, layers, corpus, n_tokens, seq_len, batch_size, progress)
+        sums, seen, _ = _collect(bridge, layers, corpus, n_tokens, seq_len, batch_size, progress, site=site)
         return {l: (sums[l] / seen).to(torch.float32) for l in layers}
     # one lock for the set of layers (by the first file's name): concurrent first use computes once
     with file_lock(paths[layers[0]]):
         missing = [l for l in layers if not paths[l].exists()]
         if missing:
             log.info(collection_estimate(bridge, missing, n_tokens, batch_size, seq_len))
-            sums, seen, _ = _collect(bridge, missing, corpus, n_tokens, seq_len, batch_size, progress)
+            sums, seen, _ = _collect(bridge, missing, corpus, n_tokens, seq_len, batch_size, progress, site=site)
             for l in missing:
                 mom2 = (sums[l] / seen).to(torch.float32)
                 with atomic_path(paths[l]) as tmp:
@@ -412,9 +430,10 @@ def _load_moment(path: Path, device) -> Float[Tensor, "d_mlp d_mlp"]:
 
 
 def corpus_keys(
-    bridge: TransformerBridge, layer: int, corpus: TextCorpus, n_tokens: int = 1000, seq_len: int = 128
-) -> Float[Tensor, "n d_mlp"]:
+    bridge: TransformerBridge, layer: int, corpus: TextCorpus, n_tokens: int = 1000, seq_len: int = 128,
+    site: str = "mlp",
+) -> Float[Tensor, "n d_key"]:
     """The keys themselves at `layer` for the first n_tokens corpus tokens (tests and diagnostics)."""
     layer = check_layer(bridge, layer)
-    _, _, kept = _collect(bridge, [layer], corpus, n_tokens, seq_len, 8, progress=False, keep_keys=True)
+    _, _, kept = _collect(bridge, [layer], corpus, n_tokens, seq_len, 8, progress=False, keep_keys=True, site=site)
     return torch.cat(kept[layer])

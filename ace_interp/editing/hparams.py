@@ -7,30 +7,20 @@ Presets live as data files, `ace_interp/editing/presets/<method>/<preset>.json`:
   the algorithm settings that make our editors run the release's algorithm (loss, KL position, weight-decay
   exponent, stopping rules, per-request optimisation, key averaging, no ridge), and the rule that scales a
   release to another model's shape (`reference_hparams`; docs/presets.md).
-- `tuned` — this project's defaults (`tuned_hparams`), fitted on the shipped toys and SmolLM2-135M; where they
-  depart from the reference and why is in docs/presets.md and in the comments of `tuned_hparams`.
+- `tuned` — this project's defaults, fitted on the shipped toys and SmolLM2-135M: per size class (GPT-J-6B,
+  Qwen3-8B, ≤ 6 layers, every other model) the fields it sets, layers written as GPT-J indices mapped
+  proportionally to the model's depth (`{"span": [3, 8]}`: layer x ↦ round(x·(L−1)/27)), λ per FFN width
+  (`{"per_d_mlp": 0.9}`: GPT-J's MEMIT ratio 15,000 / 16,384), and next to each departure from the reference a
+  `why` (the measurement and the doc it is in). `hparams_from_size_classes` reads such a file; the one setting
+  that depends on a model's training data rather than its shape (toys that carry a synthetic world's corpus edit
+  the bare prompt only, `if_world_corpus`) is applied there explicitly. docs/presets.md tabulates where the tuned
+  preset departs from the reference.
 
     >>> hp = default_hparams("pmet", bridge, preset="reference")   # doctest: +SKIP
 
 `default_hparams(method, bridge, preset=...)` picks one (default `DEFAULT_PRESET`, "tuned"); overrides
-(`override_hparams`, `--pmet FIELD=VALUE` on the command line) apply on top of either.
-
-The tuned preset, by model shape: for other depths the layer choices are mapped *proportionally* from GPT-J's 28
-layers (layer x ↦ round(x·(L−1)/27)), and λ is scaled with the FFN width (λ/d_mlp ≈ 0.9, GPT-J's MEMIT value
-15,000 / 16,384), because the Mahalanobis norm kᵀC⁻¹k an edited key has — the quantity λ competes with — grows
-with d_mlp. Qwen3-8B carries ACE's released groups. Elsewhere, ACE's value group ends at SmolLM2's layer 20 of 30
-(mapped), where its target can still steer the answer from the subject position, and ACE writes its query
-group first, towards that group's own target (the attribution variant with fixed groups); PMET and ACE optimise
-the FFN delta alone (ROME's clamp) and spread it with residual accounting, and ROME, MEMIT, PMET and ACE
-solve with one key row per context prefix (`CovarianceHParams.context_keys="each"`). Models with at most
-6 layers get these settings:
-- target-optimisation settings for their small activation norms;
-- targets optimised through the write;
-- FFN-only PMET/ACE targets;
-- one-layer ACE groups;
-- no context prefixes for synthetic-world toys.
-
-`docs/ace.md` has the measurements behind each rule.
+(`override_hparams`, `--pmet FIELD=VALUE` on the command line) apply on top of either. Another file with
+`size_classes` under `presets/<method>/` is another preset, read the same way.
 """
 
 from __future__ import annotations
@@ -222,6 +212,14 @@ class ACEHParams:
     joint_attention: bool = True  # the PMET backend's attention delta (False: the FFN delta carries it all)
     # as PMETHParams.spread_accounting, per group towards that group's target at its z layer
     spread_accounting: Literal["ffn", "residual"] = "ffn"
+    # ACE's release also writes the attention output projection (GPT-J attn.out_proj, Qwen3 self_attn.o_proj) of
+    # every layer of both groups, towards the joint optimisation's attention target: its GPT-J and Qwen3-8B hparams
+    # name it as `rewrite_module_tmp` and ace_main.py's execute_ace writes [rewrite_module_tmp] +
+    # rewrite_module_tmps (yjywdzh/ACE @c1a425b, ace/edit/ace/ace_main.py; its GPT-NeoX-20B file names the MLP
+    # only). Per layer: W_O first, then W_out, both keys read before either write; W_O's keys are the heads'
+    # concatenated outputs, with their own statistics C over the same corpus and the same λ. Needs the
+    # release's layout (variant "ace-paper", joint_attention, "ffn" accounting); off by default (docs/ace.md).
+    write_attention: bool = False
     # The implicit-subject write (off when empty): layers written so that noun phrases reaching the edited
     # subject through another entity ("dmitri costa 's birthplace" for marrakesh; `ace.ImplicitSubject`)
     # retrieve the new fact. One key per edit, averaged over its phrases; PMET's target at the last of these
@@ -237,16 +235,6 @@ HParams = FTHParams | ROMEHParams | MEMITHParams | PMETHParams | ACEHParams
 # ----------------------------------------------------------------------------- per-architecture defaults
 
 
-def _map(layer: int, n_layers: int) -> int:
-    """GPT-J layer index mapped proportionally onto a model with n_layers layers."""
-    return round(layer * (n_layers - 1) / 27)
-
-
-def _span(a: int, b: int, n_layers: int) -> tuple[int, ...]:
-    lo, hi = _map(a, n_layers), _map(b, n_layers)
-    return tuple(range(lo, max(hi, lo) + 1))
-
-
 def default_hparams(method: str, bridge: TransformerBridge, preset: str | None = None, **overrides) -> HParams:
     """`method`'s hyper-parameters for this model under `preset` (default `DEFAULT_PRESET`): overrides replace
     fields, dotted names reach nested ones (`default_hparams("ace", bridge, **{"target.v_lr": 0.1})`,
@@ -258,164 +246,103 @@ def default_hparams(method: str, bridge: TransformerBridge, preset: str | None =
     if method not in METHODS:
         raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
     preset = DEFAULT_PRESET if preset is None else preset
-    rule = load_preset(method, preset).get("rule")
+    doc = load_preset(method, preset)
     if preset == "reference":
         hp = reference_hparams(method, bridge)
-    elif rule == "tuned_hparams":
-        hp = tuned_hparams(method, bridge)
+    elif "size_classes" in doc:
+        hp = hparams_from_size_classes(method, doc, model_spec(bridge), world_corpus_path(bridge) is not None)
     else:
-        raise ValueError(f"preset {preset!r} of {method} names no known rule ({rule!r})")
+        raise ValueError(f"preset {preset!r} of {method} has neither a released configuration nor size_classes")
     return override_hparams(hp, **overrides)
 
 
 def tuned_hparams(method: str, bridge: TransformerBridge) -> HParams:
-    """The tuned preset: this project's defaults for `method` on this model's architecture (module docstring)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
-    spec = model_spec(bridge)
-    n, d_mlp = spec.n_layers, spec.d_mlp
-    is_gptj_6b = spec.architecture == "GPTJForCausalLM" and n == 28
-    is_qwen3_8b = spec.architecture == "Qwen3ForCausalLM" and n == 36
-    small = n <= 6  # tiny test models and the synthetic-world toy models
+    """The tuned preset (`presets/<method>/tuned.json`) for this model: `default_hparams(method, bridge, "tuned")`."""
+    return default_hparams(method, bridge, "tuned")
 
-    # λ competes with the edited keys' Mahalanobis norm kᵀC⁻¹k (≈ d_mlp for keys typical of the corpus).
-    # Models with ≤ 6 layers get a one-layer MEMIT/PMET range, so nothing later in the spread makes up
-    # for what λ holds back: λ = 0.04·d_mlp there (toy sweep, docs/ace.md: MEMIT and PMET efficacy have
-    # saturated by λ ≈ 20 on d_mlp = 512); larger models keep GPT-J's λ/d_mlp ≈ 0.9.
-    cov_weight = 15_000.0 if is_gptj_6b else (0.04 if small else 0.9) * d_mlp
-    n_tokens = 100_000 if n >= 28 and d_mlp >= 8192 else (2_000 if small else 5_000)
-    paper_model = is_gptj_6b or is_qwen3_8b
-    adapted = not (small or paper_model)
-    # Away from the paper's two models every closed-form editor solves with one key row per context
-    # prefix: on SmolLM2 a subject that opens the prompt has a bare-prompt key unlike its prefixed ones
-    # (cosine 0.04–0.4), and the averaged key's write reached ≈ 0.01–0.2 of it. SmolLM2 main table (2 seeds):
-    # greedy efficacy ROME 86 → 92%, MEMIT 91 → 95%, PMET 89 → 95%, ACE 75 → 83%; the price is bleeding
-    # between prompt-opening subjects of one relation (one specificity fact: ROME 91 → 86%, PMET 93 → 88%;
-    # none of 30 facts in a batch of 10). docs/ace.md, "Keys per context".
-    # ...and every key row realises at least half of its residual (λ_j = q_j = k_jᵀC⁻¹k_j where λ would hold back
-    # more). On SmolLM2 the subjects that MEMIT, PMET and ACE missed ("China", "Chicago", "Mexico City") are common
-    # tokens whose keys are typical corpus keys (q ≈ 30–220 against λ = 1,382); with λ the write realised 0.11 of δ.
-    # SmolLM2 seeds 2 and 0, greedy efficacy PMET 70 → 100% / 90 → 95%, MEMIT 70 → 90 / 90 → 95%, ACE 70 → 100 /
-    # 90 → 95%, for specificity 100 → 92 / 97 → 91% (PMET) and 100 → 87 / 100 → 88% (ACE). ROME solves at λ = 0,
-    # where the floor does nothing. The SmolLM2 main table (2 seeds) then: efficacy MEMIT / PMET / ACE 95 → 98%,
-    # specificity 86 → 88 / 88 → 84 / 100 → 94%. docs/ace.md, "A floor on the realised share".
-    covariance = CovarianceHParams(cov_weight=cov_weight, n_tokens=n_tokens, context_keys="each" if adapted else "mean",
-                                   min_realised=0.5 if adapted else 0.0)
-    # PMET: 4/3 of MEMIT's λ (20,000 on GPT-J-6B). Our choice, not the release's: the PMET release's GPT-J file has
-    # 6,000 (presets/pmet/reference.json), 0.4 of MEMIT's 15,000
-    pmet_covariance = replace(covariance, cov_weight=cov_weight * 4 / 3)
-    # Small models (tiny random test models, synthetic-world toys) have activations of norm ~0.01–1; the
-    # reference decay ‖δ‖/‖z_0‖^p and clamp c·‖z_0‖ were tuned for GPT-J-sized norms and would freeze δ.
-    # lr 0.5 / ≤ 100 steps (early stop at NLL < 0.05): at lr 0.1 / 40 steps the toy targets stopped at
-    # p(new) ≈ 0.4–0.7 (docs/ace.md, "Toy models").
-    small_target = dict(v_weight_decay=1e-3, decay_power=1, clamp_norm_factor=1000.0, v_lr=0.5, v_num_grad_steps=100)
-    # A synthetic-world toy was trained on one fact per sequence: any context prefix is out of its
-    # distribution (sampled ones read "dmitri rosa euro 's euro . north-america 's pound ."), and with 5 of
-    # them the toy targets reached p(new) 0.02–0.6 instead of 0.9–1.0. Such models edit the bare prompt only.
-    if world_corpus_path(bridge) is not None:
-        small_target["n_context"] = 0
-    # ...and are optimised through the write: in a 6-layer toy the last position's keys overlap the
-    # subject's (attention copies the name there early), so a write moved the final position's FFN output
-    # by up to half the subject's shift and undid 2 of 10 ROME edits whose targets had reached p ≈ 0.95.
-    small_target["through_write"] = True
 
-    pmet_target = (
-        TargetHParams(**small_target)
-        if small
-        # the PMET release's lr, steps and clamp; NOT its decay exponent (the release divides by ‖h0‖², power 2) nor
-        # its KL (weight 1, at the subject's last token: here 0.0625 at the prompt's last token); docs/presets.md
-        else TargetHParams(v_lr=0.2, decay_power=1, clamp_norm_factor=0.75, v_num_grad_steps=30)
-    )
-    # Away from the paper's two models (and above 6 layers) PMET and ACE optimise the FFN delta alone with
-    # ROME's clamp (4·‖z_0‖), a smaller decay (0.05) and lr 0.5, and spread it with residual accounting.
-    # On SmolLM2 the reference wrote p(new) 0.00–0.02 for targets optimised to 0.95: the attention delta is
-    # never written, and the FFN delta alone stays at p(new) ≤ 0.19 under clamp 0.75. With these settings the
-    # written model matches the optimisation (5 of 6 rewrites within 0.03) and, on 12 one-edit cases,
-    # efficacy rose from 8 to 11 of 12 (`python -m benchmarks.smollm2_write_misses`; docs/ace.md).
-    adapted_target = replace(pmet_target, v_weight_decay=0.05, clamp_norm_factor=4.0, v_lr=0.5)
-    # MQuAKE cases chain their edits: edit k+1's subject is edit k's new answer. Written at the subject's last
-    # token, edit k+1 also moves what follows that token, and the edited model can derail in the middle of edit
-    # k's answer (SmolLM2, ROME: "Bucharest is the capital of" → " Denmark-Loraima"). ROME and ACE get a KL term
-    # at the subject's position of "{s} is a". SmolLM2 main table, greedy efficacy: ROME 92 → 95%, ACE 83 → 86%,
-    # nothing else changed. The same term cost MEMIT and PMET one case (95 → 92%: " Alexandre Dumascer"), so
-    # they keep only the last-token KL (docs/ace.md, "Chained edits"; results/smollm2-subject-kl). (This subject-
-    # position term is in fact the references' KL term; see `TargetHParams.subject_kl_factor`.)
-    subject_kl = {"subject_kl_factor": 0.5} if adapted else {}
-    if method == "ft":
-        hp = FTHParams(layer=_map(21, n), lr=5e-4 if not small else 0.1, norm_constraint=5e-5 if not small else 0.5)
-    elif method == "rome":
-        hp = ROMEHParams(
-            layer=_map(5, n),
-            target=(TargetHParams(**small_target) if small
-                    else TargetHParams(v_num_grad_steps=20, clamp_norm_factor=4.0, **subject_kl)),
-            covariance=covariance,
-        )
-    elif method == "memit":
-        hp = MEMITHParams(
-            layers=_span(3, 8, n),
-            target=TargetHParams(**small_target) if small else TargetHParams(),
-            covariance=covariance,
-        )
-    elif method == "pmet":
-        hp = PMETHParams(
-            layers=_span(3, 8, n),
-            target=adapted_target if adapted else pmet_target,
-            covariance=pmet_covariance,
-            # on the toys the never-written attention delta carried most of the shift: with it PMET
-            # realised 2–4 of 10 targets, without it 10 of 10 (docs/ace.md, "Toy models")
-            joint_attention=paper_model,
-            spread_accounting="residual" if adapted else "ffn",
-        )
-    else:
-        if is_qwen3_8b:
-            query, value = (25, 26, 27), (28, 29, 30, 31, 32)
-        elif is_gptj_6b:
-            query, value = tuple(range(3, 9)), (23, 24, 25)
-        else:
-            # GPT-J's query group mapped; the value group ends at SmolLM2's layer 20 of 30, mapped: deeper,
-            # the target z at the subject's last token no longer reaches the answer (SmolLM2, 5 rewrites,
-            # FFN-only z: p(new) ≥ 0.91 for all five at layer 20, 0.56–0.96 at 24, ≤ 0.42 at 27, the
-            # proportional map of GPT-J's 23–25; docs/ace.md, "ACE on SmolLM2")
-            end = round(20 * (n - 1) / 29)
-            query, value = _span(3, 8, n), tuple(range(max(0, end - 2), end + 1))
-        variant = "ace-paper"
-        if small:
-            # One value layer (ROME's, mapped) and the layers below it as the query group, each written
-            # towards its own target (the attribution variant with fixed groups): on the toys a multi-layer
-            # spread, or one shared z that the query group writes first, realised the target for 5–8 of
-            # 10 edits; single-layer groups optimised through their write realised 10 of 10 (docs/ace.md).
-            value_layer = min(max(1, _map(5, n)), n - 1)  # at least one query layer below it if n > 1
-            query, value, variant = tuple(range(value_layer)), (value_layer,), "attribution"
-        elif adapted:
-            # The query group's own target (PMET's, at its last layer, plus the hop prompts the caller gives),
-            # written first; the value target then optimised on top of it. SmolLM2, the 39 one-edit cases
-            # that edit the questions' own subject: multi-hop 33% (the release's shared z) → 56%, PMET 49%;
-            # the main table's 20 cases: efficacy 95% and multi-hop 5% either way, paraphrase 97 → 98%,
-            # specificity 99 → 100% (docs/ace.md, "ACE's query group first, on SmolLM2").
-            variant = "attribution"
-        # ACE's z gets the adapted settings too: with PMET's clamp 0.75 the FFN delta alone stayed at
-        # p(new) ≤ 0.19 on SmolLM2 at every layer probed (9–27).
-        ace_target = replace(adapted_target, **subject_kl) if adapted else pmet_target
-        hp = ACEHParams(
-            variant=variant,
-            # the fixed groups above: attribution ranks SmolLM2's next hop at layers 21–29 of the *last*
-            # token, too deep for a write at the subject's token to steer (docs/ace.md)
-            rank_layers=False,
-            query_layers=query,
-            value_layers=value,
-            target=ace_target,
-            covariance=pmet_covariance,
-            joint_attention=paper_model,
-            # SmolLM2, 12 one-edit cases: efficacy 0.50 → 0.92, specificity 0.93 → 0.98 (docs/ace.md)
-            spread_accounting="residual" if adapted else "ffn",
-            # Query group first, value target after it. With the release's shared z (`variant="ace-paper"`),
-            # whose one optimisation never sees the query write at 3–9 and which derailed chained answers
-            # (" Alexandre Dumasen"), on SmolLM2's 20 table cases: greedy efficacy 86 → 95%, paraphrase
-            # 86 → 97%, specificity 99 → 99%, multi-hop 10 → 5% (one case; docs/ace.md, "Chained edits").
-            # With the own query target: multi-hop on hop-0 edits 33% value-first → 56% query-first.
-            value_target_after_query=adapted,
-        )
-    return hp
+HPARAMS_CLASSES: dict[str, type] = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams,
+                                    "pmet": PMETHParams, "ace": ACEHParams}
+
+
+def matches(when: Mapping[str, object], spec: ModelSpec) -> bool:
+    """Whether a model shape meets a size-class condition: `architecture`, `n_layers` (equal), `max_layers`,
+    `min_layers`, `min_d_mlp`; an empty condition matches every model."""
+    tests = {
+        "architecture": lambda v: spec.architecture == v,
+        "n_layers": lambda v: spec.n_layers == v,
+        "max_layers": lambda v: spec.n_layers <= v,
+        "min_layers": lambda v: spec.n_layers >= v,
+        "min_d_mlp": lambda v: spec.d_mlp >= v,
+    }
+    unknown = set(when) - set(tests)
+    if unknown:
+        raise ValueError(f"unknown size-class condition(s) {sorted(unknown)}; known: {sorted(tests)}")
+    return all(tests[k](v) for k, v in when.items())
+
+
+def size_class(doc: Mapping, spec: ModelSpec) -> dict:
+    """The first of the preset's `size_classes` whose `when` the model meets."""
+    for entry in doc["size_classes"]:
+        if matches(entry.get("when", {}), spec):
+            return entry
+    raise ValueError(f"no size class of preset {doc.get('preset')!r} ({doc.get('method')}) matches {spec}")
+
+
+def mapped_layer(x: int, n_layers: int, n_from: int = 28) -> int:
+    """Layer x of an `n_from`-layer model (GPT-J's 28 by default) mapped proportionally: round(x·(L−1)/(n_from−1))."""
+    return round(x * (n_layers - 1) / (n_from - 1))
+
+
+def preset_value(value: object, spec: ModelSpec) -> object:
+    """One field value of a size-class preset for this model shape (the expression forms are listed in each
+    tuned.json's `summary`): literals stay, lists become tuples, and layer maps / spans, λ per d_mlp and
+    `cases` are evaluated."""
+    n = spec.n_layers
+    if isinstance(value, list):
+        return tuple(preset_value(v, spec) for v in value)
+    if not isinstance(value, dict):
+        return value
+    if "value" in value and "when" not in value:
+        return preset_value(value["value"], spec)
+    if "map" in value:
+        layer = mapped_layer(value["map"], n, value.get("from", 28))
+        lo, hi = value.get("clip", (None, None))
+        layer = layer if lo is None else max(lo, layer)
+        return layer if hi is None else min(n - 1 if hi == "last" else hi, layer)
+    if "span" in value:
+        a, b = (mapped_layer(x, n, value.get("from", 28)) for x in value["span"])
+        return tuple(range(a, max(a, b) + 1))
+    if "span_ending_at" in value:
+        end = preset_value(value["span_ending_at"], spec)
+        return tuple(range(max(0, end - value["length"] + 1), end + 1))
+    if "below" in value:
+        return tuple(range(preset_value(value["below"], spec)))
+    if "per_d_mlp" in value:
+        p, q = value.get("times", (1, 1))
+        return value["per_d_mlp"] * spec.d_mlp * p / q
+    if "cases" in value:
+        for case in value["cases"]:
+            if matches(case.get("when", {}), spec):
+                return preset_value(case["value"], spec)
+        raise ValueError(f"no case of {value} matches {spec}")
+    raise ValueError(f"unknown preset value {value!r}")
+
+
+def hparams_from_size_classes(method: str, doc: Mapping, spec: ModelSpec, world_corpus: bool = False) -> HParams:
+    """`method`'s dataclass from a size-class preset (e.g. `presets/<method>/tuned.json`) for a model shape:
+    its dataclass defaults, then the preset's `common` fields, the matching size class's `fields` and — for a
+    model that carries a synthetic world's training corpus (`world_corpus`) — that class's `if_world_corpus`.
+
+        >>> hparams_from_size_classes("memit", load_preset("memit", "tuned"), model_spec(bridge)).layers  # doctest: +SKIP
+        (0, 1)
+    """
+    entry = size_class(doc, spec)
+    settings = {**doc.get("common", {}), **entry.get("fields", {})}
+    if world_corpus:
+        # the one setting that depends on the model's training data rather than its shape
+        settings.update(entry.get("if_world_corpus", {}))
+    return override_hparams(HPARAMS_CLASSES[method](), **{k: preset_value(v, spec) for k, v in settings.items()})
 
 
 # ----------------------------------------------------------------------------- presets as data files
@@ -435,10 +362,6 @@ def load_preset(method: str, preset: str) -> dict:
     if method not in METHODS or not path.exists():
         raise ValueError(f"no preset {preset!r} for method {method!r}; presets: {preset_names(method) if method in METHODS else []}")
     return json.loads(path.read_text())
-
-
-def _scaled_layer(x: int, n_from: int, n_to: int) -> int:
-    return round(x * (n_to - 1) / (n_from - 1))
 
 
 def _released_entry(doc: dict, spec: ModelSpec) -> tuple[dict, bool]:
@@ -464,7 +387,7 @@ def reference_fields(method: str, spec: ModelSpec) -> dict:
     def scale(layers):
         if layers and isinstance(layers[0], list):
             return [scale(g) for g in layers]
-        return list(dict.fromkeys(_scaled_layer(x, n_from, n_to) for x in layers))
+        return list(dict.fromkeys(mapped_layer(x, n_to, n_from) for x in layers))
 
     fields_["layers"] = scale(fields_["layers"])
     if fields_["layers"] and isinstance(fields_["layers"][0], list):  # ACE's two groups, kept apart and in order:

@@ -66,6 +66,9 @@ class HFRunner:
         self.down_proj: list[nn.Module] = []
         self.mlp: list[nn.Module] = []
         self.attn: list[nn.Module] = []
+        # the attention output projection (GPT-J out_proj, Llama/Qwen3 o_proj) where it is a plain Linear; None
+        # otherwise (GPT-2's c_proj is a Conv1D): what ACE's release also writes (`ACEHParams.write_attention`)
+        self.o_proj: list[nn.Linear | None] = []
         for layer, block in enumerate(blocks):
             ptr = ffn_weight(bridge, layer, "W_out").data_ptr()
             down = [m for m in block.modules() if getattr(m, "weight", None) is not None and m.weight.data_ptr() == ptr]
@@ -74,7 +77,17 @@ class HFRunner:
             self.down_proj.append(down[0])
             self.mlp.append(block.mlp)
             self.attn.append(getattr(block, "self_attn", None) or block.attn)
+            out = next((getattr(self.attn[-1], n) for n in ("o_proj", "out_proj") if hasattr(self.attn[-1], n)), None)
+            self.o_proj.append(out if isinstance(out, nn.Linear) else None)
         self._first_param = ffn_weight(bridge, 0, "W_out")
+
+    def attention_output(self, layer: int) -> nn.Linear:
+        """Layer `layer`'s attention output projection; a clear error where it is not a Linear."""
+        module = self.o_proj[layer]
+        if module is None:
+            raise ValueError(f"{type(self.model).__name__} layer {layer} has no Linear attention output projection "
+                             "(o_proj / out_proj); writing attention is implemented for GPT-J, Llama and Qwen3 models")
+        return module
 
     def is_current(self, bridge: TransformerBridge) -> bool:
         return self._first_param.data_ptr() == ffn_weight(bridge, 0, "W_out").data_ptr()

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MethodResult:
-    """What an editor computed: W_out deltas per layer (TL orientation) and diagnostics."""
+    """What an editor computed: deltas per (layer, "W_out" | "W_O") in TL orientation [d_key, d_model], and
+    diagnostics."""
 
-    updates: dict[tuple[int, str], Float[Tensor, "d_mlp d_model"]]
+    updates: dict[tuple[int, str], Float[Tensor, "d_key d_model"]]
     info: dict = field(default_factory=dict)
 
     @property
@@ -54,9 +56,12 @@ class SpreadStep:
     layer: int
     z: Float[Tensor, "n d_model"]
     z_layer: int
-    site: str  # "resid" or "mlp"
+    site: str  # "resid", "mlp" or "attn"
     divisor: float
     scale: float = 1.0  # extra factor on the residual (ACE's query_weight)
+    # which matrix of `layer` is written: the FFN's W_out (keys: the down-projection's input) or the attention
+    # output projection W_O (keys: its input, the heads' concatenated outputs; ACE's release, `write_attention`)
+    writes: Literal["W_out", "W_O"] = "W_out"
 
 
 def spread_divisors(n_layers: int, kind: str) -> list[float]:
@@ -69,11 +74,12 @@ def spread_divisors(n_layers: int, kind: str) -> list[float]:
     raise ValueError(f"unknown spread {kind!r}; expected 'linear' or 'sqrt'")
 
 
-def load_second_moments(bridge: TransformerBridge, layers: Sequence[int], cov: CovarianceHParams) -> dict[int, Tensor]:
+def load_second_moments(
+    bridge: TransformerBridge, layers: Sequence[int], cov: CovarianceHParams, site: str = "mlp"
+) -> dict[int, Tensor]:
     with stage("covariance"):
-        return second_moments(
-            bridge, layers, corpus=cov.corpus, n_tokens=cov.n_tokens, seq_len=cov.seq_len, progress=cov.progress
-        )
+        return second_moments(bridge, layers, corpus=cov.corpus, n_tokens=cov.n_tokens, seq_len=cov.seq_len,
+                              progress=cov.progress, site=site)
 
 
 def target_write_map(
@@ -147,20 +153,33 @@ def spread_write(
     resumes each from the residual entering the previously written layer; `compute_keys` and
     `outputs_at_subject` are the from-scratch reference the tests compare against).
     """
-    if solve is None:
-        moments = load_second_moments(bridge, sorted({s.layer for s in steps}), cov)
-        # one layer's float64 factor at a time (8·d_mlp² bytes, 2 GiB at GPT-J's 16,384): factoring every written
-        # layer up front held n of them; a layer met again (not in the released plans) is factored again, same numbers
-        factor_of: dict[int, Tensor] = {}
-
-        def solve(layer: int, keys: Tensor, residual: Tensor) -> Tensor:
-            if layer not in factor_of:
-                factor_of.clear()
-                factor_of[layer] = regularised_cholesky(moments[layer], cov.ridge)
-            return solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factor_of[layer],
-                                   min_realised=cov.min_realised)
-
     runner = hf_runner(bridge)
+    if solve is None:
+        moments: dict[tuple[int, str], Tensor] = {}
+        for writes, site in (("W_out", "mlp"), ("W_O", "attn")):
+            layers = sorted({s.layer for s in steps if s.writes == writes})
+            if layers:
+                moments.update({(l, writes): c for l, c in load_second_moments(bridge, layers, cov, site).items()})
+        # one written matrix's float64 factor at a time (8·d_mlp² bytes, 2 GiB at GPT-J's 16,384): factoring every
+        # written layer up front held n of them; a matrix met again (not in the released plans) is factored again
+        factor_of: dict[tuple[int, str], Tensor] = {}
+
+        def solve(step: SpreadStep, keys: Tensor, residual: Tensor) -> Tensor:
+            matrix = (step.layer, step.writes)
+            if matrix not in factor_of:
+                factor_of.clear()
+                with stage("solve"):
+                    factor_of[matrix] = regularised_cholesky(moments[matrix], cov.ridge)
+            return solve_key_value(keys, residual, cov_weight=cov.cov_weight, cholesky=factor_of[matrix],
+                                   min_realised=cov.min_realised)
+    elif any(s.writes != "W_out" for s in steps):
+        raise ValueError("a custom solve writes W_out only")
+    else:
+        custom = solve
+
+        def solve(step: SpreadStep, keys: Tensor, residual: Tensor) -> Tensor:
+            return custom(step.layer, keys, residual)
+
     n = n_owners(requests, owners)
     key_batch, bare = build_batch(bridge, requests, contexts, owners=owners), build_batch(bridge, requests, ("",), owners=owners)
     key_pass, bare_pass = IncrementalForward(runner, key_batch.tokens), IncrementalForward(runner, bare.tokens)
@@ -170,24 +189,36 @@ def spread_write(
         out = bare_pass.read(sites[step.site][step.z_layer], min(step.layer, step.z_layer))
         return bare.mean_per_owner(out[bare.rows, bare.lookup], n)
 
+    def read_keys(step: SpreadStep) -> Tensor:
+        module = runner.down_proj[step.layer] if step.writes == "W_out" else runner.attention_output(step.layer)
+        m = key_pass.read(module, step.layer, what="input")
+        return key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], n, cov.per_context_keys,
+                                        cov.key_weights(contexts))
+
     updates: dict[tuple[int, str], Tensor] = {}
     residual_norms = []
     temporary = []
+    read_early: dict[tuple[int, str], Tensor] = {}
     try:
-        for step in steps:
+        for i, step in enumerate(steps):
             with stage("keys"):
-                m = key_pass.read(runner.down_proj[step.layer], step.layer, what="input")
-                keys = key_batch.keys_per_owner(m[key_batch.rows, key_batch.lookup], n, cov.per_context_keys,
-                                                cov.key_weights(contexts))
+                keys = read_early.pop((step.layer, step.writes), None)
+                keys = read_keys(step) if keys is None else keys
+                # a layer whose W_O and W_out are both written: ACE's release reads both matrices' keys before
+                # writing either (ace_main.py, compute_ks_parallel once per layer)
+                for later in steps[i + 1:]:
+                    if later.layer != step.layer:
+                        break
+                    if later.writes != step.writes:
+                        read_early[later.layer, later.writes] = read_keys(later)
                 current = current_output(step)
             with stage("solve"):
                 residual = step.scale * (step.z - current) / step.divisor
-                delta = solve(step.layer, keys, residual)
+                key, delta = (step.layer, step.writes), solve(step, keys, residual)  # TL orientation [d_key, d_model]
                 residual_norms.append(float((step.z - current).norm(dim=-1).mean()))
-                temporary.append(apply_weight_updates(bridge, {(step.layer, "W_out"): delta}, label="spread-write step"))
+                temporary.append(apply_weight_updates(bridge, {key: delta}, label="spread-write step"))
                 key_pass.written(step.layer)
                 bare_pass.written(step.layer)
-            key = (step.layer, "W_out")
             updates[key] = updates[key] + delta if key in updates else delta
         if steps:
             last = steps[-1]

@@ -189,6 +189,18 @@ def ffn_weight(bridge: TransformerBridge, layer: int, component: str) -> torch.T
     return _tl_view(module, attr)
 
 
+def attention_output_weight(bridge: TransformerBridge, layer: int) -> torch.Tensor:
+    """TL-oriented view [d_in, d_model] of layer `layer`'s attention output projection (GPT-J `out_proj`,
+    Llama/Qwen3 `o_proj`: an nn.Linear), sharing storage with the HF parameter; d_in is the heads' concatenated
+    output. ACE's release writes it beside W_out (`ACEHParams.write_attention`)."""
+    attn = _hf_leaf(bridge.blocks[check_layer(bridge, layer)].attn)
+    out = next((_hf_leaf(getattr(attn, n)) for n in ("o_proj", "out_proj") if getattr(attn, n, None) is not None), None)
+    if not isinstance(out, nn.Linear):
+        raise UnsupportedModelError(f"layer {layer}'s attention has no Linear output projection (o_proj / out_proj); "
+                                    "writing attention is implemented for GPT-J, Llama and Qwen3 models")
+    return out.weight.T
+
+
 def final_norm_module(bridge: TransformerBridge) -> nn.Module:
     return _hf_leaf(bridge.ln_final)
 

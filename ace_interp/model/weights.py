@@ -26,10 +26,18 @@ import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.model.architecture import FFN_COMPONENTS, check_layer, ffn_weight, hf_parameters
+from ace_interp.model.architecture import (
+    FFN_COMPONENTS,
+    UnsupportedModelError,
+    attention_output_weight,
+    check_layer,
+    ffn_weight,
+    hf_parameters,
+)
 from ace_interp.model.state import model_state
 
-# An update target: (layer, TL FFN component name) in TL orientation, or a HF checkpoint parameter name.
+# An update target: (layer, TL FFN component name, or "W_O" for the attention output projection) in TL
+# orientation, or a HF checkpoint parameter name.
 WeightKey = tuple[int, str] | str
 
 
@@ -50,12 +58,17 @@ def resolve_weight(bridge: TransformerBridge, key: WeightKey) -> Tensor:
             raise WeightWriteError(f"unknown parameter {key!r}; HF names look like {next(iter(params))!r}")
         return params[key]
     layer, component = key
-    if component not in FFN_COMPONENTS:
-        raise WeightWriteError(f"unknown FFN component {component!r}; expected one of {FFN_COMPONENTS}")
+    if component not in (*FFN_COMPONENTS, "W_O"):
+        raise WeightWriteError(f"unknown FFN component {component!r}; expected one of {FFN_COMPONENTS} (or 'W_O', the attention output projection)")
     try:
         check_layer(bridge, layer)
     except IndexError as e:
         raise WeightWriteError(str(e)) from None
+    if component == "W_O":  # the attention output projection, [d_in, d_model] (ACE's release writes it)
+        try:
+            return attention_output_weight(bridge, layer)
+        except UnsupportedModelError as e:
+            raise WeightWriteError(str(e)) from None
     target = ffn_weight(bridge, layer, component)
     if target is None:
         raise WeightWriteError(f"layer {layer} has no {component} (the model's FFN has no such bias)")
