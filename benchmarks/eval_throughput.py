@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import time
 
 import pandas as pd
@@ -45,7 +46,8 @@ def main() -> None:
     if hasattr(protocol, "askings_for"):  # one edit per case and method serves both settings
         askings = protocol.askings_for(bridge, ("direct", "cot"))
         per_case = protocol.evaluate(bridge, cases, methods, askings=askings, hop_prompts=hops, progress=False).per_case
-        code = "after: one edit asked direct and CoT"
+        code = ("one edit asked direct and CoT" + (", each case's questions in one decoding batch"
+                                                   if hasattr(protocol, "ask_together") else ""))
     else:  # the earlier protocol: one evaluate (and one edit per case and method) per setting
         style = protocol.style_for(args.model)
         direct = protocol.evaluate(bridge, cases, methods, style, hop_prompts=hops, progress=False).per_case
@@ -55,7 +57,8 @@ def main() -> None:
         code = "before: an edit per setting"
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     case_rows = len(cases) * len(methods)
-    print(json.dumps({"code": code, "model": args.model, "cases": len(cases), "methods": args.methods,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(json.dumps({"code": code, "commit": commit, "model": args.model, "cases": len(cases), "methods": args.methods,
                       "case_rows": case_rows, "rows_written": len(per_case), "seconds": round(seconds, 1),
                       "case_rows_per_minute": round(60 * case_rows / seconds, 2), "cpu_seconds": round(cpu_seconds, 1),
                       "case_rows_per_cpu_minute": round(60 * case_rows / cpu_seconds, 2),

@@ -3,7 +3,10 @@
     ΔW = argmin_{‖ΔW‖_∞ ≤ ε} mean NLL(target_new | prompt)      (Adam; ΔW projected onto the box each step)
 
 The change is optimised as a separate tensor added through a hook on the down-projection
-(F = k (W_out + ΔW) + b), with every model parameter frozen; only the final ΔW is written.
+(F = k (W_out + ΔW) + b), with every model parameter frozen; only the final ΔW is written. Blocks below the
+edited layer do not depend on ΔW, so (where the architecture allows resuming at a block, `HFRunner.can_resume`)
+their output is computed once and every step runs blocks layer.. only (`resume`; the same values as the full
+forward, tests/editing/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from ace_interp.model.architecture import check_layer, ffn_weight
 
 
 def ft_updates(
-    bridge: TransformerBridge, requests: Sequence[EditRequest], hp: FTHParams, contexts: Sequence[str]
+    bridge: TransformerBridge, requests: Sequence[EditRequest], hp: FTHParams, contexts: Sequence[str],
+    resume: bool = True,
 ) -> MethodResult:
+    """FT-L's ΔW of `hp.layer`'s W_out for `requests` (module docstring); `resume=False` runs the whole model every
+    step (the slow reference the fast path is tested against)."""
     layer = check_layer(bridge, hp.layer)
     runner = hf_runner(bridge)
     w_out = ffn_weight(bridge, layer, "W_out")
@@ -36,12 +42,18 @@ def ft_updates(
     def add_delta(module, args, output):
         return output + args[0] @ delta.to(output.dtype)
 
+    resume = resume and runner.can_resume()
+    resid_in = runner.block_input(batch.tokens, layer) if resume else None
+
+    def hidden():
+        return runner.hidden_from(layer, resid_in) if resume else runner.hidden(batch.tokens)
+
     opt = torch.optim.Adam([delta], lr=hp.lr, weight_decay=hp.weight_decay)
     losses = []
     with stage("targets"), frozen_parameters(runner.model), hooks(lambda: runner.down_proj[layer].register_forward_hook(add_delta)):
         for step in range(hp.num_steps):
             opt.zero_grad()
-            lp = runner.head(runner.hidden(batch.tokens)[rows, cols]).float().log_softmax(-1)
+            lp = runner.head(hidden()[rows, cols]).float().log_softmax(-1)
             loss = -lp.gather(-1, targets.unsqueeze(-1)).mean()
             losses.append(float(loss.detach()))
             if loss.item() < 1e-2:

@@ -64,6 +64,7 @@ from ace_interp.evaluation.answers import (
     check_answers,
     cot_final_answer,
     generate_greedy,
+    generate_greedy_each,
     target_scores,
     target_token_ids,
 )
@@ -291,20 +292,67 @@ def answered(bridge: TransformerBridge, cases: Sequence[MQuAKECase], answers: Se
     return right
 
 
-def edit_metrics(bridge: TransformerBridge, case: MQuAKECase, style: PromptStyle, specificity: Sequence[dict] = (),
-                 perplexity_texts: Sequence[str] | None = None, base_perplexity: float | None = None) -> dict:
-    """The edit-level metrics of an edited model on one case's edits: efficacy, efficacy_prob, paraphrase and
-    specificity (with their counts) and, given texts and the unedited perplexity, ppl_ratio."""
-    top1, prob = edit_efficacy(bridge, case.requested_rewrite, style)
+@dataclass
+class Question:
+    """One question put to a model by greedy decoding: its prompt, the accepted answers, and how the answer is
+    generated and read (the style's budget; with `cot` its chain-of-thought budget, stop rule and answer reader)."""
+
+    prompt: str
+    answers: Sequence[str]
+    style: PromptStyle
+    cot: bool = False
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.style.cot_max_new_tokens if self.cot else self.style.max_new_tokens
+
+    @property
+    def stop_at_newline(self) -> bool:
+        return self.style.cot_stop_at_newline if self.cot else True
+
+    def verdict(self, generation: str) -> bool:
+        return answer_matches(self.style.cot_answer(generation) if self.cot else generation, self.answers)
+
+
+def ask_together(bridge: TransformerBridge, questions: Sequence[Question]) -> list[bool]:
+    """Whether each question is answered, all of them decoded in one batch (`answers.generate_greedy_each`): the
+    verdicts `_check` gives asking them group by group (tests/evaluation/test_protocol.py)."""
+    gens = generate_greedy_each(bridge, [q.prompt for q in questions], [q.max_new_tokens for q in questions],
+                                [q.stop_at_newline for q in questions])
+    return [q.verdict(g) for q, g in zip(questions, gens, strict=True)]
+
+
+def _efficacy_questions(rewrites, style: PromptStyle) -> list[Question]:
+    """Each rewrite's cloze prompt, answered by its target_new (MQuAKE's edit-wise success)."""
+    return [Question(rw.prompt_text(), [rw.target_new.text], style) for rw in rewrites]
+
+
+def edit_questions(case: MQuAKECase, style: PromptStyle, specificity: Sequence[dict] = ()) -> dict[str, list[Question]]:
+    """The greedy questions of the edit-level metrics: "efficacy" (the rewrites' clozes), "paraphrase" (the edited
+    hops as few-shot questions), "specificity" (the sampled facts the unedited model knows)."""
     hop_idx = edited_hop_indices(case)
     hops = [case.new_single_hops[i] for i in hop_idx]
     relations = [case.orig.new_triples[i][1] for i in hop_idx]
-    para = _check(bridge, [style.single_hop(h.question, h.answers, r) for h, r in zip(hops, relations)],
-                  [h.answers for h in hops], style)
-    known = [f for f in specificity if f["known"]]
-    spec = _check(bridge, [f["cloze"] for f in known], [f["answers"] for f in known], style)
+    return {
+        "efficacy": _efficacy_questions(case.requested_rewrite, style),
+        "paraphrase": [Question(style.single_hop(h.question, h.answers, r), h.answers, style) for h, r in zip(hops, relations)],
+        "specificity": [Question(f["cloze"], f["answers"], style) for f in specificity if f["known"]],
+    }
+
+
+def edit_metrics(bridge: TransformerBridge, case: MQuAKECase, style: PromptStyle, specificity: Sequence[dict] = (),
+                 perplexity_texts: Sequence[str] | None = None, base_perplexity: float | None = None,
+                 verdicts: dict[str, list[bool]] | None = None) -> dict:
+    """The edit-level metrics of an edited model on one case's edits: efficacy, efficacy_prob, paraphrase and
+    specificity (with their counts) and, given texts and the unedited perplexity, ppl_ratio. `verdicts` (per
+    `edit_questions` key) are answers already generated; None asks each group here."""
+    if verdicts is None:
+        verdicts = {k: _check(bridge, [q.prompt for q in qs], [q.answers for q in qs], style)
+                    for k, qs in edit_questions(case, style, specificity).items()}
+    top1, para, spec = verdicts["efficacy"], verdicts["paraphrase"], verdicts["specificity"]
+    prob = new_beats_true(bridge, list(case.requested_rewrite))
     row = {"efficacy": _mean(top1), "efficacy_prob": _mean(prob), "n_efficacy": len(top1),
-           "paraphrase": _mean(para), "n_paraphrase": len(para), "specificity": _mean(spec), "n_specificity": len(known)}
+           "paraphrase": _mean(para), "n_paraphrase": len(para), "specificity": _mean(spec), "n_specificity": len(spec)}
     if perplexity_texts and base_perplexity:
         row["ppl_ratio"] = perplexity(bridge, perplexity_texts) / base_perplexity
     return row
@@ -323,9 +371,14 @@ def evaluate_case(
     perplexity_texts: Sequence[str] | None = None,
     base_perplexity: float | None = None,
     monitor: SideEffectMonitor | None = None,
+    one_batch: bool = True,
 ) -> list[dict]:
     """Edit (unless `method` is None), ask the multi-hop questions under each of `askings` (default: `style`
     with `cot`), measure the edit, undo. Returns one row per asking.
+
+    `one_batch` asks every question of the case — each asking's paraphrases, the efficacy clozes, the paraphrased
+    hops and the specificity facts — in one decoding batch (`ask_together`); False asks them group by group and
+    paraphrase by paraphrase (`answered`, `edit_metrics`): the same verdicts, the slow path it is tested against.
 
     With a `monitor` (`editing.SideEffectMonitor`) the edited model's untouched known facts and perplexity are
     checked too (columns `untouched_known`, `perplexity`, `side_effect_alarms`; its warnings name the case)."""
@@ -344,10 +397,20 @@ def evaluate_case(
                         side_effect_alarms=len(reading.alarms))
     try:
         answers = case.new_answers if method is not None else case.answers
+        verdicts = None
+        if one_batch:
+            groups = {a.label: [Question(p, answers, a.style, a.cot) for p in a.style.multi_hop(case, a.cot)]
+                      for a in askings}
+            groups.update(edit_questions(case, askings[0].style, specificity) if method is not None else {})
+            verdicts = _regroup(ask_together(bridge, [q for qs in groups.values() for q in qs]), groups)
+            multi_hop = {a.label: any(verdicts[a.label]) for a in askings}
+        else:
+            multi_hop = {a.label: answered(bridge, [case], [answers], a)[0] for a in askings}
         rows = [{**base, "cot": a.cot, "prompting": a.label, "style": a.style.name,
-                 "multi_hop": float(answered(bridge, [case], [answers], a)[0])} for a in askings]
+                 "multi_hop": float(multi_hop[a.label])} for a in askings]
         if method is not None:
-            measured = edit_metrics(bridge, case, askings[0].style, specificity, perplexity_texts, base_perplexity)
+            measured = edit_metrics(bridge, case, askings[0].style, specificity, perplexity_texts, base_perplexity,
+                                    verdicts)
             rows = [{**row, **measured} for row in rows]
     finally:
         if applied is not None:
@@ -355,11 +418,20 @@ def evaluate_case(
     return rows
 
 
+def _regroup(values: Sequence[bool], groups: dict[str, list]) -> dict[str, list[bool]]:
+    """A flat list of per-question values cut back into `groups`' keys, in their order."""
+    out, start = {}, 0
+    for key, items in groups.items():
+        out[key], start = list(values[start : start + len(items)]), start + len(items)
+    return out
+
+
 def edit_efficacy(bridge: TransformerBridge, rewrites, style: PromptStyle) -> tuple[list[bool], list[bool]]:
     """Per rewrite (an `mquake.Rewrite`): (greedy continuation of its cloze prompt names target_new,
     p(target_new) > p(target_true)) — the `efficacy` and `efficacy_prob` columns."""
     rewrites = list(rewrites)
-    top1 = _check(bridge, [rw.prompt_text() for rw in rewrites], [[rw.target_new.text] for rw in rewrites], style)
+    questions = _efficacy_questions(rewrites, style)
+    top1 = _check(bridge, [q.prompt for q in questions], [q.answers for q in questions], style)
     return top1, new_beats_true(bridge, rewrites)
 
 
@@ -465,6 +537,7 @@ def evaluate(
     known_only: bool = True,
     perplexity_texts: Sequence[str] | None = None,
     monitor: SideEffectMonitor | None = None,
+    one_batch: bool = True,
 ) -> EvalResult:
     """The per-case protocol (module docstring) for each method row (None / "base" = the unedited model) on
     every case, under each of `askings` (default: `style` with `cot`).
@@ -479,7 +552,8 @@ def evaluate(
     `style` defaults to the model's own (`model_style`: toy models as trained, real models few-shot). Each
     case's edits are undone before the next case, so the model ends as it started. With `known_only` a case is
     edited only for the askings the unedited model answers it under (the paper's filter); the base rows cover
-    every case. `perplexity_texts` add the `ppl_ratio` column."""
+    every case. `perplexity_texts` add the `ppl_ratio` column. `one_batch` (`evaluate_case`) asks each edited case's
+    questions in one decoding batch; False is the slow path with the same verdicts."""
     style = style or model_style(bridge)
     askings = list(askings) if askings is not None else [Asking("cot" if cot else "direct", style, cot)]
     for a in askings:
@@ -505,7 +579,7 @@ def evaluate(
     for row, case, asked in plan:
         for r in evaluate_case(bridge, case, row.method, style, unedited.specificity[case.case_id], row.hparams,
                                hop_prompts=hop_prompts, askings=asked, perplexity_texts=perplexity_texts,
-                               base_perplexity=unedited.perplexity, monitor=monitor):
+                               base_perplexity=unedited.perplexity, monitor=monitor, one_batch=one_batch):
             rows.append({**r, "method": row.label})
         bar.update()
     bar.close()

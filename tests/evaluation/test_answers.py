@@ -176,3 +176,22 @@ def test_the_shared_plain_model_follows_edits_and_replaced_tensors(tiny_model):
         torch.testing.assert_close(rebuilt(tokens).logits, plain_hf_model(tiny_model)(tokens).logits)
         assert not torch.allclose(rebuilt(tokens).logits, shared(tokens).logits)
         setattr(module, name, w)
+
+
+def test_generation_of_mixed_budgets_in_one_batch_matches_each_prompt_alone(tiny_model):
+    """The one-batch decoder (each prompt prefilled alone, then decoded together over left-padded KV caches) gives
+    every row the tokens `generate_greedy` gives that prompt alone with its own budget and stop rule."""
+    from ace_interp.evaluation.answers import generate_greedy_each
+
+    tok = tiny_model.tokenizer
+    prompts = ["the capital of france is", "tokyo", "which country speaks german and the", "q : paris", "spain"]
+    budgets = [7, 2, 5, 1, 6]
+    newline = [True, False, True, False, False]
+    got = generate_greedy_each(tiny_model, prompts, budgets, newline)
+    want = [generate_greedy(tiny_model, [p], n, stop_at_newline=nl)[0] for p, n, nl in zip(prompts, budgets, newline)]
+    assert got == want
+    # and against the cache-free bridge loop (no stop token is hit in these rows: each budget is used up)
+    ref = [tok.decode(_reference_greedy(tiny_model, p, n), skip_special_tokens=True) for p, n in zip(prompts, budgets)]
+    assert got == ref
+    with pytest.raises(ValueError, match="budgets"):
+        generate_greedy_each(tiny_model, prompts, budgets[:2], newline)

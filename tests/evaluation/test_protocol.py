@@ -216,3 +216,42 @@ def test_only_cases_the_unedited_model_answers_are_edited(tiny_model, monkeypatc
     assert edited == [1]
     assert rows[rows.method == "base"].multi_hop.tolist() == [1.0, 0.0]
     assert rows[rows.method == "ft"].case_id.tolist() == [1]
+
+
+def test_questions_asked_in_one_batch_get_the_verdicts_of_asking_them_group_by_group(tiny_model):
+    """`ask_together` (every question in one decoding batch, each with its own budget and reader) against `_check`
+    per group: accepted answers set to what the slow path generates, so every verdict is True only if the one-batch
+    generations are the same; and False for answers nobody generates."""
+    from ace_interp.evaluation.answers import generate_greedy
+    from ace_interp.evaluation.protocol import Question, ask_together
+
+    last_word = lambda g: g.split()[-1] if g.split() else ""  # noqa: E731
+    style = _raw_style(cot_max_new_tokens=5, cot_answer=last_word)
+    prompts = ["the capital of japan is", "q : what is the capital of the country of tokyo", "berlin", "spain"]
+    cot = [False, True, False, True]
+    slow = [generate_greedy(tiny_model, [p], style.cot_max_new_tokens if c else style.max_new_tokens,
+                            stop_at_newline=not c or style.cot_stop_at_newline)[0] for p, c in zip(prompts, cot)]
+    questions = [Question(p, [last_word(g) if c else g], style, c) for p, g, c in zip(prompts, slow, cot)]
+    want = [q.verdict(g) for q, g in zip(questions, slow)]  # False only where the answer normalises to nothing (":")
+    assert sum(want) >= 3, slow
+    assert ask_together(tiny_model, questions) == want
+    assert ask_together(tiny_model, [Question(p, ["no-such-answer"], style, c) for p, c in zip(prompts, cot)]) == [False] * 4
+    assert ask_together(tiny_model, []) == []
+
+
+def test_one_decoding_batch_per_case_matches_asking_group_by_group(tiny_model):
+    """`evaluate(one_batch=True)` (the default) against `one_batch=False` (paraphrase by paraphrase, metric by metric):
+    the same per-case rows."""
+    from ace_interp.evaluation.protocol import Asking
+
+    cases = [MQuAKECase.from_dict(_tiny_case(1, "tokyo", "japan", "italy", "tokyo", "rome")),
+             MQuAKECase.from_dict(_tiny_case(2, "berlin", "germany", "spain", "berlin", "madrid"))]
+    style = _raw_style(cot_max_new_tokens=3, cot_answer=lambda g: g.split()[-1] if g.split() else "")
+    kw = dict(askings=[Asking("direct", style), Asking("cot", style, cot=True)], n_specificity=2, known_only=False,
+              progress=False)
+    fast = evaluate(tiny_model, cases, ["rome", "ft"], **kw).per_case
+    slow = evaluate(tiny_model, cases, ["rome", "ft"], one_batch=False, **kw).per_case
+    cols = ["method", "case_id", "prompting", "multi_hop", "efficacy", "efficacy_prob", "paraphrase", "specificity",
+            "n_specificity"]
+    pd.testing.assert_frame_equal(fast[cols], slow[cols])
+    assert fast.efficacy.max() > 0  # some edit took: the verdicts are not all one value
