@@ -7,7 +7,8 @@ Issue #23, item 8: our tuned defaults were fitted on the two shipped toys (6 lay
 Here each `ARCH:SEED` toy is trained with the 15-minute CPU recipe (`train_toy --recipe cpu15`: qwen3 4 layers,
 gptj 3 layers, 300-person world) on world seed SEED (init seed SEED too), unless `<out>/<arch>-w<seed>/model`
 already exists. Then `--n` one-edit MQuAKE cases of the toy's own world are drawn (`--seed`), each edited alone
-with the *default* preset (`default_hparams(method, bridge)`) and undone (`evaluation.protocol.evaluate`).
+with the *default* preset (`default_hparams(method, bridge)`, which on these toys includes the fact-site calibration
+of `editing.calibrate`, written to `fact_sites.csv`) and undone (`evaluation.protocol.evaluate`).
 
 Writes, after every (toy, method), `per_case.csv`, `table.md` and `run.json` (provenance): per toy and method
 efficacy, paraphrase, multi-hop (one 0/1 per case) and specificity (pooled over the known neighbourhood facts
@@ -34,6 +35,7 @@ from ace_interp.editing import default_hparams
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import evaluate, model_style
 from ace_interp.model import load_model
+from ace_interp.model.state import model_state
 from ace_interp.provenance import write_run_json
 from experiments.preset_table import cell
 
@@ -88,25 +90,31 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="case draw and specificity sample")
     parser.add_argument("--threads", type=int, default=1, help="training threads")
     parser.add_argument("--out", default="results/fresh-toys")
+    parser.add_argument("--toys-dir", default=None, help="where the toys live and are trained (default: --out)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    toys_dir = out if args.toys_dir is None else Path(args.toys_dir)
     start = time.perf_counter()
-    frames, hparams, case_files, training = [], {}, {}, {}
+    frames, hparams, case_files, training, calibrations = [], {}, {}, {}, []
     for spec in args.toys:
         arch, seed = spec.split(":")
         name = f"{arch}-w{seed}"
-        model_dir = train_fresh_toy(arch, int(seed), out / name, args.threads)
+        model_dir = train_fresh_toy(arch, int(seed), toys_dir / name, args.threads)
         training[name] = {k: v for k, v in json.loads((model_dir / "metrics.json").read_text()).items() if k not in ("n", "by_path")}
         bridge = load_model(str(model_dir), device="cpu")
-        cases_path = out / name / "world" / "mquake_cases.json"
+        cases_path = toys_dir / name / "world" / "mquake_cases.json"
         case_files[name] = str(cases_path)
         cases = single_edit_cases(cases_path, args.n, args.seed)
         hops = hop_prompts_for(bridge, cases_path)
         for method in args.methods:
             hp = default_hparams(method, bridge)
             hparams[f"{name}/{method}"] = hp
+            for sites in model_state(bridge).fact_sites.values():  # the preset's calibration (hparams.cached_fact_sites)
+                if not any(c["toy"].iloc[0] == name for c in calibrations):
+                    calibrations.append(sites.table.assign(toy=name, chosen=sites.fact_token))
+                    pd.concat(calibrations, ignore_index=True).to_csv(out / "fact_sites.csv", index=False)
             t = time.perf_counter()
             result = evaluate(bridge, cases, [method], model_style(bridge), n_specificity=args.n_specificity,
                               hparams={method: hp}, hop_prompts=hops, seed=args.seed, progress=False)

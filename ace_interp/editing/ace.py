@@ -104,14 +104,15 @@ def implicit_subject_write(
     first = {o: j for j, o in reversed(list(enumerate(owners)))}  # each owner's first row carries its target
     heads = [rows[first[o]] for o in range(len(first))]
     extra = [(o, r) for j, (o, r) in enumerate(zip(owners, rows)) if j != first[o]]
-    mapping = target_write_map(bridge, rows, z_layer, ("",), cov, owners=owners) if hp.target.through_write else None
+    mapping = (target_write_map(bridge, rows, z_layer, ("",), cov, owners=owners, fact_token=hp.target.fact_token)
+               if hp.target.through_write else None)
     target = compute_z_pmet(bridge, heads, z_layer, hp.target, ("",), extra_prompts=extra, write_map=mapping,
                             joint_attention=hp.joint_attention)
     with torch.no_grad():
-        z = outputs_at_subject(bridge, rows, z_layer, "mlp", owners=owners) + target.deltas["mlp"]
+        z = outputs_at_subject(bridge, rows, z_layer, "mlp", owners=owners, fact_token=hp.target.fact_token) + target.deltas["mlp"]
     steps = [SpreadStep(l, z, z_layer, "mlp", d, hp.implicit_weight)
              for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
-    result = spread_write(bridge, rows, steps, ("",), cov, owners=owners)
+    result = spread_write(bridge, rows, steps, ("",), cov, owners=owners, fact_token=hp.target.fact_token)
     result.info.update(implicit_target_prob=target.target_prob, implicit_layers=layers, n_implicit_subjects=len(rows))
     return result
 
@@ -224,7 +225,7 @@ def _query_value_updates(
 
     def value_target(label: str):
         """PMET's target at the last value layer, on the model as it is now (with any temporary write)."""
-        mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if through else None
+        mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance, fact_token=hp.target.fact_token) if through else None
         result = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping,
                                 joint_attention=hp.joint_attention)
         info.setdefault("target_prob", result.target_prob)
@@ -236,17 +237,17 @@ def _query_value_updates(
     def query_target(hop_rows):
         """The query group's own target at its last layer, over the single-hop and the hop prompts."""
         q_layer = query[-1]
-        q_map = target_write_map(bridge, requests, q_layer, contexts, hp.covariance) if through else None
+        q_map = target_write_map(bridge, requests, q_layer, contexts, hp.covariance, fact_token=hp.target.fact_token) if through else None
         result = compute_z_pmet(bridge, requests, q_layer, hp.target, contexts, extra_prompts=hop_rows, write_map=q_map,
                                 joint_attention=hp.joint_attention)
         info.update(query_target_prob=result.target_prob, query_z_layer=q_layer, n_hop_prompts=len(hop_rows))
         return result.targets["mlp"], q_layer
 
     def group_steps(layers, z_, z_layer_, scale):
-        return sqrt_spread_steps(bridge, requests, layers, z_, z_layer_, hp.spread_accounting, scale)
+        return sqrt_spread_steps(bridge, requests, layers, z_, z_layer_, hp.spread_accounting, scale, fact_token=hp.target.fact_token)
 
     def write(layers, z_, z_layer_, scale):
-        return spread_write(bridge, requests, group_steps(layers, z_, z_layer_, scale), contexts, hp.covariance)
+        return spread_write(bridge, requests, group_steps(layers, z_, z_layer_, scale), contexts, hp.covariance, fact_token=hp.target.fact_token)
 
     def then_value(query_result):
         """The value group towards a target optimised with the query write in place (`value_target_after_query`)."""
@@ -269,7 +270,7 @@ def _query_value_updates(
                 if hp.write_attention:  # per layer, W_O towards z_attn before W_out (the release's order)
                     ffn = [s for f in ffn for s in (replace(f, z=attention_target["attn"], site="attn", writes="W_O"), f)]
                 steps += ffn
-        return _merge(spread_write(bridge, requests, steps, contexts, hp.covariance), info)
+        return _merge(spread_write(bridge, requests, steps, contexts, hp.covariance, fact_token=hp.target.fact_token), info)
 
     hop_rows = hop_prompts_as_requests(requests, hops) if query_writes else []
     if hp.value_target_after_query and query_writes:

@@ -119,7 +119,7 @@ def alphaedit_updates(
         return solve_null_space(keys, residual, projections[layer], grams[layer], hp.l2)
 
     steps = [SpreadStep(l, z, z_layer, "resid", d) for l, d in zip(layers, spread_divisors(len(layers), "linear"))]
-    result = spread_write(bridge, requests, steps, contexts, hp.covariance, solve=solve)
+    result = spread_write(bridge, requests, steps, contexts, hp.covariance, solve=solve, fact_token=hp.target.fact_token)
     result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer,
                        null_space_dims={l: int(round(float(projections[l].trace()))) for l in layers})
     return result
@@ -135,5 +135,6 @@ def remember_edit(
 ) -> None:
     """Add the edited requests' keys, read on the model with the edit applied, to the memory's K_p."""
     with stage("keys"):
-        keys = compute_keys(bridge, requests, sorted(hp.layers), contexts, per_context=hp.covariance.per_context_keys)
+        keys = compute_keys(bridge, requests, sorted(hp.layers), contexts, per_context=hp.covariance.per_context_keys,
+                            fact_token=hp.target.fact_token)
     memory.remember(weight_edit, {l: k.reshape(-1, k.shape[-1]) for l, k in keys.items()})

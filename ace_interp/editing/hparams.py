@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -34,58 +35,15 @@ from typing import Literal, TypeVar
 
 from transformer_lens.model_bridge import TransformerBridge
 
+from ace_interp.editing.calibrate import FactSiteCalibration, calibrate_fact_sites
 from ace_interp.editing.covariance import TextCorpus, world_corpus_path
+from ace_interp.editing.targets import TargetHParams
 from ace_interp.model.architecture import ModelSpec, model_spec
+from ace_interp.model.state import model_state
+
+log = logging.getLogger(__name__)
 
 METHODS = ("ft", "rome", "memit", "pmet", "ace")
-
-
-@dataclass
-class TargetHParams:
-    """Optimisation of the target vector z (ROME/MEMIT `compute_v`/`compute_z`, PMET `compute_zs`).
-
-    loss = c · mean NLL(target_new | context + prompt)          over the context prefixes (c = nll_factor)
-         + kl_factor · KL(p_δ ‖ p_0) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged; our term)
-         + subject_kl_factor · the same KL at the subject's last token of `kl_prompt` — this is the KL term of
-           ROME / MEMIT / PMET / ACE (`kl_factor` in their hparams; `logits[i, lookup_idx]` in compute_v/z/zs)
-         + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (the reference codes: power 2)
-    Adam on δ, then δ is clamped to ‖δ‖ ≤ clamp_norm_factor · ‖z_0‖ after every step.
-
-    Stopping: `stop_on="nll"` stops once every request's NLL term is below `early_stop_loss` (the tuned preset);
-    `stop_on="loss"` once the total loss is (the references, `loss < 5e-2`). `argmax_nll_factor` (PMET's
-    compute_zs): once the target is the argmax at every target position, the next step's NLL weight is
-    c·argmax_nll_factor, and the optimisation stops if the KL terms are ≤ `argmax_kl_stop`. `per_request`
-    optimises each request of a batch on its own, with a fresh δ and Adam (the references); False optimises
-    them jointly with one shared stop.
-    """
-
-    v_num_grad_steps: int = 25
-    v_lr: float = 0.5
-    v_weight_decay: float = 0.5
-    decay_power: int = 2
-    clamp_norm_factor: float = 0.75
-    kl_factor: float = 0.0625
-    kl_prompt: str = "{} is a"
-    # The references' only KL term sits here (their `kl_factor`; the reference preset maps it to this field).
-    # The tuned preset keeps `kl_factor` (the prompt's last token) and uses this one on adapted models for ROME
-    # and ACE only: δ sits at the subject's last token, so it also changes what the model predicts right after
-    # the subject; when another edit's answer names this subject, the edited model then derails in the middle of
-    # that answer (SmolLM2: "Bucharest is the capital of" → " Denmark-Loraima"; docs/ace.md, "Chained edits")
-    subject_kl_factor: float = 0.0
-    early_stop_loss: float = 5e-2  # stop when every request's NLL term (stop_on="nll") or loss ("loss") is below
-    stop_on: Literal["nll", "loss"] = "nll"
-    nll_factor: float = 1.0  # c above (PMET's nll_loss_factor)
-    argmax_nll_factor: float | None = None  # PMET: 0.1 once the target is the argmax; None: no such rule
-    argmax_kl_stop: float = 0.01  # PMET: stop when the target is the argmax and the KL terms are at most this
-    per_request: bool = False
-    n_context: int = 5  # sampled context prefixes (plus the empty one)
-    # (length, count) pairs of sampled prefixes, e.g. ROME's ((5, 10), (10, 10)); None: (context_length, n_context)
-    context_lengths: tuple[tuple[int, int], ...] | None = None
-    # optimise δ through the write at the target layer (`compute_targets(write_map=…)`): the loss sees what
-    # Δ = Uδ does at every position, not only at the subject's last token (docs/ace.md, "Through the write")
-    through_write: bool = False
-    context_length: int = 10
-    seed: int = 0
 
 
 @dataclass
@@ -250,10 +208,42 @@ def default_hparams(method: str, bridge: TransformerBridge, preset: str | None =
     if preset == "reference":
         hp = reference_hparams(method, bridge)
     elif "size_classes" in doc:
-        hp = hparams_from_size_classes(method, doc, model_spec(bridge), world_corpus_path(bridge) is not None)
+        spec, world = model_spec(bridge), world_corpus_path(bridge) is not None
+        hp = hparams_from_size_classes(method, doc, spec, world)
+        if world and size_class(doc, spec).get("calibrate_fact_sites") and method != "ft":
+            hp = with_fact_sites(hp, cached_fact_sites(bridge, hp.covariance))
     else:
         raise ValueError(f"preset {preset!r} of {method} has neither a released configuration nor size_classes")
     return override_hparams(hp, **overrides)
+
+
+def cached_fact_sites(bridge: TransformerBridge, cov: CovarianceHParams) -> FactSiteCalibration:
+    """`calibrate.calibrate_fact_sites` for this model with the editors' statistics `cov`, measured once per loaded
+    model (kept in `model_state(bridge).fact_sites`): a preset must not change with the edits a session has
+    applied since. Measured on an edited model, it says so in the log."""
+    state = model_state(bridge)
+    key = (None if cov.corpus is None else cov.corpus.fingerprint(), cov.n_tokens)
+    if key not in state.fact_sites:
+        if state.weight_edits:
+            log.warning("fact-site calibration measured on a model with %d edits applied", len(state.weight_edits))
+        state.fact_sites[key] = calibrate_fact_sites(bridge, cov.corpus, cov.n_tokens)
+    return state.fact_sites[key]
+
+
+def with_fact_sites(hp: HParams, sites: FactSiteCalibration) -> HParams:
+    """`hp` written where the calibration says the model's facts can be written: its fact token, and each written
+    layer group without unusable layers (ROME's layer, MEMIT / PMET's span and ACE's value group moved to the
+    nearest usable layer if none is left; ACE's query group keeps its usable layers below the value group)."""
+    hp = replace(hp, target=replace(hp.target, fact_token=sites.fact_token))
+    if isinstance(hp, ROMEHParams):
+        return replace(hp, layer=sites.layers([hp.layer])[0])
+    if isinstance(hp, (MEMITHParams, PMETHParams)):
+        return replace(hp, layers=sites.layers(hp.layers))
+    if isinstance(hp, ACEHParams):
+        value = sites.layers(hp.value_layers)
+        query = tuple(l for l in hp.query_layers if l in sites.usable_layers and l < min(value))
+        return replace(hp, value_layers=value, query_layers=query)
+    return hp
 
 
 def tuned_hparams(method: str, bridge: TransformerBridge) -> HParams:
@@ -407,12 +397,12 @@ def hparams_from_reference(method: str, released: Mapping, n_layers: int) -> HPa
     Mapping: `kl_factor` → `target.subject_kl_factor` (the release's KL sits at the subject's last token),
     `nll_loss_factor` → `target.nll_factor`, `mom2_update_weight` → `covariance.cov_weight`, `mom2_n_samples` →
     `covariance.n_tokens` (a token count here), `context_template_length_params` → `target.context_lengths`, ACE's
-    `layers` [[first group], [second group]] → (query_layers, value_layers). `v_loss_layer` must be the last block
-    and `fact_token` "subject_last": the only ones our editors implement."""
+    `layers` [[first group], [second group]] → (query_layers, value_layers), `fact_token` →
+    `target.fact_token` ("subject_last" or "last"). `v_loss_layer` must be the last block: the only one implemented."""
     doc = load_preset(method, "reference")
     r = dict(released)
-    if r.get("fact_token", "subject_last") != "subject_last":
-        raise ValueError(f"fact_token {r['fact_token']!r} is not implemented (only subject_last)")
+    if r.get("fact_token", "subject_last") not in ("subject_last", "last"):
+        raise ValueError(f"fact_token {r['fact_token']!r} is not implemented (only subject_last and last)")
     if r.get("v_loss_layer", n_layers - 1) != n_layers - 1:
         raise ValueError(f"v_loss_layer {r['v_loss_layer']} is not the last block ({n_layers - 1}); only that is implemented")
     pairs = tuple((int(length), int(count)) for length, count in r.get("context_template_length_params", []))
@@ -421,6 +411,7 @@ def hparams_from_reference(method: str, released: Mapping, n_layers: int) -> HPa
         clamp_norm_factor=float(r["clamp_norm_factor"]), subject_kl_factor=float(r["kl_factor"]),
         nll_factor=float(r.get("nll_loss_factor", 1.0)), context_lengths=pairs,
         n_context=sum(c for _, c in pairs), context_length=pairs[0][0] if pairs else 10,
+        fact_token=str(r.get("fact_token", "subject_last")),
     )
     covariance = CovarianceHParams(cov_weight=float(r.get("mom2_update_weight", 0.0)), n_tokens=int(r["mom2_n_samples"]))
     layers = r["layers"]

@@ -460,13 +460,25 @@ class PromptBatch:
         return torch.einsum("ncd,c->nd", self.per_owner(values, n_owners), w)
 
 
-def subject_prompt_ids(bridge: TransformerBridge, context: str, request: EditRequest) -> tuple[list[int], int]:
-    """Token ids of `context + prompt(subject)` and the index of the subject's last token.
+FACT_TOKENS = ("subject_last", "last")
 
-    The index is the length of the tokenised text up to and including the subject, minus one (ROME's
-    `subject_last`). A BPE merge across the subject's end would shift it; that is the reference behaviour.
+
+def subject_prompt_ids(
+    bridge: TransformerBridge, context: str, request: EditRequest, fact_token: str = "subject_last"
+) -> tuple[list[int], int]:
+    """Token ids of `context + prompt(subject)` and the index of the fact's lookup token (ROME's `fact_token`).
+
+    "subject_last": the length of the tokenised text up to and including the subject, minus one. A BPE merge
+    across the subject's end would shift it; that is the reference behaviour. "last": the prompt's last token
+    (ROME `find_fact_lookup_idx` / `get_module_input_output_at_word` with `fact_token="last"`: index −1 of the
+    prompt; for a multi-token target the reference's −1 falls on the last target-prefix token of its rewriting
+    rows, ours stays on the prompt's last token, where the key is read).
     """
+    if fact_token not in FACT_TOKENS:
+        raise ValueError(f"unknown fact_token {fact_token!r}; expected one of {FACT_TOKENS}")
     ids = encode(bridge, context + request.text)
+    if fact_token == "last":
+        return ids, len(ids) - 1
     prefix = encode(bridge, context + request.prefix_through_subject)
     return ids, min(len(prefix), len(ids)) - 1
 
@@ -477,8 +489,10 @@ def build_batch(
     contexts: Sequence[str] = ("",),
     with_target: bool = False,
     owners: Sequence[int] | None = None,
+    fact_token: str = "subject_last",
 ) -> PromptBatch:
-    """One row per (request, context): `context + prompt(subject)` [+ target_new tokens but the last].
+    """One row per (request, context): `context + prompt(subject)` [+ target_new tokens but the last], its
+    lookup position the `fact_token` (`subject_prompt_ids`).
 
     `owners[i]` says which edit request row i's request belongs to (default: its own index).
     """
@@ -486,7 +500,7 @@ def build_batch(
     rows_ids, lookup, owner, targets = [], [], [], []
     for r, o in zip(requests, owners):
         for c in contexts:
-            ids, pos = subject_prompt_ids(bridge, c, r)
+            ids, pos = subject_prompt_ids(bridge, c, r, fact_token)
             tgt = [-100] * len(ids)
             if with_target:
                 t = target_token_ids(bridge, r.target_new)
@@ -599,8 +613,10 @@ def compute_keys(
     per_context: bool = False,
     owners: Sequence[int] | None = None,
     weights: Sequence[float] | None = None,
+    fact_token: str = "subject_last",
 ) -> dict[int, Float[Tensor, "n_requests d_mlp"] | Float[Tensor, "n_requests n_contexts d_mlp"]]:
-    """k^l per request: the down-projection input at the subject's last token, averaged over contexts
+    """k^l per request: the down-projection input at the subject's last token (or the prompt's last token,
+    `fact_token="last"`), averaged over contexts
     ([n, d_mlp]; weighted by `weights`, one per context, where given), or with `per_context` one per context
     ([n, c, d_mlp], in `contexts` order).
 
@@ -609,7 +625,7 @@ def compute_keys(
     layers = [check_layer(bridge, l) for l in layers]
     n = n_owners(requests, owners)
     runner = hf_runner(bridge)
-    batch = build_batch(bridge, requests, contexts, owners=owners)
+    batch = build_batch(bridge, requests, contexts, owners=owners, fact_token=fact_token)
     stores: dict[int, list] = {l: [] for l in layers}
     factories = [lambda l=l: capture_input(runner.down_proj[l], stores[l]) for l in layers]
     with torch.no_grad(), hooks(*factories):
@@ -624,15 +640,17 @@ def outputs_at_subject(
     site: str,
     contexts: Sequence[str] = ("",),
     owners: Sequence[int] | None = None,
+    fact_token: str = "subject_last",
 ) -> Float[Tensor, "n_requests d_model"]:
-    """The output of `site` ("resid": the block, "mlp", "attn") of `layer` at the subject's last token,
+    """The output of `site` ("resid": the block, "mlp", "attn") of `layer` at the subject's last token (the
+    `fact_token`),
     averaged over contexts (MEMIT/PMET's `cur_zs` use the bare prompt: contexts=("",)) and over the requests
     of one owner (`compute_keys`)."""
     layer = check_layer(bridge, layer)
     runner = hf_runner(bridge)
     module = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}[site][layer]
     n = n_owners(requests, owners)
-    batch = build_batch(bridge, requests, contexts, owners=owners)
+    batch = build_batch(bridge, requests, contexts, owners=owners, fact_token=fact_token)
     store: list = []
     with torch.no_grad(), hooks(lambda: capture_output(module, store)):
         run_until(runner, batch.tokens, module)

@@ -90,13 +90,14 @@ def target_write_map(
     cov: CovarianceHParams,
     cov_weight: float | None = None,
     owners: Sequence[int] | None = None,
+    fact_token: str = "subject_last",
 ) -> Tensor:
     """U = C⁻¹Kᵀ(KC⁻¹Kᵀ + λI)⁻¹ at `layer` for the requests' keys (`solver.write_map`; `owners` as in
     `keys.compute_keys`): the map a target optimised through the write (`TargetHParams.through_write`) is
     added with."""
     with stage("keys"):
         keys = compute_keys(bridge, requests, [layer], contexts, per_context=cov.per_context_keys, owners=owners,
-                            weights=cov.key_weights(contexts))[layer]
+                            weights=cov.key_weights(contexts), fact_token=fact_token)[layer]
     moments = load_second_moments(bridge, [layer], cov)[layer]
     with stage("solve"):
         weight = cov.cov_weight if cov_weight is None else cov_weight
@@ -104,13 +105,17 @@ def target_write_map(
 
 
 def residual_target(
-    bridge: TransformerBridge, requests: Sequence[EditRequest], z_layer: int, z_mlp: Float[Tensor, "n d_model"]
+    bridge: TransformerBridge,
+    requests: Sequence[EditRequest],
+    z_layer: int,
+    z_mlp: Float[Tensor, "n d_model"],
+    fact_token: str = "subject_last",
 ) -> Float[Tensor, "n d_model"]:
     """An FFN-output target z = F^L + δ re-expressed on the residual after block L: z_h = h^L + (z − F^L),
     at the subject's last token of the bare prompts (where `spread_write` measures what is left)."""
     with torch.no_grad():
-        ffn = outputs_at_subject(bridge, requests, z_layer, "mlp")
-        resid = outputs_at_subject(bridge, requests, z_layer, "resid")
+        ffn = outputs_at_subject(bridge, requests, z_layer, "mlp", fact_token=fact_token)
+        resid = outputs_at_subject(bridge, requests, z_layer, "resid", fact_token=fact_token)
     return resid + (z_mlp - ffn)
 
 
@@ -122,12 +127,13 @@ def sqrt_spread_steps(
     z_layer: int,
     accounting: str = "ffn",
     scale: float = 1.0,
+    fact_token: str = "subject_last",
 ) -> list[SpreadStep]:
     """PMET/ACE's spread of an FFN-output target z over `layers` (divisors sqrt(layers left)), with what is
     left measured on z_layer's FFN output ("ffn", the reference) or on its residual ("residual")."""
     if accounting not in ("ffn", "residual"):
         raise ValueError(f"unknown spread accounting {accounting!r}; expected 'ffn' or 'residual'")
-    z, site = (residual_target(bridge, requests, z_layer, z_mlp), "resid") if accounting == "residual" else (z_mlp, "mlp")
+    z, site = (residual_target(bridge, requests, z_layer, z_mlp, fact_token), "resid") if accounting == "residual" else (z_mlp, "mlp")
     return [SpreadStep(l, z, z_layer, site, d, scale) for l, d in zip(layers, spread_divisors(len(layers), "sqrt"))]
 
 
@@ -139,6 +145,7 @@ def spread_write(
     cov: CovarianceHParams,
     owners: Sequence[int] | None = None,
     solve: Callable[[int, Tensor, Tensor], Tensor] | None = None,
+    fact_token: str = "subject_last",
 ) -> MethodResult:
     """Run the layer-by-layer key→value writes; return the summed deltas (the model is left unchanged).
 
@@ -181,7 +188,8 @@ def spread_write(
             return custom(step.layer, keys, residual)
 
     n = n_owners(requests, owners)
-    key_batch, bare = build_batch(bridge, requests, contexts, owners=owners), build_batch(bridge, requests, ("",), owners=owners)
+    key_batch = build_batch(bridge, requests, contexts, owners=owners, fact_token=fact_token)
+    bare = build_batch(bridge, requests, ("",), owners=owners, fact_token=fact_token)
     key_pass, bare_pass = IncrementalForward(runner, key_batch.tokens), IncrementalForward(runner, bare.tokens)
     sites = {"resid": runner.blocks, "mlp": runner.mlp, "attn": runner.attn}
 
@@ -237,12 +245,13 @@ def memit_updates(
 ) -> MethodResult:
     layers = sorted(hp.layers)
     z_layer = layers[-1]
-    mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if hp.target.through_write else None
+    mapping = (target_write_map(bridge, requests, z_layer, contexts, hp.covariance, fact_token=hp.target.fact_token)
+               if hp.target.through_write else None)
     target = compute_targets(bridge, requests, z_layer, hp.target, contexts, sites=("resid",), write_map=mapping)
     z = target.targets["resid"]
     divisors = spread_divisors(len(layers), "linear")
     steps = [SpreadStep(l, z, z_layer, "resid", d) for l, d in zip(layers, divisors)]
-    result = spread_write(bridge, requests, steps, contexts, hp.covariance)
+    result = spread_write(bridge, requests, steps, contexts, hp.covariance, fact_token=hp.target.fact_token)
     result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer, target=target,
                        n_evals=target.n_evals, stop_reasons=target.stop_reasons)
     return result

@@ -37,10 +37,12 @@ def pmet_updates(
 ) -> MethodResult:
     layers = sorted(hp.layers)
     z_layer = layers[-1]
-    mapping = target_write_map(bridge, requests, z_layer, contexts, hp.covariance) if hp.target.through_write else None
+    mapping = (target_write_map(bridge, requests, z_layer, contexts, hp.covariance, fact_token=hp.target.fact_token)
+               if hp.target.through_write else None)
     target = compute_z_pmet(bridge, requests, z_layer, hp.target, contexts, write_map=mapping, joint_attention=hp.joint_attention)
-    steps = sqrt_spread_steps(bridge, requests, layers, target.targets["mlp"], z_layer, hp.spread_accounting)
-    result = spread_write(bridge, requests, steps, contexts, hp.covariance)
+    steps = sqrt_spread_steps(bridge, requests, layers, target.targets["mlp"], z_layer, hp.spread_accounting,
+                              fact_token=hp.target.fact_token)
+    result = spread_write(bridge, requests, steps, contexts, hp.covariance, fact_token=hp.target.fact_token)
     result.info.update(target_prob=target.target_prob, target_losses=target.losses, z_layer=z_layer, target=target,
                        n_evals=target.n_evals, stop_reasons=target.stop_reasons)
     return result

@@ -47,7 +47,8 @@ def rome_updates(
     # keys and statistics of the unedited layer: the solve needs them, and so does a target optimised
     # through the write (computed once, before the target)
     with stage("keys"):
-        keys = compute_keys(bridge, requests, [layer], contexts, per_context=hp.covariance.per_context_keys)[layer]
+        keys = compute_keys(bridge, requests, [layer], contexts, per_context=hp.covariance.per_context_keys,
+                            fact_token=hp.target.fact_token)[layer]
     second = load_second_moments(bridge, [layer], hp.covariance)[layer]
     mapping = None
     if hp.target.through_write:
@@ -86,9 +87,9 @@ def _rome_reference(
     try:
         for request in requests:
             with stage("keys"):
-                k_mean = compute_keys(bridge, [request], [layer], contexts)[layer][0].to(torch.float64)
-                k_bare = compute_keys(bridge, [request], [layer], ("",))[layer][0].to(torch.float64)
-                current = outputs_at_subject(bridge, [request], layer, "mlp")[0]
+                k_mean = compute_keys(bridge, [request], [layer], contexts, fact_token=hp.target.fact_token)[layer][0].to(torch.float64)
+                k_bare = compute_keys(bridge, [request], [layer], ("",), fact_token=hp.target.fact_token)[layer][0].to(torch.float64)
+                current = outputs_at_subject(bridge, [request], layer, "mlp", fact_token=hp.target.fact_token)[0]
             target = compute_targets(bridge, [request], layer, hp.target, contexts, sites=("mlp",))
             with stage("solve"):
                 c_inv_k = torch.cholesky_solve(k_mean[:, None], factor.to(k_mean.device))[:, 0]  # C⁻¹k̄

@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.hparams import TargetHParams
 from ace_interp.editing.keys import (
     SuffixForward,
     add_at_positions,
@@ -51,6 +51,58 @@ from ace_interp.model.architecture import check_layer
 log = logging.getLogger(__name__)
 
 SITES = ("resid", "mlp", "attn")
+
+
+@dataclass
+class TargetHParams:
+    """Optimisation of the target vector z (ROME/MEMIT `compute_v`/`compute_z`, PMET `compute_zs`).
+
+    loss = c · mean NLL(target_new | context + prompt)          over the context prefixes (c = nll_factor)
+         + kl_factor · KL(p_δ ‖ p_0) on `kl_prompt`'s next token  (keeps "{subject} is a" unchanged; our term)
+         + subject_kl_factor · the same KL at the subject's last token of `kl_prompt` — this is the KL term of
+           ROME / MEMIT / PMET / ACE (`kl_factor` in their hparams; `logits[i, lookup_idx]` in compute_v/z/zs)
+         + v_weight_decay · ‖δ‖ / ‖z_0‖^decay_power               (the reference codes: power 2)
+    Adam on δ, then δ is clamped to ‖δ‖ ≤ clamp_norm_factor · ‖z_0‖ after every step.
+
+    Stopping: `stop_on="nll"` stops once every request's NLL term is below `early_stop_loss` (the tuned preset);
+    `stop_on="loss"` once the total loss is (the references, `loss < 5e-2`). `argmax_nll_factor` (PMET's
+    compute_zs): once the target is the argmax at every target position, the next step's NLL weight is
+    c·argmax_nll_factor, and the optimisation stops if the KL terms are ≤ `argmax_kl_stop`. `per_request`
+    optimises each request of a batch on its own, with a fresh δ and Adam (the references); False optimises
+    them jointly with one shared stop.
+    """
+
+    v_num_grad_steps: int = 25
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    decay_power: int = 2
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    kl_prompt: str = "{} is a"
+    # The references' only KL term sits here (their `kl_factor`; the reference preset maps it to this field).
+    # The tuned preset keeps `kl_factor` (the prompt's last token) and uses this one on adapted models for ROME
+    # and ACE only: δ sits at the subject's last token, so it also changes what the model predicts right after
+    # the subject; when another edit's answer names this subject, the edited model then derails in the middle of
+    # that answer (SmolLM2: "Bucharest is the capital of" → " Denmark-Loraima"; docs/ace.md, "Chained edits")
+    subject_kl_factor: float = 0.0
+    early_stop_loss: float = 5e-2  # stop when every request's NLL term (stop_on="nll") or loss ("loss") is below
+    stop_on: Literal["nll", "loss"] = "nll"
+    nll_factor: float = 1.0  # c above (PMET's nll_loss_factor)
+    argmax_nll_factor: float | None = None  # PMET: 0.1 once the target is the argmax; None: no such rule
+    argmax_kl_stop: float = 0.01  # PMET: stop when the target is the argmax and the KL terms are at most this
+    per_request: bool = False
+    n_context: int = 5  # sampled context prefixes (plus the empty one)
+    # (length, count) pairs of sampled prefixes, e.g. ROME's ((5, 10), (10, 10)); None: (context_length, n_context)
+    context_lengths: tuple[tuple[int, int], ...] | None = None
+    # optimise δ through the write at the target layer (`compute_targets(write_map=…)`): the loss sees what
+    # Δ = Uδ does at every position, not only at the subject's last token (docs/ace.md, "Through the write")
+    through_write: bool = False
+    context_length: int = 10
+    seed: int = 0
+    # where δ is added and keys are read (ROME's `fact_token`): "subject_last", the references' setting, or
+    # "last", the prompt's last token (ROME's other strategy) for models that build the fact there rather than at
+    # the subject (`editing.calibrate`, docs/presets.md "Where the fact is read")
+    fact_token: Literal["subject_last", "last"] = "subject_last"
 
 
 @dataclass
@@ -138,15 +190,16 @@ def _optimise(
         raise ValueError(f"unknown target sites {bad or sites}; expected some of {SITES}")
     runner = hf_runner(bridge)
     n_req = len(requests)
-    rewrite = build_batch(bridge, requests, contexts, with_target=True)
+    rewrite = build_batch(bridge, requests, contexts, with_target=True, fact_token=hp.fact_token)
     parts = [rewrite]
     if extra_prompts:
         parts.append(
-            build_batch(bridge, [p for _, p in extra_prompts], ("",), with_target=True, owners=[i for i, _ in extra_prompts])
+            build_batch(bridge, [p for _, p in extra_prompts], ("",), with_target=True, owners=[i for i, _ in extra_prompts],
+                        fact_token=hp.fact_token)
         )
     kl_requests = [EditRequest(hp.kl_prompt, r.subject, r.target_new) for r in requests]
     use_kl = hp.kl_factor > 0 or hp.subject_kl_factor > 0
-    kl = build_batch(bridge, kl_requests, ("",)) if use_kl else None
+    kl = build_batch(bridge, kl_requests, ("",), fact_token=hp.fact_token) if use_kl else None
     if kl is not None:
         parts.append(kl)
     batch = concat_batches(bridge, *parts) if len(parts) > 1 else rewrite
