@@ -1,37 +1,39 @@
-"""Where does a model read a fact? A short measurement on the model's own facts, for the presets.
+"""Where can a model's facts be written? A short measurement on the model's own facts, for the presets.
 
     import ace_interp as ai
-    from ace_interp.editing.calibrate import fact_sites, known_world_facts
+    from ace_interp.editing.calibrate import cached_fact_sites
     bridge = ai.load_model("toy-qwen3")
-    sites = fact_sites(bridge, known_world_facts(bridge, n=64))   # DataFrame: layer, fact_token, subject_share
-    sites.pivot(index="layer", columns="fact_token", values="subject_share")
+    sites = cached_fact_sites(bridge, corpus=None, n_tokens=2000)   # FactSiteCalibration
+    sites.fact_token, sites.usable_layers                        # ('subject_last', (0, 1, 2, 3))
+    sites.table                 # DataFrame: layer, fact_token, subject_share, bleed, reach, usable
 
-Every editor here keys on one token of the prompt (ROME's `fact_token`): the subject's last token in the papers,
-or the prompt's last token (ROME's other strategy). A key k at layer l only separates one subject from another
-where it varies with the subject. We measure that directly: for facts grouped by prompt template, the
-**subject share** of layer l's keys (the down-projection input m^l) at a position is
+Every editor keys on one token of the prompt (ROME's `fact_token`): the subject's last token in the papers'
+releases, or the prompt's last token (ROME's other strategy). Per (fact token, layer) we measure on facts the model
+was trained on, grouped by prompt template:
 
-    share(l, pos) = Σ_template Σ_i ‖k_i − k̄_template‖²  /  Σ_i ‖k_i‖²
+* **bleed** — a key-value write Δ = C⁻¹k rᵀ / (kᵀC⁻¹k) moves another key k' by (k'ᵀC⁻¹k)/(kᵀC⁻¹k) of r: the
+  median of that ratio over same-template pairs is the share of an edit's shift another subject's prompt receives;
+* **reach** — the share of counterfactual trial edits whose target a free δ on the layer's FFN output at that token
+  makes likely: whether a write there can steer the answer at all;
+* `subject_share`, for reading only — the part of the keys' energy that changes when only the subject changes.
 
-the part of the keys' energy that changes when only the subject changes. 1: every key is the subject's own;
-0: every prompt of a template writes into the same key, so an edit of one fact moves them all.
-
-Why the presets need it (docs/findings/2026-12-06-fresh-toys.md): on the shipped 6-layer toys the subject's
-token carries the subject (share ≈ 0.9), but a qwen3 toy freshly trained with the same recipe reads the
-subject's embedding with layer-0 attention and builds the fact at the last position; its subject-token keys
-have cosine 0.97–0.99 across subjects, and every subject-position write bled onto every prompt of the relation
-(specificity 43–66%). `choose_fact_token` reads the shares; `hparams.tuned_hparams` applies the choice to
-models that carry a synthetic world (where the facts to measure on come with the model).
+A site is usable where bleed ≤ `MAX_BLEED` and reach ≥ `MIN_REACH`; the fact token is "subject_last" where it has a
+usable layer, else "last" (`choose_sites`). `hparams.with_fact_sites` then moves each written layer group onto usable
+layers. Why (docs/findings/2026-12-07-fact-token-calibration.md): a qwen3 toy freshly trained with our recipe reads
+the subject's embedding with layer-0 attention and builds the fact at the last position; its subject-token writes
+bled onto every prompt of the relation (specificity 43–66%). In a 3-layer GPT-J toy the layer map wrote at layer 0,
+where a δ could not steer the answer (MEMIT / PMET efficacy 40–43%).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 import torch
@@ -39,11 +41,13 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.covariance import TextCorpus, second_moments
+from ace_interp.editing.covariance import TextCorpus, model_id, second_moments
 from ace_interp.editing.keys import FACT_TOKENS, build_batch, capture_input, hf_runner, hooks, run_until
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.solver import regularised_cholesky
 from ace_interp.editing.targets import TargetHParams, compute_targets
+from ace_interp.model.cachefiles import atomic_path, file_lock
+from ace_interp.model.loading import cache_dir
 from ace_interp.model.state import model_state
 
 log = logging.getLogger(__name__)
@@ -193,13 +197,50 @@ def calibrate_fact_sites(
             else target_reach(bridge, trials, row.layer, replace(REACH_OPTIMISER, fact_token=token))
             for row in table.itertuples()
         ]
-        table["usable"] = (table["bleed"] <= MAX_BLEED) & (table["reach"] >= MIN_REACH)
         tables.append(table)
-        usable = tuple(int(l) for l in table.loc[table["usable"], "layer"])
+        sites = choose_sites(pd.concat(tables, ignore_index=True))
+        if sites is not None:
+            return sites
+    raise ValueError(f"no layer of this model can be written at either fact token:\n{pd.concat(tables).to_string()}")
+
+
+def choose_sites(table: pd.DataFrame) -> FactSiteCalibration | None:
+    """The choice `calibrate_fact_sites` makes from its measurements (layer, fact_token, bleed, reach, ...):
+    the first fact token of `FACT_TOKENS` with a usable layer; None if none has one."""
+    table = table.assign(usable=(table["bleed"] <= MAX_BLEED) & (table["reach"] >= MIN_REACH))
+    for token in FACT_TOKENS:
+        usable = tuple(int(l) for l in table.loc[table["usable"] & (table["fact_token"] == token), "layer"])
         if usable:
             log.info("fact sites: %s at layers %s", token, usable)
-            return FactSiteCalibration(token, usable, pd.concat(tables, ignore_index=True))
-    raise ValueError(f"no layer of this model can be written at either fact token:\n{pd.concat(tables).to_string()}")
+            return FactSiteCalibration(token, usable, table)
+    return None
+
+
+def cached_fact_sites(bridge: TransformerBridge, corpus: TextCorpus | None, n_tokens: int) -> FactSiteCalibration:
+    """`calibrate_fact_sites` for this model and key statistics, measured once: kept on the bridge
+    (`model_state(bridge).fact_sites`) and on disk beside the statistics, keyed on the weights as loaded, the
+    corpus, the bounds and the optimiser (`covariance.model_id`; a lock and a per-process temporary name make
+    concurrent first use safe). A preset must not change with the edits a session has applied since; measured
+    on an edited model, it says so in the log."""
+    state = model_state(bridge)
+    settings = json.dumps([corpus.fingerprint() if corpus is not None else None, n_tokens, MAX_BLEED, MIN_REACH,
+                           asdict(REACH_OPTIMISER), FACT_TOKENS], sort_keys=True)
+    if settings in state.fact_sites:
+        return state.fact_sites[settings]
+    digest = hashlib.sha1(settings.encode()).hexdigest()[:12]
+    path = cache_dir() / "stats" / model_id(bridge) / f"fact-sites-{digest}.csv"
+    with file_lock(path):
+        if not path.exists():
+            if state.weight_edits:
+                log.warning("fact-site calibration measured on a model with %d edits applied", len(state.weight_edits))
+            sites = calibrate_fact_sites(bridge, corpus, n_tokens)
+            with atomic_path(path) as tmp:
+                sites.table.drop(columns="usable").to_csv(tmp, index=False)
+    sites = choose_sites(pd.read_csv(path))
+    if sites is None:
+        raise ValueError(f"the cached calibration {path} has no usable site; delete it to measure again")
+    state.fact_sites[settings] = sites
+    return sites
 
 
 def known_world_facts(bridge: TransformerBridge, n: int = 64, seed: int = 0) -> list[EditRequest]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ast
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -35,13 +34,10 @@ from typing import Literal, TypeVar
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.calibrate import FactSiteCalibration, calibrate_fact_sites
+from ace_interp.editing.calibrate import FactSiteCalibration, cached_fact_sites
 from ace_interp.editing.covariance import TextCorpus, world_corpus_path
 from ace_interp.editing.targets import TargetHParams
 from ace_interp.model.architecture import ModelSpec, model_spec
-from ace_interp.model.state import model_state
-
-log = logging.getLogger(__name__)
 
 METHODS = ("ft", "rome", "memit", "pmet", "ace")
 
@@ -211,23 +207,10 @@ def default_hparams(method: str, bridge: TransformerBridge, preset: str | None =
         spec, world = model_spec(bridge), world_corpus_path(bridge) is not None
         hp = hparams_from_size_classes(method, doc, spec, world)
         if world and size_class(doc, spec).get("calibrate_fact_sites") and method != "ft":
-            hp = with_fact_sites(hp, cached_fact_sites(bridge, hp.covariance))
+            hp = with_fact_sites(hp, cached_fact_sites(bridge, hp.covariance.corpus, hp.covariance.n_tokens))
     else:
         raise ValueError(f"preset {preset!r} of {method} has neither a released configuration nor size_classes")
     return override_hparams(hp, **overrides)
-
-
-def cached_fact_sites(bridge: TransformerBridge, cov: CovarianceHParams) -> FactSiteCalibration:
-    """`calibrate.calibrate_fact_sites` for this model with the editors' statistics `cov`, measured once per loaded
-    model (kept in `model_state(bridge).fact_sites`): a preset must not change with the edits a session has
-    applied since. Measured on an edited model, it says so in the log."""
-    state = model_state(bridge)
-    key = (None if cov.corpus is None else cov.corpus.fingerprint(), cov.n_tokens)
-    if key not in state.fact_sites:
-        if state.weight_edits:
-            log.warning("fact-site calibration measured on a model with %d edits applied", len(state.weight_edits))
-        state.fact_sites[key] = calibrate_fact_sites(bridge, cov.corpus, cov.n_tokens)
-    return state.fact_sites[key]
 
 
 def with_fact_sites(hp: HParams, sites: FactSiteCalibration) -> HParams:

@@ -48,7 +48,7 @@ class ModelState:
     weight_edits: list = field(default_factory=list)  # model.weights.WeightEdit stack, oldest first
     hf_runner: object | None = None  # editing.keys.HFRunner, built once per bridge
     context_templates: dict = field(default_factory=dict)  # editing.keys.context_templates cache
-    fact_sites: dict = field(default_factory=dict)  # editing.hparams.cached_fact_sites, per statistics setting
+    fact_sites: dict = field(default_factory=dict)  # editing.calibrate.cached_fact_sites, per statistics setting
 
     def saved_metadata(self) -> dict | None:
         """What `save_model` writes to `SAVED_STATE_FILE` (None: nothing to write)."""

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ace_interp.editing import EditRequest, default_hparams, edit
+from ace_interp.editing import EditRequest, calibrate, default_hparams, edit
 from ace_interp.editing.calibrate import (
     FactSiteCalibration,
     bleed_ratios,
@@ -100,12 +100,24 @@ def test_reference_configuration_reads_fact_token_last():
         hparams_from_reference("rome", {**released, "fact_token": "subject_first"}, 28)
 
 
-def test_calibration_keeps_the_shipped_toys_subject_position():
-    """toy-gptj keeps the subject's token at the layers its tuned preset writes (its measured defaults stand)."""
+def test_calibration_keeps_the_shipped_toys_subject_position_and_is_cached(monkeypatch):
+    """toy-gptj keeps the subject's token at the layers its tuned preset writes (its measured defaults stand);
+    a second load of the model reads the calibration from disk instead of measuring again."""
     bridge = load_model("toy-gptj", device="cpu")
     hp = default_hparams("rome", bridge)
     assert (hp.target.fact_token, hp.layer) == ("subject_last", 1)
     assert default_hparams("memit", bridge).layers == (1,)
+    (first,) = model_state(bridge).fact_sites.values()
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("measured again instead of reading the cache")
+
+    monkeypatch.setattr(calibrate, "calibrate_fact_sites", measure_again)
+    again = load_model("toy-gptj", device="cpu")
+    assert default_hparams("rome", again).layer == 1
+    (second,) = model_state(again).fact_sites.values()
+    assert second.usable_layers == first.usable_layers
+    pd.testing.assert_frame_equal(second.table, first.table, check_exact=False, rtol=1e-12)
 
 
 @pytest.mark.skipif(not FRESH_QWEN3.exists(), reason="the fresh qwen3 toy of results/fresh-toys is absent")
