@@ -325,6 +325,26 @@ def run_model(model: str, methods, batches, n_sequential: int, every: int, minut
         write_outputs(folder)
 
 
+def combine_runs(sources: list[str], out: Path) -> None:
+    """Tables and figure only: the sequences of FOLDER:METHOD runs (each folder a finished `--out` of this script,
+    same model) side by side in `out`, paired per fact as in one run (every run draws the same requests and the same
+    held-out facts from the same seeds). Used where one method per process ran at once."""
+    for model in sorted({p.name for src in sources for p in Path(src.split(":")[0]).iterdir() if p.is_dir()}):
+        parts = {"sequence.csv": [], "outcomes.csv.gz": []}
+        for src in sources:
+            folder, method = src.split(":")
+            for name, frames in parts.items():
+                path = Path(folder) / model / name
+                if path.exists():
+                    frame = pd.read_csv(path)
+                    frames.append(frame[(frame["method"] == method) & (frame["mode"] == "sequential")])
+        target = out / model
+        target.mkdir(parents=True, exist_ok=True)
+        for name, frames in parts.items():
+            pd.concat(frames, ignore_index=True).to_csv(target / name, index=False)
+        write_outputs(target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="+", default=["toy-gptj", "toy-qwen3"])
@@ -334,9 +354,16 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=15.0, help="time budget per (model, method) sequence")
     parser.add_argument("--out", default="results/sequential-editing")
+    parser.add_argument("--combine", nargs="+", metavar="FOLDER:METHOD",
+                        help="no editing: write the sequences of these runs' methods side by side to --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     out = Path(args.out)
+    if args.combine:
+        combine_runs(args.combine, out)
+        write_run_json(out, hparams={"combined": args.combine}, status="finished",
+                       note="tables and figure only, from the sequence.csv / outcomes.csv.gz of the runs named")
+        return
     start = time.perf_counter()
     hparams = {"methods": args.methods, "batches": args.batches, "sequential": args.sequential, "every": args.every,
                "minutes": args.minutes, "models": args.model, "efficacy_sample": EFFICACY_SAMPLE,

@@ -72,6 +72,28 @@ def test_paired_table_pairs_the_same_facts_at_the_longest_common_check():
     assert row["difference"] == pytest.approx(0.5)
 
 
+def test_combined_runs_pair_methods_that_ran_in_separate_processes(tmp_path, monkeypatch):
+    """`--combine FOLDER:METHOD`: each run contributes only the named method's sequence; the pairs are per fact."""
+    import experiments.sequential_editing as se
+
+    monkeypatch.setattr(se, "write_png", lambda fig, path: None)
+    cols = ["model", "method", "mode", "edits", "efficacy_cell", "specificity_cell", "untouched_cell", "perplexity",
+            "seconds", "efficacy", "specificity", "untouched"]
+    for run, method, kept in (("a", "alphaedit", 1), ("b", "memit", 0)):
+        folder = tmp_path / run / "toy-x"
+        folder.mkdir(parents=True)
+        rows = [("toy-x", m, "sequential", 50, "", "", "", 1.0, 1.0, 0.5, 0.5, 0.5) for m in (method, "other")]
+        pd.DataFrame(rows, columns=cols).to_csv(folder / "sequence.csv", index=False)
+        pd.DataFrame([("toy-x", m, "sequential", 50, "specificity", f, kept) for m in (method, "other") for f in ("f1", "f2")],
+                     columns=["model", "method", "mode", "edits", "measure", "item", "correct"]
+                     ).to_csv(folder / "outcomes.csv.gz", index=False)
+    se.combine_runs([f"{tmp_path / 'a'}:alphaedit", f"{tmp_path / 'b'}:memit"], tmp_path / "out")
+    sequence = pd.read_csv(tmp_path / "out" / "toy-x" / "sequence.csv")
+    assert sorted(sequence["method"]) == ["alphaedit", "memit"]
+    (row,) = pd.read_csv(tmp_path / "out" / "toy-x" / "paired.csv").to_dict("records")
+    assert (row["b"], row["n"], row["only_a"], row["only_b"]) == ("memit", 2, 2, 0)
+
+
 def test_attribution_findings_paired_comparisons_count_discordant_facts():
     from experiments.attribution_findings import paired_comparisons
 
