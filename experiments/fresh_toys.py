@@ -31,10 +31,12 @@ import pandas as pd
 from ace_interp.data.mquake import load_mquake
 from ace_interp.data.train_toy import cpu15_config, save_result, train
 from ace_interp.data.world import generate_world, save_world_assets
-from ace_interp.editing import default_hparams
+from ace_interp.editing import default_hparams, load_preset
+from ace_interp.editing.hparams import hparams_from_size_classes
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import evaluate, model_style
 from ace_interp.model import load_model
+from ace_interp.model.architecture import model_spec
 from ace_interp.model.state import model_state
 from ace_interp.provenance import write_run_json
 from experiments.preset_table import cell
@@ -91,11 +93,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="training threads")
     parser.add_argument("--out", default="results/fresh-toys")
     parser.add_argument("--toys-dir", default=None, help="where the toys live and are trained (default: --out)")
+    parser.add_argument("--shape-only", action="store_true",
+                        help="the tuned preset's shape rule without its fact-site calibration (the comparison run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     toys_dir = out if args.toys_dir is None else Path(args.toys_dir)
+    label = "tuned, shape rule only (no fact-site calibration)" if args.shape_only else "tuned (default)"
     start = time.perf_counter()
     frames, hparams, case_files, training, calibrations = [], {}, {}, {}, []
     for spec in args.toys:
@@ -109,7 +114,8 @@ def main() -> int:
         cases = single_edit_cases(cases_path, args.n, args.seed)
         hops = hop_prompts_for(bridge, cases_path)
         for method in args.methods:
-            hp = default_hparams(method, bridge)
+            hp = (hparams_from_size_classes(method, load_preset(method, "tuned"), model_spec(bridge), True)
+                  if args.shape_only else default_hparams(method, bridge))
             hparams[f"{name}/{method}"] = hp
             for sites in model_state(bridge).fact_sites.values():  # the preset's calibration (hparams.cached_fact_sites)
                 if not any(c["toy"].iloc[0] == name for c in calibrations):
@@ -123,10 +129,10 @@ def main() -> int:
             per_case = pd.concat(frames, ignore_index=True)
             per_case.to_csv(out / "per_case.csv", index=False)
             (out / "table.md").write_text(table(per_case).to_markdown(index=False) + "\n")
-            write_run_json(out, preset="tuned (default)", hparams=hparams, case_file=cases_path, seeds=[args.seed],
+            write_run_json(out, preset=label, hparams=hparams, case_file=cases_path, seeds=[args.seed],
                            wall_s=time.perf_counter() - start, toys=args.toys, case_files=case_files,
                            n_cases_per_toy=args.n, training_metrics=training, complete=False)
-    write_run_json(out, preset="tuned (default)", hparams=hparams, case_file=cases_path, seeds=[args.seed],
+    write_run_json(out, preset=label, hparams=hparams, case_file=cases_path, seeds=[args.seed],
                    wall_s=time.perf_counter() - start, toys=args.toys, case_files=case_files,
                    n_cases_per_toy=args.n, training_metrics=training, complete=True)
     print(table(pd.concat(frames, ignore_index=True)).to_markdown(index=False))
