@@ -40,6 +40,7 @@ from ace_interp.model.architecture import model_spec
 from ace_interp.model.state import model_state
 from ace_interp.provenance import write_run_json
 from experiments.preset_table import cell
+from experiments.preset_table import table as preset_table
 
 log = logging.getLogger("fresh_toys")
 EFFICACY_BAR, SPECIFICITY_BAR = 0.95, 0.90
@@ -93,12 +94,22 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="training threads")
     parser.add_argument("--out", default="results/fresh-toys")
     parser.add_argument("--toys-dir", default=None, help="where the toys live and are trained (default: --out)")
+    parser.add_argument("--compare", nargs="+", metavar="FOLDER",
+                        help="no editing: pair a calibrated run's per_case.csv (the first folder) with shape-only runs' "
+                             "(the others) on the same toys and cases; writes <out>/comparison.md")
     parser.add_argument("--shape-only", action="store_true",
                         help="the tuned preset's shape rule without its fact-site calibration (the comparison run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        frames = [pd.read_csv(Path(folder) / "per_case.csv").assign(preset="calibrated" if i == 0 else "shape rule")
+                  for i, folder in enumerate(args.compare)]
+        paired = preset_table(pd.concat(frames).rename(columns={"toy": "model"}), ("calibrated", "shape rule"))
+        (out / "comparison.md").write_text(paired.to_markdown(index=False) + "\n")
+        print(paired.to_markdown(index=False))
+        return 0
     toys_dir = out if args.toys_dir is None else Path(args.toys_dir)
     label = "tuned, shape rule only (no fact-site calibration)" if args.shape_only else "tuned (default)"
     start = time.perf_counter()

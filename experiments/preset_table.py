@@ -56,17 +56,20 @@ def cell(successes: float, n: int) -> str:
     return f"{100 * successes / n:.0f}% [{100 * low:.0f}, {100 * high:.0f}] (n={n})"
 
 
-def table(per_case: pd.DataFrame) -> pd.DataFrame:
+def table(per_case: pd.DataFrame, presets: tuple[str, str] = PRESETS) -> pd.DataFrame:
+    """Per (model, method): the two presets' rows on the cases both ran, and a paired `a − b` row (Newcombe interval,
+    exact McNemar p; specificity per case: all its neighbourhood facts kept)."""
+    first, second = presets
     rows = []
     for (model, method), group in per_case.groupby(["model", "method"], sort=False):
         by_preset = {p: g.sort_values("case_id").reset_index(drop=True) for p, g in group.groupby("preset")}
-        if set(by_preset) != set(PRESETS):
+        if set(by_preset) != set(presets):
             continue
-        common = set(by_preset["reference"].case_id) & set(by_preset["tuned"].case_id)
-        ref, tuned = (by_preset[p][by_preset[p].case_id.isin(common)].reset_index(drop=True) for p in PRESETS)
+        common = set(by_preset[first].case_id) & set(by_preset[second].case_id)
+        a_rows, b_rows = (by_preset[p][by_preset[p].case_id.isin(common)].reset_index(drop=True) for p in presets)
         if not common:
             continue
-        for preset, g in (("reference", ref), ("tuned", tuned)):
+        for preset, g in ((first, a_rows), (second, b_rows)):
             row = {"model": model, "method": method, "preset": preset}
             for metric in BINARY:
                 ok = (g[metric] == 1.0).astype(int)
@@ -75,13 +78,13 @@ def table(per_case: pd.DataFrame) -> pd.DataFrame:
             row["specificity (facts)"] = cell(float((g["specificity"].fillna(0) * facts).sum()), int(facts.sum()))
             row["s/edit (mean)"] = f"{g['edit_seconds'].mean():.2f}"
             rows.append(row)
-        test_row = {"model": model, "method": method, "preset": "reference − tuned"}
+        test_row = {"model": model, "method": method, "preset": f"{first} − {second}"}
         for metric in (*BINARY, "specificity"):
-            a, b = (ref[metric] == 1.0).astype(int), (tuned[metric] == 1.0).astype(int)
+            a, b = (a_rows[metric] == 1.0).astype(int), (b_rows[metric] == 1.0).astype(int)
             t = paired_test(list(a), list(b))
             key = "specificity (facts)" if metric == "specificity" else metric
             test_row[key] = f"{100 * t.difference:+.0f} pts [{100 * t.difference_low:+.0f}, {100 * t.difference_high:+.0f}], p={t.p_value:.2g}"
-        test_row["s/edit (mean)"] = f"{ref['edit_seconds'].mean() / tuned['edit_seconds'].mean():.2f}×"
+        test_row["s/edit (mean)"] = f"{a_rows['edit_seconds'].mean() / b_rows['edit_seconds'].mean():.2f}×"
         rows.append(test_row)
     return pd.DataFrame(rows)
 
