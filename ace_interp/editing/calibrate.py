@@ -104,12 +104,13 @@ def fact_sites(
     corpus: TextCorpus | None = None,
     n_tokens: int = 2000,
     fact_tokens: Sequence[str] = FACT_TOKENS,
+    factors: dict[int, Tensor] | None = None,
 ) -> pd.DataFrame:
     """One row per (layer, fact_token): `subject_share` and the median `bleed` (module docstring) over the
-    facts' same-template pairs, C from `n_tokens` of `corpus` (the editors' statistics, `covariance.second_moments`)."""
+    facts' same-template pairs, C from `n_tokens` of `corpus` (the editors' statistics, `covariance.second_moments`);
+    `factors`: those Cholesky factors per layer, where the caller already has them (`statistics_factors`)."""
     layers = list(range(bridge.cfg.n_layers))
-    moments = second_moments(bridge, layers, corpus=corpus, n_tokens=n_tokens, progress=False)
-    factors = {l: regularised_cholesky(moments[l]) for l in layers}
+    factors = statistics_factors(bridge, corpus, n_tokens) if factors is None else factors
     rows = []
     for token in fact_tokens:
         groups = template_keys(bridge, facts, token, layers)
@@ -119,6 +120,13 @@ def fact_sites(
             rows.append({"layer": l, "fact_token": token, "subject_share": spread / max(energy, 1e-30),
                          "bleed": float(bleed.abs().median())})
     return pd.DataFrame(rows)
+
+
+def statistics_factors(bridge: TransformerBridge, corpus: TextCorpus | None, n_tokens: int) -> dict[int, Tensor]:
+    """Cholesky factors of every layer's key statistics C (`covariance.second_moments`, ridge as the solver's)."""
+    layers = list(range(bridge.cfg.n_layers))
+    moments = second_moments(bridge, layers, corpus=corpus, n_tokens=n_tokens, progress=False)
+    return {l: regularised_cholesky(moments[l]) for l in layers}
 
 
 def counterfactual_trials(facts: Sequence[EditRequest], n: int, seed: int = 0) -> list[EditRequest]:
@@ -190,8 +198,9 @@ def calibrate_fact_sites(
         raise ValueError("no facts to calibrate on: this model carries no synthetic world; pass facts=")
     trials = counterfactual_trials(facts, n_trials, seed)
     tables = []
+    factors = statistics_factors(bridge, corpus, n_tokens)  # once, for both fact tokens
     for token in FACT_TOKENS:
-        table = fact_sites(bridge, facts, corpus, n_tokens, fact_tokens=(token,))
+        table = fact_sites(bridge, facts, corpus, n_tokens, fact_tokens=(token,), factors=factors)
         table["reach"] = [
             float("nan") if row.bleed > MAX_BLEED
             else target_reach(bridge, trials, row.layer, replace(REACH_OPTIMISER, fact_token=token))
