@@ -211,6 +211,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_main_table(args: argparse.Namespace) -> int:
+    from ace_interp.editing import DEFAULT_PRESET
+    from ace_interp.evaluation.checkpoint import Shard
     from ace_interp.evaluation.main_table import TableConfig, run_main_table
     from ace_interp.evaluation.protocol import default_cases
     from ace_interp.model.loading import REPO_ROOT
@@ -220,7 +222,8 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
                          ace_variants=tuple(args.ace_variants),
                          seeds=tuple(args.seeds), protocols=tuple(args.protocols), batch_size=args.batch_size or None,
-                         perplexity=not args.no_perplexity)
+                         perplexity=not args.no_perplexity, preset=args.preset or DEFAULT_PRESET, resume=args.resume,
+                         shard=Shard.parse(args.shard) if args.shard else None)
     cases = {m: default_cases(m) for m in config.models}
     command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
     # the README is for users: its headline table comes from experiments.results_index, so only --readme writes here
@@ -360,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ace-variants", nargs="*", default=["implicit"], choices=["implicit"],
                    help="ACE with an option on, a row each: implicit = the implicit-subject write (docs/ace.md); "
                         "none when given without a value")
+    p.add_argument("--preset", default=None, help="every row's hyper-parameter preset: tuned (the default) or "
+                   "reference (docs/presets.md)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run (or assemble shards) from the "
+                   "items saved under OUT/MODEL/checkpoint")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th item from the I-th (0-based), "
+                   "e.g. 0/2 and 1/2 in two processes; then the same command with --resume assembles the table")
     p.add_argument("--readme", action="store_true", help="also write the table into README.md between its markers")
     p.add_argument("--no-readme", action="store_true", help="(the default) leave README.md alone")
     p.set_defaults(func=cmd_main_table)

@@ -48,13 +48,17 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _jsonable(value):
+def jsonable(value):
+    """`value` as JSON-ready data: dataclasses expanded, sets sorted (their order would differ between processes),
+    paths as strings, anything else unknown as its repr."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value))
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, Path):
@@ -75,8 +79,8 @@ def run_record(*, command: Sequence[str] | str | None = None, hparams: Mapping |
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "processor": platform.machine(), "cpus": os.cpu_count()},
-        "preset": _jsonable(preset),
-        "hparams": _jsonable(hparams or {}),
+        "preset": jsonable(preset),
+        "hparams": jsonable(hparams or {}),
         "seeds": list(seeds) if seeds is not None else None,
         "case_file": None, "case_file_sha256": None,
         "wall_s": None if wall_s is None else round(float(wall_s), 2),
@@ -85,7 +89,7 @@ def run_record(*, command: Sequence[str] | str | None = None, hparams: Mapping |
         record["case_file"] = str(case_file)
         if Path(case_file).is_file():
             record["case_file_sha256"] = file_digest(case_file)
-    record.update({k: _jsonable(v) for k, v in extra.items()})
+    record.update({k: jsonable(v) for k, v in extra.items()})
     return record
 
 

@@ -41,6 +41,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase, Rewrite
 from ace_interp.editing import EditRequest, HopPrompt, edit
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, run_items
 from ace_interp.evaluation.general_ability import perplexity
 from ace_interp.evaluation.protocol import (
     Asking,
@@ -142,29 +143,34 @@ def evaluate_batched(
     known_only: bool = True,
     perplexity_texts: Sequence[str] | None = None,
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
+    shard: Shard | None = None,
 ) -> EvalResult:
-    """The batched protocol (module docstring) for each edited method row; base rows as in `protocol.evaluate`."""
+    """The batched protocol (module docstring) for each edited method row; base rows as in `protocol.evaluate`.
+    `checkpoint` and `shard` save and split the (row, batch) items as in `protocol.evaluate`."""
     askings = list(askings)
     rows_of = [r for r in method_rows(methods, hparams) if r.method is not None]
     unedited = unedited_answers(bridge, cases, askings, n_specificity, seed, perplexity_texts)
     usable = [c for c in cases if not known_only or any(unedited.known[a.label][c.case_id] for a in askings)]
     batches = make_batches(usable, batch_size, seed)
-    rows: list[dict] = []
-    bar = tqdm(total=len(batches) * len(rows_of), desc="evaluate (batched)", disable=not progress)
-    for row in rows_of:
-        for b, batch in enumerate(batches):
-            in_batch = {c.case_id for c in batch}
-            others = [c for c in usable if c.case_id not in in_batch]
-            k = len(batch) if n_unedited is None else n_unedited
-            outside = random.Random(f"{seed}-{b}").sample(others, min(k, len(others)))
-            asked = [(c, True) for c in batch] + [(c, False) for c in outside]
-            edits = batch_edits(batch)
-            for masked, group in masked_groups(asked, edits).items():
-                rows += _evaluate_group(bridge, row, group, edits, masked, askings, unedited, known_only, hop_prompts,
-                                        perplexity_texts, b)
-            bar.update()
-    bar.close()
-    return EvalResult(pd.DataFrame(rows))
+
+    def run(item: tuple[MethodRow, int]) -> list[dict]:
+        row, b = item
+        batch = batches[b]
+        in_batch = {c.case_id for c in batch}
+        others = [c for c in usable if c.case_id not in in_batch]
+        k = len(batch) if n_unedited is None else n_unedited
+        outside = random.Random(f"{seed}-{b}").sample(others, min(k, len(others)))
+        asked = [(c, True) for c in batch] + [(c, False) for c in outside]
+        edits = batch_edits(batch)
+        return [r for masked, group in masked_groups(asked, edits).items()
+                for r in _evaluate_group(bridge, row, group, edits, masked, askings, unedited, known_only, hop_prompts,
+                                         perplexity_texts, b)]
+
+    items = [((row.label, b), (row, b)) for row in rows_of for b in range(len(batches))]
+    n_run = sum(1 for i in range(len(items)) if shard is None or shard.keeps(i))
+    with tqdm(total=n_run, desc="evaluate (batched)", disable=not progress) as bar:
+        return EvalResult(pd.DataFrame(run_items(items, run, checkpoint, shard, bar)))
 
 
 def _evaluate_group(bridge, row: MethodRow, group, edits, masked, askings, unedited, known_only, hop_prompts,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -36,22 +37,21 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams, implicit_subject_layers
-from ace_interp.editing.hparams import HParams
+from ace_interp.editing.hparams import DEFAULT_PRESET, HParams
 from ace_interp.evaluation.batched import evaluate_batched
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard
 from ace_interp.evaluation.general_ability import heldout_texts
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, MethodRow, askings_for, evaluate
 from ace_interp.evaluation.stats import accuracy_cell, paired_test, proportion_cell
 from ace_interp.model import load_model
-from ace_interp.provenance import write_run_json
+from ace_interp.provenance import file_digest, write_run_json
 
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str | None, ...] = (None, "ft", "rome", "memit", "pmet", "ace")
 README_BEGIN, README_END = "<!-- main-table:begin -->", "<!-- main-table:end -->"
 PROMPTING_NAMES = {"direct": "direct", "cot": "CoT", "cot-ood": "CoT-OOD"}
-# the hyper-parameters the rows run with: `default_hparams` (our tuned settings) unless `TableConfig.hparams` says otherwise
-DEFAULT_PRESET = "tuned"
 
 
 def sample_by_edits(cases: Sequence[MQuAKECase], per_edits: int, seed: int = 0) -> list[MQuAKECase]:
@@ -65,13 +65,13 @@ def sample_by_edits(cases: Sequence[MQuAKECase], per_edits: int, seed: int = 0) 
     return out
 
 
-def ace_ablation_hparams(bridge, skip: str):
+def ace_ablation_hparams(bridge, skip: str, preset: str | None = None):
     """ACE (default groups) with layers removed: 'q1' top-1 query layer, 'q1-3' the top three,
     'v1' the top-1 value layer, 'v1-2' the top two. 'Top' = the group's layer that ranks best by
     attribution; for the fixed paper groups we take the query layer nearest the value group and the
     last value layer (where z is computed) as the top ones. Raises ValueError where no value layer
     would be left (the toys' value group is one layer)."""
-    hp = default_hparams("ace", bridge)
+    hp = default_hparams("ace", bridge, preset)
     q, v = list(hp.query_layers), list(hp.value_layers)
     drop_q = {"q1": 1, "q1-3": 3}.get(skip, 0)
     drop_v = {"v1": 1, "v1-2": 2}.get(skip, 0)
@@ -85,11 +85,11 @@ def ace_ablation_hparams(bridge, skip: str):
 ACE_VARIANTS = ("implicit",)
 
 
-def ace_variant_hparams(bridge, variant: str):
+def ace_variant_hparams(bridge, variant: str, preset: str | None = None):
     """ACE's defaults with one of its options switched on: 'implicit' is the implicit-subject write at
     `implicit_subject_layers(bridge)` (docs/ace.md, "The implicit subject")."""
     if variant == "implicit":
-        return default_hparams("ace", bridge, implicit_layers=implicit_subject_layers(bridge))
+        return default_hparams("ace", bridge, preset, implicit_layers=implicit_subject_layers(bridge))
     raise ValueError(f"unknown ACE variant {variant!r}; expected one of {ACE_VARIANTS}")
 
 
@@ -99,10 +99,10 @@ def ace_extra_rows(bridge, config: "TableConfig") -> list[tuple[str, object]]:
     rows = []
     for skip in config.ablations:
         try:
-            rows.append((f"ace -{skip}", ace_ablation_hparams(bridge, skip)))
+            rows.append((f"ace -{skip}", ace_ablation_hparams(bridge, skip, config.preset)))
         except ValueError as err:
             log.warning("ACE ablation -%s not run: %s", skip, err)
-    return rows + [(f"ace +{v}", ace_variant_hparams(bridge, v)) for v in config.ace_variants]
+    return rows + [(f"ace +{v}", ace_variant_hparams(bridge, v, config.preset)) for v in config.ace_variants]
 
 
 @dataclass
@@ -124,7 +124,11 @@ class TableConfig:
     # (method, bridge) -> the method's hyper-parameters, or None for `default_hparams`; for the table's
     # methods and their chain-of-thought rows (ACE's layer ablations and variants start from the defaults)
     hparams: Callable[[str, TransformerBridge], HParams | None] | None = None
-    preset: str = DEFAULT_PRESET  # the name run.json records for the chosen hyper-parameters
+    preset: str = DEFAULT_PRESET  # every row's preset (editing.hparams; `hparams` above may override a method's)
+    # resumable runs (evaluation.checkpoint): each finished item is saved under <out>/<model>/checkpoint/; `resume`
+    # continues from what is saved there, `shard` runs only its share (the table is assembled by a run without one)
+    resume: bool = False
+    shard: Shard | None = None
 
 
 def table_rows(bridge: TransformerBridge, config: TableConfig) -> list[MethodRow]:
@@ -135,16 +139,25 @@ def table_rows(bridge: TransformerBridge, config: TableConfig) -> list[MethodRow
     for m in config.methods:
         hp = None
         if m is not None:
-            hp = (config.hparams(m, bridge) if config.hparams else None) or default_hparams(m, bridge)
+            hp = (config.hparams(m, bridge) if config.hparams else None) or default_hparams(m, bridge, config.preset)
         rows.append(MethodRow(m or "base", m, hp, None if m in config.cot_methods else direct_only))
     rows += [MethodRow(label, "ace", hp, direct_only) for label, hp in ace_extra_rows(bridge, config)]
     return rows
 
 
-def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd.DataFrame:
+def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd.DataFrame | None:
     """Every row in each protocol on the model's cases, once per seed (the seed draws the specificity facts,
-    the batches and, with `per_edits`, the cases); per-case rows with `protocol` and `seed` columns."""
+    the batches and, with `per_edits`, the cases); per-case rows with `protocol` and `seed` columns.
+
+    Each finished (row, case) or (row, batch) is saved under `<out>/<model>/checkpoint/` as it finishes; with
+    `config.resume` the run continues from there, with `config.shard` it runs only its share and returns None
+    (its items wait in the checkpoint for the run that assembles the table, which then removes it)."""
     start = time.perf_counter()
+    folder = config.out / Path(model_name).name
+    saved = folder / "checkpoint"
+    if not config.resume and config.shard is None and any(saved.glob("*/*.jsonl")):
+        raise ValueError(f"{saved} holds the finished items of an earlier run of this table; pass --resume to "
+                         "continue it, or remove that folder to start again")
     bridge = load_model(model_name)
     # ACE's query write trains on multi-hop prompts the cases do not ask (evaluation.hops)
     hops = hop_prompts_for(bridge, cases_path)
@@ -153,28 +166,52 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     askings = askings_for(bridge, promptings)
     texts = heldout_texts(bridge) if config.perplexity else None
     rows = table_rows(bridge, config)
-    frames = []
+    frames, stores = [], []
     for seed in config.seeds:
         cases = sample_by_edits(all_cases, config.per_edits, seed) if config.per_edits else list(all_cases)
         log.info("%s, seed %d: %d cases (%s edits)", model_name, seed, len(cases), sorted({c.n_edits for c in cases}))
+        part = f"shard-{config.shard.index}-of-{config.shard.count}" if config.shard else "run"
+
+        def store(protocol: str, protocol_rows: list[MethodRow]) -> Checkpoint:
+            fingerprint = {"model": model_name, "case_file_sha256": file_digest(cases_path), "seed": seed,
+                      "protocol": protocol, "per_edits": config.per_edits, "n_specificity": config.n_specificity,
+                      "askings": [a.label for a in askings], "perplexity_texts": len(texts or []),
+                      "rows": {r.label: [r.method, r.hparams, r.promptings] for r in protocol_rows}}
+            stores.append(Checkpoint(saved / f"{protocol.replace(' ', '-')}-seed-{seed}", fingerprint, part))
+            return stores[-1]
+
         if "per-case" in config.protocols:
             frames.append(evaluate(bridge, cases, rows, askings=askings, n_specificity=config.n_specificity,
-                                   hop_prompts=hops, seed=seed, perplexity_texts=texts)
+                                   hop_prompts=hops, seed=seed, perplexity_texts=texts,
+                                   checkpoint=store("per-case", rows), shard=config.shard)
                           .per_case.assign(seed=seed, protocol="per-case"))
         if "batched" in config.protocols:
-            batched = [r for r in rows if r.method in config.batched_methods and r.label == (r.method or "base")]
-            frames.append(evaluate_batched(bridge, cases, [r for r in batched if r.method], askings[:1],
-                                           batch_size=config.batch_size, n_specificity=config.n_specificity,
-                                           hop_prompts=hops, seed=seed, perplexity_texts=texts)
-                          .per_case.assign(seed=seed, protocol=f"batched k={config.batch_size or 'all'}"))
+            protocol = f"batched k={config.batch_size or 'all'}"
+            batched = [r for r in rows if r.method in config.batched_methods and r.label == (r.method or "base")
+                       and r.method]
+            frames.append(evaluate_batched(bridge, cases, batched, askings[:1], batch_size=config.batch_size,
+                                           n_specificity=config.n_specificity, hop_prompts=hops, seed=seed,
+                                           perplexity_texts=texts, checkpoint=store(protocol, batched),
+                                           shard=config.shard)
+                          .per_case.assign(seed=seed, protocol=protocol))
+    for s in stores:
+        s.close()
+    if config.shard is not None:
+        log.info("%s: shard %s done; its items are in %s (a run without --shard assembles the table)",
+                 model_name, config.shard, saved)
+        return None
     per_case = add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=model_name), all_cases)
-    folder = config.out / Path(model_name).name
     EvalResult(per_case).to_csv(folder)
+    # the items' compute time summed over every process that ran them (shards, stopped runs), and who ran them
+    segments = [{"checkpoint": s.folder.name, **seg} for s in stores for seg in s.segments]
     write_run_json(folder, hparams={r.label: r.hparams for r in rows}, preset=config.preset, case_file=cases_path,
                    seeds=config.seeds, wall_s=time.perf_counter() - start, model=model_name,
                    protocols=list(config.protocols), batch_size=config.batch_size, promptings=[a.label for a in askings],
                    n_cases=len(all_cases), per_edits=config.per_edits, n_specificity=config.n_specificity,
-                   perplexity_texts=len(texts or []))
+                   perplexity_texts=len(texts or []), item_seconds=round(sum(s.seconds for s in stores), 1),
+                   resumed_from=segments)
+    # the table now holds every item (per_case.csv, run.json): the checkpoint has served
+    shutil.rmtree(saved, ignore_errors=True)
     return per_case
 
 
@@ -338,6 +375,9 @@ def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:
 def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
     start = time.perf_counter()
     frames = [evaluate_model(m, cases[m], config) for m in config.models]
+    if config.shard is not None:
+        return (f"shard {config.shard} of {', '.join(config.models)} done; run the same command without --shard "
+                "(with --resume) to assemble the tables")
     per_case = pd.concat(frames, ignore_index=True)
     table = table_report(per_case, config.seeds)
     config.out.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,7 @@ from ace_interp.evaluation.answers import (
     target_scores,
     target_token_ids,
 )
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, run_items
 from ace_interp.evaluation.general_ability import perplexity
 from ace_interp.model.loading import ASSETS, model_metadata
 from ace_interp.model.state import model_state
@@ -538,6 +539,8 @@ def evaluate(
     perplexity_texts: Sequence[str] | None = None,
     monitor: SideEffectMonitor | None = None,
     one_batch: bool = True,
+    checkpoint: Checkpoint | None = None,
+    shard: Shard | None = None,
 ) -> EvalResult:
     """The per-case protocol (module docstring) for each method row (None / "base" = the unedited model) on
     every case, under each of `askings` (default: `style` with `cot`).
@@ -553,7 +556,10 @@ def evaluate(
     case's edits are undone before the next case, so the model ends as it started. With `known_only` a case is
     edited only for the askings the unedited model answers it under (the paper's filter); the base rows cover
     every case. `perplexity_texts` add the `ppl_ratio` column. `one_batch` (`evaluate_case`) asks each edited case's
-    questions in one decoding batch; False is the slow path with the same verdicts."""
+    questions in one decoding batch; False is the slow path with the same verdicts.
+
+    A `checkpoint` (`evaluation.checkpoint`) saves each finished (row, case) and skips those it already holds, so
+    a stopped run resumes; a `shard` runs only its share of them (every shard's work lands in the checkpoint)."""
     style = style or model_style(bridge)
     askings = list(askings) if askings is not None else [Asking("cot" if cot else "direct", style, cot)]
     for a in askings:
@@ -575,12 +581,16 @@ def evaluate(
     plan = [(row, case, [a for a in askings if row.asks(a) and (unedited.known[a.label][case.case_id] or not known_only)])
             for row in edited for case in cases]
     plan = [(row, case, asked) for row, case, asked in plan if asked]
-    bar = tqdm(total=len(plan), desc="evaluate", disable=not progress)
-    for row, case, asked in plan:
-        for r in evaluate_case(bridge, case, row.method, style, unedited.specificity[case.case_id], row.hparams,
-                               hop_prompts=hop_prompts, askings=asked, perplexity_texts=perplexity_texts,
-                               base_perplexity=unedited.perplexity, monitor=monitor, one_batch=one_batch):
-            rows.append({**r, "method": row.label})
-        bar.update()
-    bar.close()
+
+    def run(item: tuple[MethodRow, MQuAKECase, list[Asking]]) -> list[dict]:
+        row, case, asked = item
+        return [{**r, "method": row.label} for r in evaluate_case(
+            bridge, case, row.method, style, unedited.specificity[case.case_id], row.hparams, hop_prompts=hop_prompts,
+            askings=asked, perplexity_texts=perplexity_texts, base_perplexity=unedited.perplexity, monitor=monitor,
+            one_batch=one_batch)]
+
+    n_run = sum(1 for i in range(len(plan)) if shard is None or shard.keeps(i))
+    with tqdm(total=n_run, desc="evaluate", disable=not progress) as bar:
+        rows += run_items([((row.label, case.case_id), (row, case, asked)) for row, case, asked in plan], run,
+                          checkpoint, shard, bar)
     return EvalResult(pd.DataFrame(rows))

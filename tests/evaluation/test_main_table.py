@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ace_interp.editing import default_hparams
+from ace_interp.evaluation.checkpoint import Shard
 from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits
 from ace_interp.model import load_model, model_state
 
@@ -238,3 +239,18 @@ def test_main_table_command_passes_its_rows_to_the_table(monkeypatch):
     assert main(["main-table", "--models", "toy-gptj", "--readme"]) == 0 and seen["readme"].name == "README.md"
     # every case by default, both protocols
     assert seen["config"].per_edits is None and seen["config"].protocols == ("per-case", "batched")
+    assert seen["config"].preset == "tuned" and not seen["config"].resume and seen["config"].shard is None
+    assert main(["main-table", "--models", "toy-gptj", "--preset", "reference", "--shard", "1/2", "--resume"]) == 0
+    assert seen["config"].preset == "reference" and seen["config"].resume and seen["config"].shard == Shard(1, 2)
+
+
+def test_a_table_with_saved_items_is_not_restarted_without_resume(tmp_path):
+    """An earlier run's items under <out>/<model>/checkpoint: a run without --resume (or --shard) stops before
+    loading the model, naming the folder, instead of mixing or discarding them."""
+    from ace_interp.evaluation.main_table import TableConfig, evaluate_model
+
+    saved = tmp_path / "toy-gptj" / "checkpoint" / "per-case-seed-0"
+    saved.mkdir(parents=True)
+    (saved / "run.1.x.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match="--resume"):
+        evaluate_model("toy-gptj", Path("unused.json"), TableConfig(out=tmp_path))
