@@ -31,7 +31,6 @@ from ace_interp.editing.ace import ace_updates
 from ace_interp.editing.alphaedit import (
     AlphaEditHParams,
     AlphaEditMemory,
-    alphaedit_hparams,
     alphaedit_updates,
     remember_edit,
 )
@@ -54,17 +53,21 @@ from ace_interp.editing.hparams import (
     ROMEHParams,
     TargetHParams,
     DEFAULT_PRESET,
-    default_hparams,
     hparams_from_reference,
-    implicit_subject_layers,
     load_preset,
     preset_names,
     reference_fields,
-    overridden_hparams,
     override_hparams,
     parse_overrides,
 )
-from ace_interp.editing.keys import compute_keys, context_templates
+from ace_interp.editing.presets import (
+    alphaedit_hparams,
+    default_hparams,
+    implicit_subject_layers,
+    overridden_hparams,
+    tuned_hparams,
+)
+from ace_interp.editing.keys import compute_keys, context_templates, sampled_contexts
 from ace_interp.editing.memit import MethodResult, memit_updates
 from ace_interp.editing.monitor import MonitorReading, ProbeSet, SideEffectMonitor, default_probes
 from ace_interp.editing.pmet import pmet_updates
@@ -232,14 +235,6 @@ def edit(
     return AppliedEdit(method, requests, hp, weight_edit, result.layers, seconds, result.info, preset_used, verification, side_effects)
 
 
-
-def sampled_contexts(bridge: TransformerBridge, target: TargetHParams) -> list[str]:
-    """"" plus the context prefixes `target` asks for: `context_lengths` (length, count) pairs, e.g. ROME's
-    ((5, 10), (10, 10)), each sampled with its own seed, or `n_context` prefixes of `context_length` tokens."""
-    pairs = target.context_lengths if target.context_lengths is not None else ((target.context_length, target.n_context),)
-    return [""] + [c for j, (length, n) in enumerate(pairs) for c in context_templates(bridge, n, length, target.seed + j)[1:]]
-
-
 def check_hparam_layers(bridge: TransformerBridge, hp: object, label: str = "") -> None:
     """Raise a ValueError naming the field when a hyper-parameter names a layer the model does not have.
 
@@ -309,5 +304,5 @@ __all__ = [
     "context_templates", "corpus_from_option", "default_corpus", "default_hparams", "edit", "edit_sequentially",
     "hparams_from_reference", "implicit_subject_layers", "key_dim_budget", "load_preset", "model_sampled_corpus",
     "overridden_hparams", "override_hparams", "parse_overrides", "preset_names", "reference_fields", "sampled_contexts",
-    "second_moments", "solve_key_value", "undo_edits", "validate_requests",
+    "second_moments", "solve_key_value", "tuned_hparams", "undo_edits", "validate_requests",
 ]

@@ -23,14 +23,14 @@ nullspace_threshold 2e-2, L2 10, MEMIT's layers and target settings otherwise).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.hparams import CovarianceHParams, TargetHParams, default_hparams
+from ace_interp.editing.hparams import CovarianceHParams, TargetHParams
 from ace_interp.editing.keys import compute_keys
 from ace_interp.editing.memit import MethodResult, SpreadStep, load_second_moments, spread_divisors, spread_write
 from ace_interp.editing.requests import EditRequest
@@ -52,18 +52,6 @@ class AlphaEditHParams:
     # GPT-J's, where the absolute 2e-2 may select all or none of the directions)
     relative_threshold: bool = False
     l2: float = 10.0
-
-
-def alphaedit_hparams(bridge: TransformerBridge, **overrides) -> AlphaEditHParams:
-    """AlphaEdit's defaults for this model: MEMIT's (`default_hparams("memit", bridge)`) plus the reference's
-    threshold 2e-2 and α = 10.
-
-        hp = alphaedit_hparams(model, nullspace_threshold=1e-3)
-    """
-    memit = default_hparams("memit", bridge)
-    # the reference optimises z at the subject's last token only (no through-the-write target)
-    target = replace(memit.target, through_write=False)
-    return replace(AlphaEditHParams(tuple(memit.layers), target, memit.covariance), **overrides)
 
 
 @dataclass

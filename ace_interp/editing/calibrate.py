@@ -1,28 +1,30 @@
-"""Where can a model's facts be written? A short measurement on the model's own facts, for the presets.
+"""Where can a model's facts be written? Trial edits on the model's own facts, for the presets.
 
     import ace_interp as ai
     from ace_interp.editing.calibrate import cached_fact_sites
     bridge = ai.load_model("toy-qwen3")
-    sites = cached_fact_sites(bridge, corpus=None, n_tokens=2000)   # FactSiteCalibration
-    sites.fact_token, sites.usable_layers                        # ('subject_last', (0, 1, 2, 3))
-    sites.table                 # DataFrame: layer, fact_token, subject_share, bleed, reach, usable
+    sites = cached_fact_sites(bridge, probe)     # probe: the model's ROME settings (`presets.default_hparams`)
+    sites.fact_token, sites.usable_layers        # ('subject_last', (0, 1, 2))
+    sites.table        # DataFrame: layer, fact_token, efficacy, keep, bleed, subject_share, usable
 
 Every editor keys on one token of the prompt (ROME's `fact_token`): the subject's last token in the papers'
-releases, or the prompt's last token (ROME's other strategy). Per (fact token, layer) we measure on facts the model
-was trained on, grouped by prompt template:
+releases, or the prompt's last token (ROME's other strategy). Per (fact token, layer) we write trial edits — each a
+counterfactual of a fact the model knows (another answer of the same prompt template), written alone with ROME at
+that site and undone — and measure what the presets are asked to deliver:
 
-* **bleed** — a key-value write Δ = C⁻¹k rᵀ / (kᵀC⁻¹k) moves another key k' by (k'ᵀC⁻¹k)/(kᵀC⁻¹k) of r: the
-  median of that ratio over same-template pairs is the share of an edit's shift another subject's prompt receives;
-* **reach** — the share of counterfactual trial edits whose target a free δ on the layer's FFN output at that token
-  makes likely: whether a write there can steer the answer at all;
-* `subject_share`, for reading only — the part of the keys' energy that changes when only the subject changes.
+* **efficacy** — the share of trial edits whose new answer is the greedy one after the write;
+* **keep** — the share of other subjects' known facts of the same template (up to `N_NEIGHBOURS` per trial) still
+  answered after the write: the neighbours a write keyed on that token would disturb first.
 
-A site is usable where bleed ≤ `MAX_BLEED` and reach ≥ `MIN_REACH`; the fact token is "subject_last" where it has a
-usable layer, else "last" (`choose_sites`). `hparams.with_fact_sites` then moves each written layer group onto usable
-layers. Why (docs/findings/2026-12-07-fact-token-calibration.md): a qwen3 toy freshly trained with our recipe reads
-the subject's embedding with layer-0 attention and builds the fact at the last position; its subject-token writes
-bled onto every prompt of the relation (specificity 43–66%). In a 3-layer GPT-J toy the layer map wrote at layer 0,
-where a δ could not steer the answer (MEMIT / PMET efficacy 40–43%).
+A site is usable where efficacy ≥ `MIN_EFFICACY` and keep ≥ `MIN_KEEP`; the fact token is "subject_last" where it has
+a usable layer, else "last" (`choose_sites`); `presets.with_fact_sites` then moves each written layer group onto
+usable layers. For reading, the table also holds the key statistics' **bleed** — a key-value write
+Δ = C⁻¹k rᵀ / (kᵀC⁻¹k) moves another key k' by (k'ᵀC⁻¹k)/(kᵀC⁻¹k) of r; the median over same-template pairs — and
+`subject_share`, the part of the keys' energy that changes when only the subject changes: they say *why* a site
+keeps little. Why trial edits (docs/findings/2026-12-07-fact-token-calibration.md): the first version judged a site
+by bleed and by whether a free δ there reaches trial targets; on a held-out 3-layer GPT-J toy a δ at the subject's
+token of layer 0 reached 15 of 16 targets but the covariance-regularised write realised 77%, and on a held-out
+qwen3 toy bleed did not predict the specificity the writes lost.
 """
 
 from __future__ import annotations
@@ -33,33 +35,40 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import TextCorpus, model_id, second_moments
-from ace_interp.editing.keys import FACT_TOKENS, build_batch, capture_input, hf_runner, hooks, run_until
+from ace_interp.editing.hparams import ROMEHParams
+from ace_interp.editing.keys import FACT_TOKENS, build_batch, capture_input, hf_runner, hooks, run_until, sampled_contexts
 from ace_interp.editing.requests import EditRequest
+from ace_interp.editing.rome import rome_updates
 from ace_interp.editing.solver import regularised_cholesky
-from ace_interp.editing.targets import TargetHParams, compute_targets
+from ace_interp.editing.verify import check_requests
 from ace_interp.model.cachefiles import atomic_path, file_lock
 from ace_interp.model.loading import cache_dir
 from ace_interp.model.state import model_state
+from ace_interp.model.weights import apply_weight_updates
+from ace_interp.provenance import jsonable
 
 log = logging.getLogger(__name__)
 
-# The most of an edit's output shift another subject's prompt of the same template may receive. The bleed of a
-# key-value write Δ = C⁻¹k rᵀ / (kᵀC⁻¹k) onto a key k' is (k'ᵀC⁻¹k)/(kᵀC⁻¹k) of r. Measured medians
-# (docs/findings/2026-12-07-fact-token-calibration.md): the shipped toys ≤ 0.06 at every usable site, the qwen3
-# toy of world seed 11 at the subject's token 0.36–0.54; the bound sits in that gap, not fitted to edit results.
-MAX_BLEED = 0.2
-# The least share of trial targets a δ at a site must reach for the site to be written at (`target_reach`): the
-# single-edit efficacy asked of a preset is 95%, which a site that cannot steer one trial target in ten will not give.
-MIN_REACH = 0.9
+# The bars a preset is asked to meet are efficacy ≥ 95% and specificity ≥ 90% (issue #23): a site that misses one
+# trial edit in ten cannot be expected to meet the first. Keep asks the neighbours a write disturbs first (same
+# template, other subjects), and MEMIT / PMET spread a write over several such sites: 0.9 let a qwen3 toy's
+# last-token layer 0 (keep 0.91) into MEMIT / PMET writes that had kept 90% / 76% of facts there before, so the
+# bound is 0.95 (the sites of the shipped toys keep ≥ 0.988). Set on the design toys of world seeds 11–14; measured
+# on toys of new seeds (docs/findings/2026-12-07-fact-token-calibration.md).
+MIN_EFFICACY = 0.9
+MIN_KEEP = 0.95
+N_NEIGHBOURS = 8  # same-template facts of other subjects asked after each trial write
+CALIBRATION_VERSION = 2  # in the cache key: 1 judged sites by bleed and a δ-only reach
 
 
 def template_keys(
@@ -144,14 +153,28 @@ def counterfactual_trials(facts: Sequence[EditRequest], n: int, seed: int = 0) -
     return trials[:n]
 
 
-def target_reach(bridge: TransformerBridge, trials: Sequence[EditRequest], layer: int, hp: TargetHParams) -> float:
-    """The share of `trials` whose target a δ on `layer`'s FFN output at `hp.fact_token` makes likely
-    (p(new) ≥ 0.5 after `compute_targets` on the bare prompts, not through any write): whether a write there can
-    steer the answer at all. A δ at the subject's token after the last attention block reaches no later
-    position; on a 3-layer GPT-J toy, ROME's target at layer 0 reached few of its targets (findings note)."""
-    result = compute_targets(bridge, trials, layer, replace(hp, through_write=False, per_request=False),
-                             ("",), sites=("mlp",))
-    return float((result.target_prob >= 0.5).float().mean())
+def trial_writes(
+    bridge: TransformerBridge,
+    trials: Sequence[EditRequest],
+    neighbours: Sequence[Sequence[EditRequest]],
+    probe: ROMEHParams,
+    contexts: Sequence[str],
+) -> tuple[float, float]:
+    """(efficacy, keep) of writing each trial alone with ROME at `probe`'s layer and fact token, each undone before
+    the next: the share of trials answered with their new target, and the share of each trial's `neighbours`
+    (facts the model knows) still answered."""
+    hits, kept, asked = 0, 0, 0
+    for trial, near in zip(trials, neighbours, strict=True):
+        written = apply_weight_updates(bridge, rome_updates(bridge, [trial], probe, contexts).updates,
+                                       label="calibration trial")
+        try:
+            checks = check_requests(bridge, [trial, *near]).checks
+        finally:
+            written.undo()
+        hits += checks[0].success
+        kept += sum(c.success for c in checks[1:])
+        asked += len(checks) - 1
+    return hits / max(len(trials), 1), kept / max(asked, 1)
 
 
 @dataclass
@@ -160,7 +183,7 @@ class FactSiteCalibration:
 
     fact_token: str
     usable_layers: tuple[int, ...]
-    table: pd.DataFrame  # layer, fact_token, subject_share, bleed, reach (NaN where bleed already failed), usable
+    table: pd.DataFrame  # layer, fact_token, efficacy, keep, bleed, subject_share, usable
 
     def nearest_usable(self, layer: int) -> int:
         """The usable layer closest to `layer` (the later one on a tie)."""
@@ -172,40 +195,37 @@ class FactSiteCalibration:
         return kept if kept or not wanted else (self.nearest_usable(max(wanted)),)
 
 
-# The optimiser `target_reach` asks: can *any* δ at the site steer the answer? So no clamp and a small decay (the
-# small-model settings of presets/*/tuned.json), the tuned KL on "{} is a", the bare prompt only.
-REACH_OPTIMISER = TargetHParams(v_lr=0.5, v_num_grad_steps=100, v_weight_decay=0.001, decay_power=1,
-                                clamp_norm_factor=1000.0, n_context=0)
-
-
 def calibrate_fact_sites(
     bridge: TransformerBridge,
-    corpus: TextCorpus | None = None,
-    n_tokens: int = 2000,
+    probe: ROMEHParams,
     facts: Sequence[EditRequest] | None = None,
-    n_facts: int = 64,
-    n_trials: int = 16,
+    n_facts: int = 128,
+    n_trials: int = 32,
     seed: int = 0,
 ) -> FactSiteCalibration:
-    """Measure bleed and reach per (fact_token, layer) on the model's own facts and choose where to write.
+    """Trial-write every (fact_token, layer) on the model's own facts and choose where to write.
 
-    A site is usable where bleed ≤ `MAX_BLEED` and reach ≥ `MIN_REACH`. The fact token is "subject_last" (the
-    references') if any layer is usable there, else "last" (measured only then); `ValueError` if neither has one.
-    corpus, n_tokens: the editors' key statistics (C in the bleed); facts: facts the model knows (default:
-    `known_world_facts`, which needs a synthetic world)."""
+    `probe`: the ROME settings of the trial writes (the model's preset; its layer and fact token are replaced per
+    site, its covariance also gives the bleed's C). A site is usable where efficacy ≥ `MIN_EFFICACY` and keep ≥
+    `MIN_KEEP`. The fact token is "subject_last" (the references') if any layer is usable there, else "last"
+    (measured only then); `ValueError` if neither has one. facts: facts to draw trials and neighbours from (default:
+    `known_world_facts`, which needs a synthetic world); only those the model answers are used."""
     facts = list(known_world_facts(bridge, n_facts, seed) if facts is None else facts)
+    facts = [c.request for c in check_requests(bridge, facts).checks if c.success] if facts else []
     if not facts:
-        raise ValueError("no facts to calibrate on: this model carries no synthetic world; pass facts=")
+        raise ValueError("no known facts to calibrate on: this model carries no synthetic world; pass facts=")
     trials = counterfactual_trials(facts, n_trials, seed)
+    neighbours = [[f for f in facts if f.prompt == t.prompt and f.subject != t.subject][:N_NEIGHBOURS] for t in trials]
+    contexts = sampled_contexts(bridge, probe.target)
+    layers = list(range(bridge.cfg.n_layers))
+    factors = statistics_factors(bridge, probe.covariance.corpus, probe.covariance.n_tokens)  # for both tokens
     tables = []
-    factors = statistics_factors(bridge, corpus, n_tokens)  # once, for both fact tokens
     for token in FACT_TOKENS:
-        table = fact_sites(bridge, facts, corpus, n_tokens, fact_tokens=(token,), factors=factors)
-        table["reach"] = [
-            float("nan") if row.bleed > MAX_BLEED
-            else target_reach(bridge, trials, row.layer, replace(REACH_OPTIMISER, fact_token=token))
-            for row in table.itertuples()
-        ]
+        table = fact_sites(bridge, facts, fact_tokens=(token,), factors=factors)
+        measured = [trial_writes(bridge, trials, neighbours,
+                                 replace(probe, layer=l, target=replace(probe.target, fact_token=token)), contexts)
+                    for l in tqdm(layers, desc=f"fact sites ({token})", leave=False)]
+        table["efficacy"], table["keep"] = [m[0] for m in measured], [m[1] for m in measured]
         tables.append(table)
         sites = choose_sites(pd.concat(tables, ignore_index=True))
         if sites is not None:
@@ -214,9 +234,9 @@ def calibrate_fact_sites(
 
 
 def choose_sites(table: pd.DataFrame) -> FactSiteCalibration | None:
-    """The choice `calibrate_fact_sites` makes from its measurements (layer, fact_token, bleed, reach, ...):
+    """The choice `calibrate_fact_sites` makes from its measurements (layer, fact_token, efficacy, keep, ...):
     the first fact token of `FACT_TOKENS` with a usable layer; None if none has one."""
-    table = table.assign(usable=(table["bleed"] <= MAX_BLEED) & (table["reach"] >= MIN_REACH))
+    table = table.assign(usable=(table["efficacy"] >= MIN_EFFICACY) & (table["keep"] >= MIN_KEEP))
     for token in FACT_TOKENS:
         usable = tuple(int(l) for l in table.loc[table["usable"] & (table["fact_token"] == token), "layer"])
         if usable:
@@ -225,15 +245,17 @@ def choose_sites(table: pd.DataFrame) -> FactSiteCalibration | None:
     return None
 
 
-def cached_fact_sites(bridge: TransformerBridge, corpus: TextCorpus | None, n_tokens: int) -> FactSiteCalibration:
-    """`calibrate_fact_sites` for this model and key statistics, measured once: kept on the bridge
-    (`model_state(bridge).fact_sites`) and on disk beside the statistics, keyed on the weights as loaded, the
-    corpus, the bounds and the optimiser (`covariance.model_id`; a lock and a per-process temporary name make
-    concurrent first use safe). A preset must not change with the edits a session has applied since; measured
-    on an edited model, it says so in the log."""
+def cached_fact_sites(bridge: TransformerBridge, probe: ROMEHParams) -> FactSiteCalibration:
+    """`calibrate_fact_sites` for this model and probe, measured once: kept on the bridge
+    (`model_state(bridge).fact_sites`) and on disk beside the key statistics, keyed on the weights as loaded, the
+    probe's settings (its corpus by fingerprint), the bounds and `CALIBRATION_VERSION` (`covariance.model_id`; a lock
+    and a per-process temporary name make concurrent first use safe). A preset must not change with the edits a
+    session has applied since; measured on an edited model, it says so in the log."""
     state = model_state(bridge)
-    settings = json.dumps([corpus.fingerprint() if corpus is not None else None, n_tokens, MAX_BLEED, MIN_REACH,
-                           asdict(REACH_OPTIMISER), FACT_TOKENS], sort_keys=True)
+    corpus = probe.covariance.corpus
+    unrolled = replace(probe, covariance=replace(probe.covariance, corpus=None))
+    settings = json.dumps([jsonable(unrolled), corpus.fingerprint() if corpus is not None else None, MIN_EFFICACY,
+                           MIN_KEEP, N_NEIGHBOURS, FACT_TOKENS, CALIBRATION_VERSION], sort_keys=True)
     if settings in state.fact_sites:
         return state.fact_sites[settings]
     digest = hashlib.sha1(settings.encode()).hexdigest()[:12]
@@ -242,7 +264,7 @@ def cached_fact_sites(bridge: TransformerBridge, corpus: TextCorpus | None, n_to
         if not path.exists():
             if state.weight_edits:
                 log.warning("fact-site calibration measured on a model with %d edits applied", len(state.weight_edits))
-            sites = calibrate_fact_sites(bridge, corpus, n_tokens)
+            sites = calibrate_fact_sites(bridge, probe)
             with atomic_path(path) as tmp:
                 sites.table.drop(columns="usable").to_csv(tmp, index=False)
     sites = choose_sites(pd.read_csv(path))

@@ -16,11 +16,12 @@ Presets live as data files, `ace_interp/editing/presets/<method>/<preset>.json`:
   the bare prompt only, `if_world_corpus`) is applied there explicitly. docs/presets.md tabulates where the tuned
   preset departs from the reference.
 
-    >>> hp = default_hparams("pmet", bridge, preset="reference")   # doctest: +SKIP
+    >>> hp = reference_hparams("pmet", bridge)   # doctest: +SKIP
 
-`default_hparams(method, bridge, preset=...)` picks one (default `DEFAULT_PRESET`, "tuned"); overrides
-(`override_hparams`, `--pmet FIELD=VALUE` on the command line) apply on top of either. Another file with
-`size_classes` under `presets/<method>/` is another preset, read the same way.
+`editing.presets.default_hparams(method, bridge, preset=...)` picks one for a model (default `DEFAULT_PRESET`,
+"tuned"), with the calibration some size classes ask for; overrides (`override_hparams`, `--pmet FIELD=VALUE` on the
+command line) apply on top of either. Another file with `size_classes` under `presets/<method>/` is another preset,
+read the same way.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from typing import Literal, TypeVar
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from ace_interp.editing.calibrate import FactSiteCalibration, cached_fact_sites
-from ace_interp.editing.covariance import TextCorpus, world_corpus_path
+from ace_interp.editing.covariance import TextCorpus
 from ace_interp.editing.targets import TargetHParams
 from ace_interp.model.architecture import ModelSpec, model_spec
 
@@ -187,51 +187,6 @@ HParams = FTHParams | ROMEHParams | MEMITHParams | PMETHParams | ACEHParams
 
 
 # ----------------------------------------------------------------------------- per-architecture defaults
-
-
-def default_hparams(method: str, bridge: TransformerBridge, preset: str | None = None, **overrides) -> HParams:
-    """`method`'s hyper-parameters for this model under `preset` (default `DEFAULT_PRESET`): overrides replace
-    fields, dotted names reach nested ones (`default_hparams("ace", bridge, **{"target.v_lr": 0.1})`,
-    `override_hparams`).
-
-        >>> default_hparams("memit", bridge, preset="reference").target.stop_on   # doctest: +SKIP
-        'loss'
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown editing method {method!r}; expected one of {METHODS}")
-    preset = DEFAULT_PRESET if preset is None else preset
-    doc = load_preset(method, preset)
-    if preset == "reference":
-        hp = reference_hparams(method, bridge)
-    elif "size_classes" in doc:
-        spec, world = model_spec(bridge), world_corpus_path(bridge) is not None
-        hp = hparams_from_size_classes(method, doc, spec, world)
-        if world and size_class(doc, spec).get("calibrate_fact_sites") and method != "ft":
-            hp = with_fact_sites(hp, cached_fact_sites(bridge, hp.covariance.corpus, hp.covariance.n_tokens))
-    else:
-        raise ValueError(f"preset {preset!r} of {method} has neither a released configuration nor size_classes")
-    return override_hparams(hp, **overrides)
-
-
-def with_fact_sites(hp: HParams, sites: FactSiteCalibration) -> HParams:
-    """`hp` written where the calibration says the model's facts can be written: its fact token, and each written
-    layer group without unusable layers (ROME's layer, MEMIT / PMET's span and ACE's value group moved to the
-    nearest usable layer if none is left; ACE's query group keeps its usable layers below the value group)."""
-    hp = replace(hp, target=replace(hp.target, fact_token=sites.fact_token))
-    if isinstance(hp, ROMEHParams):
-        return replace(hp, layer=sites.layers([hp.layer])[0])
-    if isinstance(hp, (MEMITHParams, PMETHParams)):
-        return replace(hp, layers=sites.layers(hp.layers))
-    if isinstance(hp, ACEHParams):
-        value = sites.layers(hp.value_layers)
-        query = tuple(l for l in hp.query_layers if l in sites.usable_layers and l < min(value))
-        return replace(hp, value_layers=value, query_layers=query)
-    return hp
-
-
-def tuned_hparams(method: str, bridge: TransformerBridge) -> HParams:
-    """The tuned preset (`presets/<method>/tuned.json`) for this model: `default_hparams(method, bridge, "tuned")`."""
-    return default_hparams(method, bridge, "tuned")
 
 
 HPARAMS_CLASSES: dict[str, type] = {"ft": FTHParams, "rome": ROMEHParams, "memit": MEMITHParams,
@@ -417,21 +372,6 @@ def reference_hparams(method: str, bridge: TransformerBridge) -> HParams:
     return hparams_from_reference(method, reference_fields(method, spec), spec.n_layers)
 
 
-def implicit_subject_layers(bridge: TransformerBridge) -> tuple[int, ...]:
-    """Where the implicit-subject write goes when one is asked for (`ACEHParams.implicit_layers`; off by default).
-
-    Models with ≤ 6 layers: layer n − 2, the deepest whose write the last attention layer still carries to the
-    final position. On the toys it made the most later-hop questions follow per point of neighbourhood lost
-    (layer 4: 42% / 38% follow, neighbourhood 81% / 92%; layers 1–3 and pairs were worse; docs/ace.md, "The
-    implicit subject"). Larger models: ACE's value group (SmolLM2 18–20: 39% of later-hop cases follow against
-    13% for ACE's default, specificity 89 → 70%; layers 21–23: 19%, 76%). Only these two settings were measured.
-    """
-    n = model_spec(bridge).n_layers
-    if n <= 6:
-        return (max(0, n - 2),)
-    return tuple(default_hparams("ace", bridge).value_layers)
-
-
 Config = TypeVar("Config")  # any of the hyper-parameter dataclasses above
 
 
@@ -475,16 +415,6 @@ def parse_overrides(assignments: Sequence[str]) -> dict[str, object]:
         except (ValueError, SyntaxError):
             out[name.strip()] = text
     return out
-
-
-def overridden_hparams(
-    bridge: TransformerBridge, assignments: Mapping[str, Sequence[str]], preset: str | None = None
-) -> dict[str, HParams]:
-    """{method: `default_hparams(method, bridge, preset)` with its command-line `FIELD=VALUE` overrides} for each
-    method given at least one (`{"ace": ["implicit_layers=(4,)"], "pmet": []}` → ACE only), or for every method
-    given when `preset` is named."""
-    return {m: default_hparams(m, bridge, preset, **parse_overrides(a)) for m, a in assignments.items()
-            if a or preset is not None}
 
 
 def small_budget(hp: HParams, steps: int = 5, n_context: int = 2, n_tokens: int = 1_000) -> HParams:

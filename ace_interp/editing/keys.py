@@ -655,3 +655,10 @@ def outputs_at_subject(
     with torch.no_grad(), hooks(lambda: capture_output(module, store)):
         run_until(runner, batch.tokens, module)
     return batch.mean_per_owner(store[0][batch.rows, batch.lookup], n)
+
+
+def sampled_contexts(bridge: TransformerBridge, target) -> list[str]:
+    """"" plus the context prefixes `target` (a `targets.TargetHParams`) asks for: `context_lengths` (length, count) pairs, e.g. ROME's
+    ((5, 10), (10, 10)), each sampled with its own seed, or `n_context` prefixes of `context_length` tokens."""
+    pairs = target.context_lengths if target.context_lengths is not None else ((target.context_length, target.n_context),)
+    return [""] + [c for j, (length, n) in enumerate(pairs) for c in context_templates(bridge, n, length, target.seed + j)[1:]]

@@ -15,7 +15,8 @@ from ace_interp.editing.calibrate import (
     known_world_facts,
     subject_share,
 )
-from ace_interp.editing.hparams import ACEHParams, MEMITHParams, ROMEHParams, hparams_from_reference, with_fact_sites
+from ace_interp.editing.hparams import ACEHParams, MEMITHParams, ROMEHParams, hparams_from_reference
+from ace_interp.editing.presets import with_fact_sites
 from ace_interp.editing.keys import build_batch, compute_keys, hf_runner, subject_prompt_ids
 from ace_interp.model import load_model
 from ace_interp.model.state import model_state

@@ -75,7 +75,7 @@ def test_overridden_hparams_builds_only_the_methods_given_overrides(tiny_model):
 
 def test_presets_are_data_files_and_tuned_is_the_default(tiny_model):
     from ace_interp.editing import DEFAULT_PRESET, load_preset, preset_names
-    from ace_interp.editing.hparams import tuned_hparams
+    from ace_interp.editing import tuned_hparams
 
     assert DEFAULT_PRESET == "tuned"
     for method in ("rome", "memit", "pmet", "ace"):
