@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from ace_interp.data.mquake import load_mquake
 from ace_interp.data.train_toy import cpu15_config, save_result, train
 from ace_interp.data.world import generate_world, save_world_assets
 from ace_interp.editing import default_hparams, load_preset
@@ -39,7 +37,7 @@ from ace_interp.model import load_model
 from ace_interp.model.architecture import model_spec
 from ace_interp.model.state import model_state
 from ace_interp.provenance import write_run_json
-from experiments.preset_table import cell
+from experiments.preset_table import cell, single_edit_cases
 from experiments.preset_table import table as preset_table
 
 log = logging.getLogger("fresh_toys")
@@ -61,12 +59,6 @@ def train_fresh_toy(arch: str, seed: int, folder: Path, threads: int) -> Path:
     save_result(result, cfg, model_dir, f"experiments.fresh_toys: train_toy --arch {arch} --recipe cpu15 "
                                         f"--seed {seed} --world-seed {seed} --threads {threads} (no time limit)")
     return model_dir
-
-
-def single_edit_cases(cases_path: Path, n: int, seed: int):
-    single = [c for c in load_mquake(cases_path) if c.n_edits == 1]
-    chosen = sorted(random.Random(seed).sample(range(len(single)), min(n, len(single))))
-    return [single[i] for i in chosen]
 
 
 def table(per_case: pd.DataFrame) -> pd.DataFrame:

@@ -42,11 +42,17 @@ PRESETS = ("reference", "tuned")
 BINARY = ("efficacy", "paraphrase", "multi_hop")
 
 
-def cases_for(model: str, n: int, seed: int):
-    path = ASSETS / "world" / "mquake_cases.json" if model.startswith("toy-") else ASSETS / "real_facts" / "smollm2_known.json"
-    single = [c for c in load_mquake(path) if c.n_edits == 1]
+def single_edit_cases(cases_path: Path, n: int, seed: int):
+    """`n` one-edit cases of an MQuAKE-format file, drawn with `seed`, in file order."""
+    single = [c for c in load_mquake(cases_path) if c.n_edits == 1]
     chosen = sorted(random.Random(seed).sample(range(len(single)), min(n, len(single))))
-    return path, [single[i] for i in chosen]
+    return [single[i] for i in chosen]
+
+
+def cases_for(model: str, n: int, seed: int):
+    """(case file, `single_edit_cases` of it) for a named model: the shipped world for the toys, else SmolLM2's."""
+    path = ASSETS / "world" / "mquake_cases.json" if model.startswith("toy-") else ASSETS / "real_facts" / "smollm2_known.json"
+    return path, single_edit_cases(path, n, seed)
 
 
 def cell(successes: float, n: int) -> str:
