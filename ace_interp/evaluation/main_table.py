@@ -24,6 +24,7 @@ rows of the per-case table, asked direct only.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -45,7 +46,7 @@ from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, MethodRow, askings_for, evaluate
 from ace_interp.evaluation.stats import accuracy_cell, paired_test, proportion_cell
 from ace_interp.model import load_model
-from ace_interp.provenance import file_digest, write_run_json
+from ace_interp.provenance import file_digest, jsonable, write_run_json
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,14 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     askings = askings_for(bridge, promptings)
     texts = heldout_texts(bridge) if config.perplexity else None
     rows = table_rows(bridge, config)
+    settings = dict(hparams={r.label: r.hparams for r in rows}, preset=config.preset, seeds=config.seeds,
+                    protocols=list(config.protocols), batch_size=config.batch_size,
+                    promptings=[a.label for a in askings], per_edits=config.per_edits,
+                    n_specificity=config.n_specificity, perplexity_texts=len(texts or []))
+    finished = finished_table(folder, settings, cases_path) if config.resume and config.shard is None else None
+    if finished is not None:
+        log.info("%s: the table in %s is complete with these settings; read, not run again", model_name, folder)
+        return finished
     frames, stores = [], []
     for seed in config.seeds:
         cases = sample_by_edits(all_cases, config.per_edits, seed) if config.per_edits else list(all_cases)
@@ -204,15 +213,26 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     EvalResult(per_case).to_csv(folder)
     # the items' compute time summed over every process that ran them (shards, stopped runs), and who ran them
     segments = [{"checkpoint": s.folder.name, **seg} for s in stores for seg in s.segments]
-    write_run_json(folder, hparams={r.label: r.hparams for r in rows}, preset=config.preset, case_file=cases_path,
-                   seeds=config.seeds, wall_s=time.perf_counter() - start, model=model_name,
-                   protocols=list(config.protocols), batch_size=config.batch_size, promptings=[a.label for a in askings],
-                   n_cases=len(all_cases), per_edits=config.per_edits, n_specificity=config.n_specificity,
-                   perplexity_texts=len(texts or []), item_seconds=round(sum(s.seconds for s in stores), 1),
-                   resumed_from=segments)
+    write_run_json(folder, case_file=cases_path, wall_s=time.perf_counter() - start, model=model_name,
+                   n_cases=len(all_cases), item_seconds=round(sum(s.seconds for s in stores), 1),
+                   resumed_from=segments, **settings)
     # the table now holds every item (per_case.csv, run.json): the checkpoint has served
     shutil.rmtree(saved, ignore_errors=True)
     return per_case
+
+
+def finished_table(folder: Path, settings: dict, cases_path: Path) -> pd.DataFrame | None:
+    """The per-case rows of a model table already complete in `folder` (its run.json records the same `settings`
+    and case file), or None. A resumed run of several models reads such a table instead of running it again."""
+    run, rows = folder / "run.json", folder / "per_case.csv"
+    if not (run.exists() and rows.exists()):
+        return None
+    record = json.loads(run.read_text())
+    same = all(record.get(k) == v for k, v in jsonable(settings).items())
+    if not same or record.get("case_file_sha256") != file_digest(cases_path):
+        log.info("%s holds a table of other settings: it is run again", folder)
+        return None
+    return pd.read_csv(rows)
 
 
 # ----------------------------------------------------------------------------- tables

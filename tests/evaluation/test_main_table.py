@@ -254,3 +254,25 @@ def test_a_table_with_saved_items_is_not_restarted_without_resume(tmp_path):
     (saved / "run.1.x.jsonl").write_text("{}\n")
     with pytest.raises(ValueError, match="--resume"):
         evaluate_model("toy-gptj", Path("unused.json"), TableConfig(out=tmp_path))
+
+
+def test_a_resumed_run_reads_a_finished_model_table_only_with_the_same_settings(tmp_path):
+    """`finished_table`: a model folder whose run.json records the same settings and case file is read back; another
+    seed, preset or case file runs again."""
+    from ace_interp.evaluation.main_table import finished_table
+    from ace_interp.provenance import write_run_json
+
+    cases = tmp_path / "cases.json"
+    cases.write_text("[]")
+    settings = dict(hparams={"rome": {"layer": 1}}, preset="tuned", seeds=(0,), protocols=["per-case"], batch_size=100,
+                    promptings=["direct"], per_edits=None, n_specificity=5, perplexity_texts=0)
+    folder = tmp_path / "toy"
+    assert finished_table(folder, settings, cases) is None  # nothing there yet
+    write_run_json(folder, case_file=cases, wall_s=1.0, **settings)
+    pd.DataFrame({"case_id": [1], "method": ["rome"], "multi_hop": [1.0]}).to_csv(folder / "per_case.csv", index=False)
+    assert finished_table(folder, settings, cases).case_id.tolist() == [1]
+    assert finished_table(folder, {**settings, "seeds": (1,)}, cases) is None
+    assert finished_table(folder, {**settings, "hparams": {"rome": {"layer": 2}}}, cases) is None
+    other = tmp_path / "other.json"
+    other.write_text("[1]")
+    assert finished_table(folder, settings, other) is None
