@@ -134,3 +134,23 @@ def test_calibration_sends_a_last_token_model_to_the_last_token():
     facts = known_world_facts(bridge, n=8)
     batch = build_batch(bridge, facts, ("",), fact_token=hp.target.fact_token)
     assert torch.equal(batch.lookup, batch.lengths - 1)
+
+
+def test_trial_writes_are_rome_edits_scored_by_hand_and_undone(tiny_model, fast_hparams):
+    """`trial_writes` against the slow path: each trial written with `edit(..., "rome")` at the probe's site, its own
+    target and its neighbours checked with `check_requests`, undone; and the model is unchanged afterwards."""
+    from ace_interp.editing import check_requests, sampled_contexts
+    from ace_interp.editing.calibrate import trial_writes
+
+    probe = fast_hparams("rome", tiny_model)
+    trials = [FRANCE, EditRequest("the capital of {}", "spain", "paris", "madrid")]
+    neighbours = [[EditRequest("the capital of {}", "spain", "madrid")], [FRANCE, EditRequest("the capital of {}", "italy", "rome")]]
+    before = [p.detach().clone() for p in tiny_model.original_model.parameters()]
+    efficacy, keep = trial_writes(tiny_model, trials, neighbours, probe, sampled_contexts(tiny_model, probe.target))
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_model.original_model.parameters()))
+    hits, kept = [], []
+    for trial, near in zip(trials, neighbours):
+        with edit(tiny_model, [trial], "rome", probe, verify=None):
+            hits.append(check_requests(tiny_model, [trial]).checks[0].success)
+            kept += [c.success for c in check_requests(tiny_model, near).checks]
+    assert efficacy == sum(hits) / 2 and keep == sum(kept) / 3
