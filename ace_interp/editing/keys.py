@@ -174,7 +174,7 @@ class SuffixForward:
         self.runner, self.layer, self._cache_type = runner, layer, DynamicCache
         device = full.tokens.device
         split = full.lookup
-        n, width_p = full.n, int(split.max())
+        width_p = int(split.max())
         width_s = int((full.lengths - split).max())
         cols_s = torch.arange(width_s, device=device)
         src = (split[:, None] + cols_s).clamp(max=full.tokens.shape[1] - 1)

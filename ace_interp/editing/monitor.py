@@ -21,7 +21,6 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge

@@ -218,7 +218,6 @@ def _optimise(
         return runner.hidden_from(layer, resid_in) if resume else runner.hidden(batch.tokens)
 
     n_nll = batch.n - (kl.n if kl is not None else 0)
-    nll_rows = torch.arange(n_nll, device=batch.tokens.device)
     # the first row of each request is its bare prompt (context ""): z_0 is read there
     c0 = list(contexts).index("") if "" in contexts else 0
     first_row = torch.tensor([i * len(contexts) + c0 for i in range(n_req)], device=batch.tokens.device)
