@@ -12,7 +12,8 @@ is started that the previous round's duration says would end after that UTC time
 the same first cases of its sample under both presets. Writes, after every round, `per_case.csv` and `table.md`
 (each cell a Wilson 95% interval with its n; reference vs tuned paired per case on the cases both ran: exact
 McNemar p and Newcombe's interval of the difference), and `run.json` (provenance; `n_cases_per_model`: how many
-of the sampled cases each model reached). Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all
+of the sampled cases each model reached). Every finished (method, preset, case) is saved under `OUT/checkpoint/`
+(`evaluation.checkpoint`) as it finishes: `--resume` continues a stopped run from there. Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all
 its edited hops' paraphrases answer the new object. Specificity: its cell pools every known neighbourhood fact
 checked (n = facts); its paired test counts a case if all of its facts kept their answer.
 """
@@ -30,12 +31,13 @@ import pandas as pd
 
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams
+from ace_interp.evaluation.checkpoint import Checkpoint, run_items
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import Asking, evaluate_case, style_for, unedited_answers
 from ace_interp.evaluation.stats import paired_test, wilson_interval
 from ace_interp.model import load_model
 from ace_interp.model.loading import ASSETS
-from ace_interp.provenance import write_run_json
+from ace_interp.provenance import file_digest, write_run_json
 
 log = logging.getLogger("preset_table")
 PRESETS = ("reference", "tuned")
@@ -108,6 +110,7 @@ def main() -> int:
     parser.add_argument("--n-specificity", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/preset-table")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/checkpoint")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
@@ -120,7 +123,7 @@ def main() -> int:
         deadline += timedelta(days=1) if deadline < now else timedelta()
     chunks = dict(zip(args.models, args.chunk * len(args.models) if len(args.chunk) == 1 else args.chunk, strict=True))
     start = time.perf_counter()
-    frames, hparams, case_files, runs = [], {}, {}, {}
+    frames, hparams, case_files, runs, stores = [], {}, {}, {}, {}
     for model in args.models:  # each model's cases, hop prompts and unedited answers, computed once over all n cases
         bridge = load_model(model, device="cpu")
         cases_path, cases = cases_for(model, args.n, args.seed)
@@ -131,6 +134,13 @@ def main() -> int:
         for method in args.methods:
             for preset in PRESETS:
                 hparams[f"{model}/{method}/{preset}"] = default_hparams(method, bridge, preset)
+        # every finished (method, preset, case) is saved as it finishes: --resume continues a stopped run
+        saved = out / "checkpoint" / Path(model).name
+        if not args.resume and any(saved.glob("*.jsonl")):
+            raise SystemExit(f"{saved} holds the cases of an earlier run; pass --resume to continue it, or remove it")
+        stores[model] = Checkpoint(saved, {"model": model, "case_file_sha256": file_digest(cases_path), "n": args.n,
+                                           "seed": args.seed, "n_specificity": args.n_specificity,
+                                           "hparams": {k: v for k, v in hparams.items() if k.startswith(f"{model}/")}})
     done = dict.fromkeys(args.models, 0)
     complete = False
     while not complete:
@@ -141,9 +151,15 @@ def main() -> int:
             for method in (m for m in args.methods if f"{model}/{m}" not in args.skip):
                 for preset in PRESETS:
                     hp, t = hparams[f"{model}/{method}/{preset}"], time.perf_counter()
-                    rows = [{**r, "method": method} for case in chunk if unedited.known[asking.label][case.case_id]
-                            for r in evaluate_case(bridge, case, method, asking.style, unedited.specificity[case.case_id],
-                                                   hp, hop_prompts=hops, askings=[asking])]
+
+                    def run(case, method=method, hp=hp):
+                        return [{**r, "method": method} for r in evaluate_case(
+                            bridge, case, method, asking.style, unedited.specificity[case.case_id], hp,
+                            hop_prompts=hops, askings=[asking])]
+
+                    items = [((method, preset, case.case_id), case) for case in chunk
+                             if unedited.known[asking.label][case.case_id]]
+                    rows = run_items(items, run, stores[model])
                     frames.append(pd.DataFrame(rows).assign(model=model, preset=preset))
                     log.info("%s %s %s: cases %d-%d in %.0f s", model, method, preset, done[model],
                              done[model] + len(chunk), time.perf_counter() - t)
