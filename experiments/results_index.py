@@ -38,6 +38,8 @@ def per_case_frame(folder: Path) -> pd.DataFrame | None:
                 return None
             if "cot" in frame and not frame.cot.astype(bool).all():  # a chain-of-thought-only run keeps its rows
                 frame = frame[~frame.cot.astype(bool)]
+            if "protocol" in frame and (frame.protocol == "per-case").any():  # the batched protocol has its own table
+                frame = frame[frame.protocol == "per-case"]
             return frame
     return None
 
