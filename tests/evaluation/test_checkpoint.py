@@ -86,3 +86,35 @@ def test_a_per_case_table_assembled_from_shards_equals_one_run(tiny_model, tmp_p
     assert len(plain) == 3 + 6
     pd.testing.assert_frame_equal(assembled.drop(columns="edit_seconds"), plain.drop(columns="edit_seconds"),
                                   check_dtype=False)
+
+
+@pytest.mark.parametrize("tiny_model", ["qwen3"], indirect=True)
+def test_a_batched_table_assembled_from_shards_equals_one_run(tiny_model, tmp_path, monkeypatch):
+    """The batched protocol's (row, batch) items: two shards, then an assembling run that writes nothing."""
+    import ace_interp.evaluation.batched as batched
+    from ace_interp.data.mquake import MQuAKECase
+    from ace_interp.evaluation.batched import evaluate_batched
+    from ace_interp.evaluation.protocol import Asking, PromptStyle
+
+    from test_protocol import _tiny_case
+
+    cases = [MQuAKECase.from_dict(_tiny_case(i, s, "japan", "italy", "tokyo", "rome"))
+             for i, s in enumerate(["tokyo", "paris", "berlin", "madrid"])]
+    style = PromptStyle("raw", multi_hop=lambda case, cot: list(case.questions),
+                        single_hop=lambda q, answers, relation: q, max_new_tokens=1)
+    kwargs = dict(askings=[Asking("direct", style)], batch_size=2, n_specificity=0, known_only=False, progress=False)
+    plain = evaluate_batched(tiny_model, cases, ["ft"], **kwargs).per_case
+    for index in (0, 1):
+        store = Checkpoint(tmp_path, {"table": 2}, part=f"shard-{index}-of-2")
+        evaluate_batched(tiny_model, cases, ["ft"], checkpoint=store, shard=Shard(index, 2), **kwargs)
+        store.close()
+
+    def no_writes(*args, **kw):
+        raise AssertionError("the assembling run wrote a batch the shards had finished")
+
+    monkeypatch.setattr(batched, "_evaluate_group", no_writes)
+    assembled = evaluate_batched(tiny_model, cases, ["ft"], checkpoint=Checkpoint(tmp_path, {"table": 2}),
+                                 **kwargs).per_case
+    assert sorted(set(plain.batch)) == [0, 1]
+    pd.testing.assert_frame_equal(assembled.drop(columns="edit_seconds"), plain.drop(columns="edit_seconds"),
+                                  check_dtype=False)
