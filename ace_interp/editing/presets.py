@@ -66,8 +66,9 @@ def default_hparams(method: str, bridge: TransformerBridge, preset: str | None =
 
 def with_fact_sites(hp: HParams, sites: FactSiteCalibration) -> HParams:
     """`hp` written where the calibration says the model's facts can be written: its fact token, and each written
-    layer group without unusable layers (ROME's layer, MEMIT / PMET's span and ACE's value group moved to the
-    nearest usable layer if none is left; ACE's query group keeps its usable layers below the value group)."""
+    layer group without unusable layers (ROME's layer, MEMIT / PMET's layers and ACE's value group moved to the
+    nearest usable layer if none is left; ACE's query group keeps its usable layers below the value group at the
+    subject's token, and is dropped at the prompt's last token)."""
     hp = replace(hp, target=replace(hp.target, fact_token=sites.fact_token))
     if isinstance(hp, ROMEHParams):
         return replace(hp, layer=sites.layers([hp.layer])[0])
@@ -75,7 +76,12 @@ def with_fact_sites(hp: HParams, sites: FactSiteCalibration) -> HParams:
         return replace(hp, layers=sites.layers(hp.layers))
     if isinstance(hp, ACEHParams):
         value = sites.layers(hp.value_layers)
-        query = tuple(l for l in hp.query_layers if l in sites.usable_layers and l < min(value))
+        # ACE's query write keys on the subject's token, where the query neurons of the next hop are read; at the
+        # prompt's last token it is a second write on the keys the value write edits one layer up, the spread that
+        # cost MEMIT / PMET their specificity there (qwen3-w15: ACE kept 86% of facts with it, 95% without;
+        # docs/findings/2026-12-07-fact-token-calibration.md)
+        query = () if sites.fact_token == "last" else tuple(
+            l for l in hp.query_layers if l in sites.usable_layers and l < min(value))
         return replace(hp, value_layers=value, query_layers=query)
     return hp
 

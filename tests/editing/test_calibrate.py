@@ -91,6 +91,12 @@ def test_with_fact_sites_moves_writes_to_usable_layers():
     assert with_fact_sites(MEMITHParams(layers=(0,)), sites).layers == (1,)
     ace = with_fact_sites(ACEHParams(query_layers=(0,), value_layers=(1,)), sites)
     assert (ace.query_layers, ace.value_layers) == ((), (1,))
+    # a query group stays at the subject's token, and only there
+    everywhere = (0, 1, 2)
+    ace = with_fact_sites(ACEHParams(query_layers=(0,), value_layers=(1,)), FactSiteCalibration("subject_last", everywhere, pd.DataFrame()))
+    assert (ace.query_layers, ace.value_layers) == ((0,), (1,))
+    ace = with_fact_sites(ACEHParams(query_layers=(0,), value_layers=(1,)), FactSiteCalibration("last", everywhere, pd.DataFrame()))
+    assert (ace.query_layers, ace.value_layers) == ((), (1,))
 
 
 def test_reference_configuration_reads_fact_token_last():
