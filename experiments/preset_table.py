@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python -m experiments.preset_table \
         --models toy-gptj toy-qwen3 smollm2-135m --n 100 --chunk 5 5 2 --until 01:05 --out results/preset-table/run
 
-For each model: `--n` one-edit MQuAKE cases of the model's own case set (drawn with `--seed`; toys: the world's
-cases, SmolLM2: assets/real_facts/smollm2_known.json), each edited alone and undone (`evaluation.protocol`'s
+For each model: `--n` single edits of the model's own case set (`single_edits`, drawn with `--seed`; toys: the
+world's cases, SmolLM2: assets/real_facts/smollm2_known.json; where the file has fewer than `--n` one-edit cases,
+as SmolLM2's 73, the rest are single rewrites of its multi-edit cases, whose multi-hop cell stays empty), each edited alone and undone (`evaluation.protocol`'s
 per-case protocol: the unedited model's answers and the specificity facts are drawn once over all n cases), once
 with `preset="reference"` and once with `preset="tuned"`, for every method. The cases are run in rounds of
 `--chunk` cases per model (every model, method and preset in each round), so a run stopped by `--until` (no round
@@ -13,7 +14,9 @@ the same first cases of its sample under both presets. Writes, after every round
 (each cell a Wilson 95% interval with its n; reference vs tuned paired per case on the cases both ran: exact
 McNemar p and Newcombe's interval of the difference), and `run.json` (provenance; `n_cases_per_model`: how many
 of the sampled cases each model reached). Every finished (method, preset, case) is saved under `OUT/checkpoint/`
-(`evaluation.checkpoint`) as it finishes: `--resume` continues a stopped run from there. Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all
+(`evaluation.checkpoint`) as it finishes: `--resume` continues a stopped run from there, and `--shard I/N` runs
+only every N-th item (saved, nothing else written; start each shard with `--resume`, then one run with `--resume`
+and no shard assembles the table). Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all
 its edited hops' paraphrases answer the new object. Specificity: its cell pools every known neighbourhood fact
 checked (n = facts); its paired test counts a case if all of its facts kept their answer.
 """
@@ -21,7 +24,9 @@ checked (n = facts); its paired test counts a case if all of its facts kept thei
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import math
 import random
 import time
 from datetime import datetime, timedelta, timezone
@@ -31,7 +36,7 @@ import pandas as pd
 
 from ace_interp.data.mquake import load_mquake
 from ace_interp.editing import default_hparams
-from ace_interp.evaluation.checkpoint import Checkpoint, run_items
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, refuse_unresumed, run_items
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import Asking, evaluate_case, style_for, unedited_answers
 from ace_interp.evaluation.stats import paired_test, wilson_interval
@@ -51,10 +56,36 @@ def single_edit_cases(cases_path: Path, n: int, seed: int):
     return [single[i] for i in chosen]
 
 
+def one_rewrite_of(case, j: int):
+    """`case` with only its `j`-th rewrite: a single edit of that fact, measured by the case's efficacy, paraphrase
+    and specificity questions of that hop. Its multi-hop questions are dropped (their new answer assumes every
+    rewrite of the case); `extra["source_case_id"]` names the case it comes from."""
+    return dataclasses.replace(case, case_id=f"{case.case_id}/edit-{j}", requested_rewrite=[case.requested_rewrite[j]],
+                               questions=[], extra={**case.extra, "source_case_id": case.case_id})
+
+
+def source_id(case):
+    """The case id of the file's case a single edit comes from (its own for a one-edit case)."""
+    return case.extra.get("source_case_id", case.case_id)
+
+
+def single_edits(cases_path: Path, n: int, seed: int):
+    """`n` single edits, in file order: `single_edit_cases` where the file has `n` one-edit cases; otherwise all of
+    them, and single rewrites of its multi-edit cases (`one_rewrite_of`, drawn with `seed`) for the rest."""
+    cases = load_mquake(cases_path)
+    single = [c for c in cases if c.n_edits == 1]
+    if len(single) >= n:
+        return single_edit_cases(cases_path, n, seed)
+    rewrites = [(i, j) for i, c in enumerate(cases) if c.n_edits > 1 for j in range(c.n_edits)]
+    chosen = set(random.Random(seed).sample(rewrites, min(n - len(single), len(rewrites))))
+    return [c if c.n_edits == 1 else one_rewrite_of(c, j)
+            for i, c in enumerate(cases) for j in range(c.n_edits) if (c.n_edits == 1 and j == 0) or (i, j) in chosen]
+
+
 def cases_for(model: str, n: int, seed: int):
-    """(case file, `single_edit_cases` of it) for a named model: the shipped world for the toys, else SmolLM2's."""
+    """(case file, `single_edits` of it) for a named model: the shipped world for the toys, else SmolLM2's."""
     path = ASSETS / "world" / "mquake_cases.json" if model.startswith("toy-") else ASSETS / "real_facts" / "smollm2_known.json"
-    return path, single_edit_cases(path, n, seed)
+    return path, single_edits(path, n, seed)
 
 
 def cell(successes: float, n: int) -> str:
@@ -79,8 +110,8 @@ def table(per_case: pd.DataFrame, presets: tuple[str, str] = PRESETS) -> pd.Data
             continue
         for preset, g in ((first, a_rows), (second, b_rows)):
             row = {"model": model, "method": method, "preset": preset}
-            for metric in BINARY:
-                ok = (g[metric] == 1.0).astype(int)
+            for metric in BINARY:  # a single rewrite of a multi-edit case has no multi-hop verdict (NaN)
+                ok = (g[metric].dropna() == 1.0).astype(int)
                 row[metric] = cell(ok.sum(), len(ok))
             facts = g["n_specificity"].fillna(0)
             row["specificity (facts)"] = cell(float((g["specificity"].fillna(0) * facts).sum()), int(facts.sum()))
@@ -88,7 +119,8 @@ def table(per_case: pd.DataFrame, presets: tuple[str, str] = PRESETS) -> pd.Data
             rows.append(row)
         test_row = {"model": model, "method": method, "preset": f"{first} − {second}"}
         for metric in (*BINARY, "specificity"):
-            a, b = (a_rows[metric] == 1.0).astype(int), (b_rows[metric] == 1.0).astype(int)
+            both = a_rows[metric].notna() & b_rows[metric].notna()
+            a, b = ((r[metric][both] == 1.0).astype(int) for r in (a_rows, b_rows))
             t = paired_test(list(a), list(b))
             key = "specificity (facts)" if metric == "specificity" else metric
             test_row[key] = f"{100 * t.difference:+.0f} pts [{100 * t.difference_low:+.0f}, {100 * t.difference_high:+.0f}], p={t.p_value:.2g}"
@@ -111,6 +143,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/preset-table")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/checkpoint")
+    parser.add_argument("--shard", type=Shard.parse, default=None,
+                        help="I/N: run only every N-th item, saved under OUT/checkpoint (the table is assembled by a "
+                             "later run with --resume and no --shard)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
@@ -129,15 +164,23 @@ def main() -> int:
         cases_path, cases = cases_for(model, args.n, args.seed)
         case_files[model] = str(cases_path)
         asking = Asking("direct", style_for(model), False)
-        runs[model] = (bridge, cases, hop_prompts_for(bridge, cases_path), asking,
-                       unedited_answers(bridge, cases, [asking], args.n_specificity, args.seed))
+        # the multi-hop question a single rewrite's known filter asks is its source case's (`source_id`)
+        unedited = unedited_answers(bridge, cases, [asking], args.n_specificity, args.seed)
+        sources = {source_id(c) for c in cases} - {c.case_id for c in cases}
+        if sources:
+            unedited.known[asking.label].update(unedited_answers(
+                bridge, [c for c in load_mquake(cases_path) if c.case_id in sources], [asking], 0, args.seed,
+                mark_specificity=False).known[asking.label])
+        runs[model] = (bridge, cases, hop_prompts_for(bridge, cases_path), asking, unedited)
         for method in args.methods:
             for preset in PRESETS:
                 hparams[f"{model}/{method}/{preset}"] = default_hparams(method, bridge, preset)
         # every finished (method, preset, case) is saved as it finishes: --resume continues a stopped run
         saved = out / "checkpoint" / Path(model).name
-        if not args.resume and any(saved.glob("*.jsonl")):
-            raise SystemExit(f"{saved} holds the cases of an earlier run; pass --resume to continue it, or remove it")
+        try:
+            refuse_unresumed(saved, args.resume, args.shard)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
         stores[model] = Checkpoint(saved, {"model": model, "case_file_sha256": file_digest(cases_path), "n": args.n,
                                            "seed": args.seed, "n_specificity": args.n_specificity,
                                            "hparams": {k: v for k, v in hparams.items() if k.startswith(f"{model}/")}})
@@ -153,13 +196,14 @@ def main() -> int:
                     hp, t = hparams[f"{model}/{method}/{preset}"], time.perf_counter()
 
                     def run(case, method=method, hp=hp):
-                        return [{**r, "method": method} for r in evaluate_case(
-                            bridge, case, method, asking.style, unedited.specificity[case.case_id], hp,
-                            hop_prompts=hops, askings=[asking])]
+                        rows = evaluate_case(bridge, case, method, asking.style, unedited.specificity[case.case_id], hp,
+                                             hop_prompts=hops, askings=[asking])
+                        no_question = {"multi_hop": math.nan} if not case.questions else {}
+                        return [{**r, "method": method, **no_question} for r in rows]
 
                     items = [((method, preset, case.case_id), case) for case in chunk
-                             if unedited.known[asking.label][case.case_id]]
-                    rows = run_items(items, run, stores[model])
+                             if unedited.known[asking.label][source_id(case)]]
+                    rows = run_items(items, run, stores[model], args.shard)
                     frames.append(pd.DataFrame(rows).assign(model=model, preset=preset))
                     log.info("%s %s %s: cases %d-%d in %.0f s", model, method, preset, done[model],
                              done[model] + len(chunk), time.perf_counter() - t)
@@ -167,6 +211,8 @@ def main() -> int:
         complete = all(done[m] >= len(runs[m][1]) for m in args.models)
         if deadline is not None and not complete:
             complete = datetime.now(timezone.utc) + timedelta(seconds=time.perf_counter() - round_start) > deadline
+        if args.shard is not None:  # a shard's items wait in the checkpoint for the run that assembles the table
+            continue
         per_case = pd.concat(frames, ignore_index=True)
         per_case.to_csv(out / "per_case.csv", index=False)
         summary = table(per_case)
@@ -175,7 +221,8 @@ def main() -> int:
                        seeds=[args.seed], wall_s=time.perf_counter() - start, models=args.models, case_files=case_files,
                        n_cases_per_model=done, skipped=args.skip, until=args.until,
                        complete=all(done[m] >= len(runs[m][1]) for m in args.models))
-    print(table(pd.concat(frames, ignore_index=True)).to_markdown(index=False))
+    if args.shard is None:
+        print(table(pd.concat(frames, ignore_index=True)).to_markdown(index=False))
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ace_interp.data.mquake import load_mquake
 from experiments import save_run
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.py")
@@ -156,3 +157,35 @@ def test_preset_table_pairs_each_method_on_the_cases_both_presets_ran():
     assert out.loc["tuned", "efficacy"].startswith("100% [")
     assert out.loc["reference − tuned", "efficacy"].startswith("-67 pts")
     assert out.loc["reference", "specificity (facts)"].endswith("(n=6)")
+
+
+def test_single_edits_top_up_a_file_short_of_one_edit_cases_with_single_rewrites():
+    """SmolLM2's case file has 73 one-edit cases: the rest of `--n` are single rewrites of multi-edit cases, each
+    editing one fact, with no multi-hop question (its new answer assumes all of the case's rewrites)."""
+    from experiments.preset_table import single_edit_cases, single_edits, source_id
+
+    path = Path(__file__).parent / "fixtures" / "mquake_cf3k_small.json"
+    cases = load_mquake(path)
+    n_single = sum(c.n_edits == 1 for c in cases)
+    n_rewrites = sum(c.n_edits for c in cases if c.n_edits > 1)
+    edits = single_edits(path, n_single + 2, seed=0)
+    assert len(edits) == n_single + min(2, n_rewrites)
+    by_id = {c.case_id: c for c in cases}
+    for e in edits:
+        assert e.n_edits == 1
+        source = by_id[source_id(e)]
+        assert e.requested_rewrite[0] in source.requested_rewrite
+        assert bool(e.questions) == (source.n_edits == 1)
+    assert [c.case_id for c in single_edits(path, 1, seed=3)] == [c.case_id for c in single_edit_cases(path, 1, seed=3)]
+
+
+def test_preset_table_leaves_missing_multi_hop_verdicts_out_of_their_cells():
+    from experiments.preset_table import table
+
+    rows = [{"model": "m", "method": "rome", "preset": preset, "case_id": c, "efficacy": 1.0, "paraphrase": 1.0,
+             "multi_hop": hop, "specificity": 1.0, "n_specificity": 1, "edit_seconds": 1.0}
+            for preset in ("reference", "tuned") for c, hop in ((1, 1.0), (2, float("nan")), (3, 0.0))]
+    out = table(pd.DataFrame(rows)).set_index("preset")
+    assert out.loc["reference", "multi_hop"].startswith("50% [") and out.loc["reference", "multi_hop"].endswith("(n=2)")
+    assert out.loc["reference", "efficacy"].endswith("(n=3)")
+    assert out.loc["reference − tuned", "multi_hop"].startswith("+0 pts")

@@ -135,6 +135,14 @@ class Checkpoint:
             self._file = None
 
 
+def refuse_unresumed(folder: str | os.PathLike, resume: bool, shard: Shard | None = None) -> None:
+    """Raise if `folder` (searched recursively) holds saved items of an earlier run and this run neither resumes
+    them nor is one shard of a split run (shards start beside each other's files)."""
+    if not resume and shard is None and any(Path(folder).rglob("*.jsonl")):
+        raise ValueError(f"{folder} holds the finished items of an earlier run; pass --resume to continue it, "
+                         "or remove that folder to start again")
+
+
 def run_items(items: Sequence[tuple[Sequence[Hashable], object]], work, checkpoint: Checkpoint | None = None,
               shard: Shard | None = None, bar=None) -> list[dict]:
     """The rows of every item: saved ones from `checkpoint`, the rest computed by `work(payload)` (and saved).

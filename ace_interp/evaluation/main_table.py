@@ -40,7 +40,7 @@ from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import DEFAULT_PRESET, HParams
 from ace_interp.evaluation.batched import evaluate_batched
-from ace_interp.evaluation.checkpoint import Checkpoint, Shard
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, refuse_unresumed
 from ace_interp.evaluation.general_ability import heldout_texts
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, MethodRow, askings_for, evaluate
@@ -156,9 +156,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     start = time.perf_counter()
     folder = config.out / Path(model_name).name
     saved = folder / "checkpoint"
-    if not config.resume and config.shard is None and any(saved.glob("*/*.jsonl")):
-        raise ValueError(f"{saved} holds the finished items of an earlier run of this table; pass --resume to "
-                         "continue it, or remove that folder to start again")
+    refuse_unresumed(saved, config.resume, config.shard)
     bridge = load_model(model_name)
     # ACE's query write trains on multi-hop prompts the cases do not ask (evaluation.hops)
     hops = hop_prompts_for(bridge, cases_path)
