@@ -170,6 +170,11 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
                     promptings=[a.label for a in askings], per_edits=config.per_edits,
                     n_specificity=config.n_specificity, perplexity_texts=len(texts or []))
     finished = finished_table(folder, settings, cases_path) if config.resume and config.shard is None else None
+    # a table of these settings assembled for other protocols (e.g. per-case alone): the protocols it holds are kept
+    kept = (None if finished is not None or not config.resume or config.shard is not None
+            else finished_table(folder, {k: v for k, v in settings.items() if k != "protocols"}, cases_path))
+    kept_protocols = set() if kept is None else set(zip(kept.seed, kept.protocol))
+    kept_record = json.loads((folder / "run.json").read_text()) if kept is not None else None
     if finished is not None:
         log.info("%s: the table in %s is complete with these settings; read, not run again", model_name, folder)
         return finished
@@ -187,13 +192,15 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
             stores.append(Checkpoint(saved / f"{protocol.replace(' ', '-')}-seed-{seed}", fingerprint, part))
             return stores[-1]
 
-        if "per-case" in config.protocols:
+        for protocol in sorted({p for sd, p in kept_protocols if sd == seed}):
+            frames.append(kept[(kept.seed == seed) & (kept.protocol == protocol)].drop(columns=["model", "edited_hops"]))
+        if "per-case" in config.protocols and (seed, "per-case") not in kept_protocols:
             frames.append(evaluate(bridge, cases, rows, askings=askings, n_specificity=config.n_specificity,
                                    hop_prompts=hops, seed=seed, perplexity_texts=texts,
                                    checkpoint=store("per-case", rows), shard=config.shard)
                           .per_case.assign(seed=seed, protocol="per-case"))
-        if "batched" in config.protocols:
-            protocol = f"batched k={config.batch_size or 'all'}"
+        protocol = f"batched k={config.batch_size or 'all'}"
+        if "batched" in config.protocols and (seed, protocol) not in kept_protocols:
             batched = [r for r in rows if r.method in config.batched_methods and r.label == (r.method or "base")
                        and r.method]
             frames.append(evaluate_batched(bridge, cases, batched, askings[:1], batch_size=config.batch_size,
@@ -213,15 +220,23 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     segments = [{"checkpoint": s.folder.name, **seg} for s in stores for seg in s.segments]
     write_run_json(folder, case_file=cases_path, wall_s=time.perf_counter() - start, model=model_name,
                    n_cases=len(all_cases), item_seconds=round(sum(s.seconds for s in stores), 1),
-                   resumed_from=segments, **settings)
-    # the table now holds every item (per_case.csv, run.json): the checkpoint has served
-    shutil.rmtree(saved, ignore_errors=True)
+                   resumed_from=segments, **settings,
+                   **({"protocols_kept_from": {"protocols": sorted(p for _, p in kept_protocols),
+                                               **{k: kept_record.get(k) for k in ("command", "commit", "dirty", "date",
+                                                                                  "wall_s", "item_seconds")}}}
+                      if kept_protocols else {}))
+    # the table now holds these protocols' items (per_case.csv, run.json): their checkpoints have served
+    for s in stores:
+        shutil.rmtree(s.folder, ignore_errors=True)
+    if saved.is_dir() and not any(saved.iterdir()):
+        saved.rmdir()
     return per_case
 
 
 def finished_table(folder: Path, settings: dict, cases_path: Path) -> pd.DataFrame | None:
     """The per-case rows of a model table already complete in `folder` (its run.json records the same `settings`
-    and case file), or None. A resumed run of several models reads such a table instead of running it again."""
+    and case file), or None. A resumed run of several models reads such a table instead of running it again; given
+    `settings` without "protocols", a table of fewer protocols is found, whose protocols a resumed run keeps."""
     run, rows = folder / "run.json", folder / "per_case.csv"
     if not (run.exists() and rows.exists()):
         return None

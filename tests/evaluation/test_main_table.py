@@ -1,6 +1,8 @@
 """The main table: ACE's layer ablations, case sampling, its summary tables, and paired comparisons."""
 
+import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -276,3 +278,41 @@ def test_a_resumed_run_reads_a_finished_model_table_only_with_the_same_settings(
     other = tmp_path / "other.json"
     other.write_text("[1]")
     assert finished_table(folder, settings, other) is None
+
+
+def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_holds(tmp_path, monkeypatch):
+    """A model table assembled for the per-case protocol alone, then resumed with both: its per-case rows are kept
+    (no per-case evaluation runs again), the batched protocol runs, and run.json says where the kept rows came from."""
+    import ace_interp.evaluation.main_table as main_table
+    from ace_interp.evaluation.main_table import TableConfig, evaluate_model
+    from ace_interp.evaluation.protocol import EvalResult
+
+    cases_path = Path(__file__).parents[1] / "fixtures" / "mquake_contamination.json"
+    calls = []
+
+    def fake(kind):
+        def run(bridge, cases, rows, *args, **kwargs):
+            calls.append(kind)
+            return EvalResult(pd.DataFrame([{"case_id": c.case_id, "method": r.label, "n_edits": c.n_edits,
+                                             "multi_hop": 1.0, "prompting": "direct", "cot": False}
+                                            for c in cases for r in rows]))
+        return run
+
+    monkeypatch.setattr(main_table, "load_model", lambda name: None)
+    monkeypatch.setattr(main_table, "hop_prompts_for", lambda bridge, path: None)
+    monkeypatch.setattr(main_table, "askings_for", lambda bridge, promptings: [])
+    monkeypatch.setattr(main_table, "table_rows", lambda bridge, config: [main_table.MethodRow("ft", "ft", {"lr": 1})])
+    monkeypatch.setattr(main_table, "evaluate", fake("per-case"))
+    monkeypatch.setattr(main_table, "evaluate_batched", fake("batched"))
+    config = TableConfig(out=tmp_path, perplexity=False, protocols=("per-case",))
+    first = evaluate_model("toy", cases_path, config)
+    assert calls == ["per-case"] and set(first.protocol) == {"per-case"}
+    both = evaluate_model("toy", cases_path, replace(config, protocols=("per-case", "batched"), resume=True))
+    assert calls == ["per-case", "batched"]
+    assert sorted(set(both.protocol)) == ["batched k=100", "per-case"] and len(both) == 2 * len(first)
+    record = json.loads((tmp_path / "toy" / "run.json").read_text())
+    assert record["protocols"] == ["per-case", "batched"]
+    assert record["protocols_kept_from"]["protocols"] == ["per-case"]
+    # another batch size is another table: nothing is kept from it
+    evaluate_model("toy", cases_path, replace(config, protocols=("per-case", "batched"), batch_size=2, resume=True))
+    assert calls[2:] == ["per-case", "batched"]
