@@ -22,13 +22,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from ace_interp.editing.covariance import world_corpus_path
-from ace_interp.editing.keys import encode, hf_runner
 from ace_interp.editing.requests import EditRequest
 from ace_interp.editing.verify import EditWarning, target_scores
+from ace_interp.model.likelihood import perplexity
 from ace_interp.model.loading import ASSETS
 
 log = logging.getLogger(__name__)
@@ -72,30 +71,6 @@ def default_probes(bridge: TransformerBridge, n_texts: int = 20, n_facts: int = 
     sentences = [f"{p} {a}." for p, a in zip(probes.prompts, probes.answers)]
     step = max(1, len(sentences) // n_texts)
     return ProbeSet(probes.prompts, probes.answers, tuple(sentences[::step][:n_texts]))
-
-
-def perplexity(bridge: TransformerBridge, texts: Sequence[str], batch_size: int = 16) -> float:
-    """exp(mean next-token NLL) over all tokens of `texts` after the first (the BOS convention included)."""
-    runner = hf_runner(bridge)
-    total, count = 0.0, 0
-    pad = bridge.tokenizer.pad_token_id or 0
-    for start in range(0, len(texts), batch_size):
-        rows = [encode(bridge, t) for t in texts[start:start + batch_size]]
-        rows = [r for r in rows if len(r) > 1]
-        if not rows:
-            continue
-        width = max(len(r) for r in rows)
-        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
-        for j, r in enumerate(rows):
-            tokens[j, : len(r)] = torch.tensor(r)
-            mask[j, : len(r) - 1] = True
-        with torch.no_grad():
-            logits = runner.logits(tokens.to(bridge.cfg.device)).to(torch.float64)
-        nll = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None].to(logits.device))[..., 0]
-        total += float(nll[mask.to(nll.device)].sum())
-        count += int(mask.sum())
-    return math.exp(total / count) if count else float("nan")
 
 
 @dataclass(frozen=True)

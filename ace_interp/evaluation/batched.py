@@ -42,7 +42,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from ace_interp.data.mquake import MQuAKECase, Rewrite
 from ace_interp.editing import EditRequest, HopPrompt, edit
 from ace_interp.evaluation.checkpoint import Checkpoint, Shard, run_items
-from ace_interp.evaluation.general_ability import perplexity
+from ace_interp.model.likelihood import perplexity
 from ace_interp.evaluation.protocol import (
     Asking,
     EvalResult,

@@ -69,7 +69,7 @@ from ace_interp.evaluation.answers import (
     target_token_ids,
 )
 from ace_interp.evaluation.checkpoint import Checkpoint, Shard, run_items
-from ace_interp.evaluation.general_ability import perplexity
+from ace_interp.model.likelihood import perplexity
 from ace_interp.model.loading import ASSETS, model_metadata
 from ace_interp.model.state import model_state
 
