@@ -14,8 +14,9 @@ per-number-of-edits sample only when `per_edits` is set) in both protocols:
 Every accuracy cell shows the 95% Wilson interval and n (evaluation.stats.accuracy_cell); every comparison is
 paired on the same (case, seed, prompting) rows with its interval and exact McNemar p-value (paired_test).
 It writes `<out>/<model>/{per_case,summary}.csv` (+ `batched_per_case.csv`) and `run.json` beside them, a
-combined `<out>/main_table.md` + `main_table_per_case.csv` + `run.json`, and, unless told not to, rewrites the
-README's results section between its markers.
+combined `<out>/main_table.md` + `main_table_per_case.csv` + `run.json` over every model table in `<out>` (models
+run by separate commands, with settings of their own, share it), and, unless told not to, rewrites the README's
+results section between its markers.
 
 ACE's layer ablations (skip the top-1 query layer, the top-1..3 query layers, the top-1 value layer, the
 top-1..2 value layers) and its options (`ace +implicit`: the implicit-subject write, off in ACE's defaults) are
@@ -406,20 +407,30 @@ def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:
 
 
 def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
+    """Each model's table (`evaluate_model`), then the combined `main_table.md` / `main_table_per_case.csv` /
+    `run.json` over these models and every model table earlier commands left in `config.out`."""
     start = time.perf_counter()
     frames = [evaluate_model(m, cases[m], config) for m in config.models]
     if config.shard is not None:
         return (f"shard {config.shard} of {', '.join(config.models)} done; run the same command without --shard "
                 "(with --resume) to assemble the tables")
+    # the combined table covers every model table in `out`: those of earlier commands (each with its own settings,
+    # in its run.json) join this command's, so models run by separate commands share one table
+    here = [Path(m).name for m in config.models]
+    earlier = [p.parent.name for p in sorted(config.out.glob("*/per_case.csv"))
+               if p.parent.name not in here and (p.parent / "run.json").is_file()]
+    frames += [pd.read_csv(config.out / name / "per_case.csv") for name in earlier]
     per_case = pd.concat(frames, ignore_index=True)
     table = table_report(per_case, config.seeds)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "main_table.md").write_text(table + "\n")
     per_case.to_csv(config.out / "main_table_per_case.csv", index=False)
     write_run_json(config.out, command=command, preset=config.preset, seeds=config.seeds,
-                   wall_s=time.perf_counter() - start, models=list(config.models),
+                   wall_s=time.perf_counter() - start, models=here + earlier,
                    case_files={m: str(cases[m]) for m in config.models},
-                   per_model_runs=[str(Path(m).name) + "/run.json" for m in config.models])
+                   per_model_runs=[f"{name}/run.json" for name in here + earlier],
+                   earlier_model_tables={name: json.loads((config.out / name / "run.json").read_text()).get("command")
+                                         for name in earlier})
     if readme is not None:
         update_readme(readme, table, command)
     return table

@@ -316,3 +316,31 @@ def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_hold
     # another batch size is another table: nothing is kept from it
     evaluate_model("toy", cases_path, replace(config, protocols=("per-case", "batched"), batch_size=2, resume=True))
     assert calls[2:] == ["per-case", "batched"]
+
+
+def test_the_combined_table_covers_model_tables_of_earlier_commands(tmp_path, monkeypatch):
+    """Models run by separate commands (toys with ablations, SmolLM2 without) share one combined table in `out`."""
+    import ace_interp.evaluation.main_table as main_table
+    from ace_interp.evaluation.main_table import TableConfig, run_main_table
+    from ace_interp.provenance import write_run_json
+
+    def rows(model):
+        return pd.DataFrame([{"case_id": i, "method": m, "n_edits": 1, "multi_hop": float(i % 2), "prompting": "direct",
+                              "cot": False, "seed": 0, "protocol": "per-case", "model": model, "edited_hops": "0"}
+                             for i in range(4) for m in ("base", "pmet")])
+
+    earlier = tmp_path / "toy-gptj"
+    earlier.mkdir()
+    rows("toy-gptj").to_csv(earlier / "per_case.csv", index=False)
+    write_run_json(earlier, command="ace main-table --models toy-gptj")
+    (tmp_path / "half-done").mkdir()  # a model folder without a finished table is not read
+    rows("half-done").to_csv(tmp_path / "half-done" / "per_case.csv", index=False)
+    monkeypatch.setattr(main_table, "evaluate_model", lambda model, path, config: rows(model))
+    run_main_table(TableConfig(models=("smollm2-135m",), out=tmp_path), {"smollm2-135m": tmp_path / "c.json"},
+                   None, "ace main-table --models smollm2-135m")
+    combined = pd.read_csv(tmp_path / "main_table_per_case.csv")
+    assert sorted(combined.model.unique()) == ["smollm2-135m", "toy-gptj"]
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["models"] == ["smollm2-135m", "toy-gptj"]
+    assert record["earlier_model_tables"] == {"toy-gptj": "ace main-table --models toy-gptj"}
+    assert "toy-gptj" in (tmp_path / "main_table.md").read_text()
