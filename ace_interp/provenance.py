@@ -32,10 +32,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+RESULTS_PATHSPEC = ":(exclude)results"  # result files that runs write, move or remove are not the code's state
+
+
 def git_state() -> dict:
-    """The commit this code is at and whether tracked files differ from it (None where git is unavailable)."""
+    """The commit this code is at and whether tracked files outside results/ differ from it (None where git is
+    unavailable): a run that assembles a table and removes its committed checkpoint is not run on changed code."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", RESULTS_PATHSPEC)
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

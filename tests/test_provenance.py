@@ -17,3 +17,27 @@ def test_run_json_has_the_provenance_fields(tmp_path):
     assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
     assert record["date"].startswith("20") and "machine" in record
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_dirty_means_the_code_differs_not_the_results(tmp_path, monkeypatch):
+    """A run that removes a committed checkpoint under results/ is still on clean code; an edited module is not."""
+    import subprocess
+
+    import ace_interp.provenance as provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "items.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "results" / "items.jsonl").unlink()
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_state()["dirty"] is True

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ace_interp.evaluation.stats import wilson_interval
-from experiments.results_index import ace_against_pmet, method_rows, rate_cell
+from experiments.results_index import HEADLINE_RUNS, ace_against_pmet, method_rows, rate_cell
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -60,7 +60,7 @@ def test_ace_against_pmet_pairs_the_same_case_draws():
     assert "n=3" in line and "only ace 1, only pmet 0" in line and "+33.3 points" in line
 
 
-@pytest.mark.parametrize("run", ["toy-table", "smollm2-table"])
+@pytest.mark.parametrize("run", HEADLINE_RUNS)
 def test_headline_runs_have_per_case_rows(run):
     assert (RESULTS / run / "main_table_per_case.csv").is_file()
 
