@@ -110,16 +110,13 @@ def bleed_ratios(keys: Float[Tensor, "n d"], factor: Tensor) -> Float[Tensor, " 
 def fact_sites(
     bridge: TransformerBridge,
     facts: Sequence[EditRequest],
-    corpus: TextCorpus | None = None,
-    n_tokens: int = 2000,
+    factors: dict[int, Tensor],
     fact_tokens: Sequence[str] = FACT_TOKENS,
-    factors: dict[int, Tensor] | None = None,
 ) -> pd.DataFrame:
     """One row per (layer, fact_token): `subject_share` and the median `bleed` (module docstring) over the
-    facts' same-template pairs, C from `n_tokens` of `corpus` (the editors' statistics, `covariance.second_moments`);
-    `factors`: those Cholesky factors per layer, where the caller already has them (`statistics_factors`)."""
+    facts' same-template pairs; `factors`: the Cholesky factor of each layer's key statistics C, as the editors
+    use them (`statistics_factors`)."""
     layers = list(range(bridge.cfg.n_layers))
-    factors = statistics_factors(bridge, corpus, n_tokens) if factors is None else factors
     rows = []
     for token in fact_tokens:
         groups = template_keys(bridge, facts, token, layers)
@@ -221,7 +218,7 @@ def calibrate_fact_sites(
     factors = statistics_factors(bridge, probe.covariance.corpus, probe.covariance.n_tokens)  # for both tokens
     tables = []
     for token in FACT_TOKENS:
-        table = fact_sites(bridge, facts, fact_tokens=(token,), factors=factors)
+        table = fact_sites(bridge, facts, factors, fact_tokens=(token,))
         measured = [trial_writes(bridge, trials, neighbours,
                                  replace(probe, layer=l, target=replace(probe.target, fact_token=token)), contexts)
                     for l in tqdm(layers, desc=f"fact sites ({token})", leave=False)]
