@@ -65,8 +65,13 @@ def one_rewrite_of(case, j: int):
     """`case` with only its `j`-th rewrite: a single edit of that fact, measured by the case's efficacy, paraphrase
     and specificity questions of that hop. Its multi-hop questions are dropped (their new answer assumes every
     rewrite of the case); `extra["source_case_id"]` names the case it comes from."""
+    hop = case.edited_hops[j]
+    # its edit triple alone: the paraphrase questions ask the hops whose new triple is an edit triple
+    # (`protocol.edited_hop_indices`), and the case's other rewrites are not made
+    triples = [case.orig.new_triples[hop]] if hop is not None else [case.orig.edit_triples[j]]
+    orig = dataclasses.replace(case.orig, edit_triples=triples, edit_triples_idx=None if hop is None else [hop])
     return dataclasses.replace(case, case_id=f"{case.case_id}/edit-{j}", requested_rewrite=[case.requested_rewrite[j]],
-                               questions=[], extra={**case.extra, "source_case_id": case.case_id})
+                               questions=[], orig=orig, extra={**case.extra, "source_case_id": case.case_id})
 
 
 def source_id(case):
@@ -85,6 +90,18 @@ def single_edits(cases_path: Path, n: int, seed: int):
     chosen = set(random.Random(seed).sample(rewrites, min(n - len(single), len(rewrites))))
     return [c if c.n_edits == 1 else one_rewrite_of(c, j)
             for i, c in enumerate(cases) for j in range(c.n_edits) if (c.n_edits == 1 and j == 0) or (i, j) in chosen]
+
+
+def own_paraphrases_only(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose paraphrase cell asked more hops than the case edits (single rewrites saved before `one_rewrite_of`
+    kept only its own edit triple also asked the source case's other edited hop) get no paraphrase verdict."""
+    if "n_paraphrase" not in per_case:
+        return per_case
+    mixed = per_case.n_paraphrase > per_case.n_edits
+    if mixed.any():
+        log.warning("%d rows asked paraphrases of hops their edit does not touch: their paraphrase cell is left empty",
+                    int(mixed.sum()))
+    return per_case.assign(paraphrase=per_case.paraphrase.where(~mixed))
 
 
 def cases_for(model: str, n: int, seed: int):
@@ -223,7 +240,7 @@ def main() -> int:
             complete = datetime.now(timezone.utc) + timedelta(seconds=time.perf_counter() - round_start) > deadline
         if args.shard is not None:  # a shard's items wait in the checkpoint for the run that assembles the table
             continue
-        per_case = pd.concat(frames, ignore_index=True)
+        per_case = own_paraphrases_only(pd.concat(frames, ignore_index=True))
         per_case.to_csv(out / "per_case.csv", index=False)
         summary = table(per_case)
         (out / "table.md").write_text(summary.to_markdown(index=False) + "\n" if len(summary) else "")

@@ -177,6 +177,18 @@ def test_single_edits_top_up_a_file_short_of_one_edit_cases_with_single_rewrites
         assert e.requested_rewrite[0] in source.requested_rewrite
         assert bool(e.questions) == (source.n_edits == 1)
     assert [c.case_id for c in single_edits(path, 1, seed=3)] == [c.case_id for c in single_edit_cases(path, 1, seed=3)]
+    # a single rewrite's paraphrase asks its own hop only, the one its rewrite edits
+    from ace_interp.evaluation.protocol import edited_hop_indices
+
+    for e in edits:
+        assert edited_hop_indices(e) == [h for h in e.edited_hops if h is not None]
+
+
+def test_paraphrase_cells_that_asked_another_edits_hop_are_left_empty():
+    from experiments.preset_table import own_paraphrases_only
+
+    rows = pd.DataFrame({"n_edits": [1, 1, 2], "n_paraphrase": [1, 2, 2], "paraphrase": [1.0, 0.5, 0.5]})
+    assert own_paraphrases_only(rows).paraphrase.isna().tolist() == [False, True, False]
 
 
 def test_preset_table_leaves_missing_multi_hop_verdicts_out_of_their_cells():
