@@ -123,7 +123,8 @@ def table(per_case: pd.DataFrame, presets: tuple[str, str] = PRESETS) -> pd.Data
     first, second = presets
     rows = []
     for (model, method), group in per_case.groupby(["model", "method"], sort=False):
-        by_preset = {p: g.sort_values("case_id").reset_index(drop=True) for p, g in group.groupby("preset")}
+        by_preset = {p: g.sort_values("case_id", key=lambda ids: ids.astype(str)).reset_index(drop=True)
+                     for p, g in group.groupby("preset")}  # ids: ints, and "7/edit-1" for single rewrites
         if set(by_preset) != set(presets):
             continue
         common = set(by_preset[first].case_id) & set(by_preset[second].case_id)

@@ -196,7 +196,7 @@ def test_preset_table_leaves_missing_multi_hop_verdicts_out_of_their_cells():
 
     rows = [{"model": "m", "method": "rome", "preset": preset, "case_id": c, "efficacy": 1.0, "paraphrase": 1.0,
              "multi_hop": hop, "specificity": 1.0, "n_specificity": 1, "edit_seconds": 1.0}
-            for preset in ("reference", "tuned") for c, hop in ((1, 1.0), (2, float("nan")), (3, 0.0))]
+            for preset in ("reference", "tuned") for c, hop in ((1, 1.0), ("2/edit-0", float("nan")), (3, 0.0))]
     out = table(pd.DataFrame(rows)).set_index("preset")
     assert out.loc["reference", "multi_hop"].startswith("50% [") and out.loc["reference", "multi_hop"].endswith("(n=2)")
     assert out.loc["reference", "efficacy"].endswith("(n=3)")
