@@ -13,7 +13,7 @@ is started that the previous round's duration says would end after that UTC time
 the same first cases of its sample under both presets. Writes, after every round, `per_case.csv` and `table.md`
 (each cell a Wilson 95% interval with its n; reference vs tuned paired per case on the cases both ran: exact
 McNemar p and Newcombe's interval of the difference), and `run.json` (provenance; `n_cases_per_model`: how many
-of the sampled cases each model reached). Every finished (method, preset, case) is saved under `OUT/checkpoint/`
+of the sampled cases each model reached; `item_seconds`, `resumed_from`: compute and commit of the saved items). Every finished (method, preset, case) is saved under `OUT/checkpoint/`
 (`evaluation.checkpoint`) as it finishes: `--resume` continues a stopped run from there, and `--shard I/N` runs
 only every N-th item (saved, nothing else written; start each shard with `--resume`, then one run with `--resume`
 and no shard assembles the table). Efficacy, multi-hop: one 0/1 per case. Paraphrase: a case counts if all
@@ -248,9 +248,11 @@ def main() -> int:
         write_run_json(out, preset=list(PRESETS), hparams=hparams, case_file=list(case_files.values())[-1],
                        seeds=[args.seed], wall_s=time.perf_counter() - start, models=args.models, case_files=case_files,
                        n_cases_per_model=done, all_edits=args.all_edits, skipped=args.skip, until=args.until,
+                       item_seconds={m: round(s.seconds, 1) for m, s in stores.items()},
+                       resumed_from={m: s.segments for m, s in stores.items()},
                        complete=all(done[m] >= len(runs[m][1]) for m in args.models))
     if args.shard is None:
-        print(table(pd.concat(frames, ignore_index=True)).to_markdown(index=False))
+        print(table(own_paraphrases_only(pd.concat(frames, ignore_index=True))).to_markdown(index=False))
     return 0
 
 
