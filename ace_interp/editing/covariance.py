@@ -170,7 +170,10 @@ def model_id(bridge: TransformerBridge, up_to_layer: int | None = None) -> str:
     """Source folder name plus a digest of the config, the tokenisation convention and the weights as loaded
     (blocks 0..up_to_layer only, when given: what layer up_to_layer's keys depend on)."""
     source = Path(model_state(bridge).source or type(bridge.original_model).__name__).name
-    h = hashlib.sha1(json.dumps(bridge.original_model.config.to_dict(), sort_keys=True, default=str).encode())
+    # the config's `_name_or_path` is where the model was loaded from, not what it is: a second checkout or a clean
+    # clone of the same model must find the same statistics
+    config = {k: v for k, v in bridge.original_model.config.to_dict().items() if k != "_name_or_path"}
+    h = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode())
     h.update(weights_digest(bridge, up_to_layer).encode())
     # keys depend on the tokenisation: statistics taken with a BOS in front are not these
     h.update(b"bos" if getattr(bridge.cfg, "default_prepend_bos", True) else b"no-bos")

@@ -125,3 +125,21 @@ def test_the_world_corpus_is_reread_when_its_file_changes(tiny_model, tmp_path, 
     assert covariance.default_corpus(tiny_model) is first  # read once
     path.write_text("lima is a city in peru .\n")
     assert covariance.default_corpus(tiny_model).texts == ("lima is a city in peru .",)
+
+
+def test_the_cache_key_is_the_model_not_the_folder_it_was_loaded_from(tiny_model_dir, tmp_path):
+    """A second checkout (or a clean clone) of the same model finds the same statistics; other weights do not."""
+    import shutil
+
+    from ace_interp.model import load_model
+
+    folder = tiny_model_dir("gptj")
+    copy = shutil.copytree(folder, tmp_path / "elsewhere" / folder.name)
+    here, there = load_model(folder, device="cpu"), load_model(copy, device="cpu")
+    assert covariance.model_id(here) == covariance.model_id(there)
+    assert covariance.model_id(here, up_to_layer=0) == covariance.model_id(there, up_to_layer=0)
+    changed = load_model(copy, device="cpu")
+    with torch.no_grad():
+        for p in changed.original_model.parameters():
+            p.mul_(1.5)
+    assert covariance.model_id(changed) != covariance.model_id(here)
