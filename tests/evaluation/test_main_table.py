@@ -1,7 +1,6 @@
 """The main table: ACE's layer ablations, case sampling, its summary tables, and paired comparisons."""
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from ace_interp.editing import default_hparams
 from ace_interp.evaluation.checkpoint import Shard
 from ace_interp.evaluation.main_table import ace_ablation_hparams, paired_comparison, sample_by_edits
-from ace_interp.model import load_model, model_state
+from ace_interp.model import load_model
 
 
 def test_ace_ablations_drop_the_top_layers_of_each_group(tiny_model_dir):
