@@ -4,12 +4,16 @@
     >>> result.per_case.groupby(["method", "edited"]).multi_hop.mean()   # edited and unedited cases apart
 
 MQuAKE (Zhong et al. 2023) and MQuAKE-Remastered (Zhong et al., ICLR 2025) apply the edits of k cases at once
-and ask every case. The cases are shuffled (seeded) and cut into batches of `batch_size` (None = all cases
-in one batch). For each batch and method:
+and ask every case. The cases are shuffled (seeded) and packed into batches of `batch_size` (None = all cases
+in one batch) so that no two cases of a batch rewrite one fact (subject, relation) to different objects: each
+case goes to the first batch with room whose edits it does not contradict (`make_batches`). MQuAKE-CF-3k-v2
+has no such pairs, so there this is a plain cut; small worlds (our toys, SmolLM2's curated file) have many, and
+each would otherwise be masked for every case of its batch (below). For each batch and method:
 
 * the *edited* cases are the batch's cases, scored against their new answers; the *unedited* cases are
-  `n_unedited` other cases (seeded; default as many as the batch, as far as there are), scored against their
-  original answers — an edit must not break the multi-hop facts it has nothing to do with;
+  `n_unedited` other cases (seeded; default as many as the batch, as far as there are) whose original path no
+  edit of the batch touches, scored against their original answers — an edit must not break the multi-hop
+  facts it has nothing to do with (a case whose path the batch rewrites has something to do with it);
 * **contamination masking** (MQuAKE-Remastered, `get_masked_edits` in henryzhongsc/MQuAKE-Remastered,
   data_utils.py): a case's *path* is its edited chain (`orig.new_triples`) when the case is edited in this
   batch and its original chain (`orig.triples`) otherwise. An edit (s, r, o*) of the batch (its
@@ -85,17 +89,22 @@ def contaminating_edits(case: MQuAKECase, edits: Sequence[BatchEdit], edited: bo
 
 
 def conflicting_edits(edits: Sequence[BatchEdit], masked: set[int]) -> set[int]:
-    """Indices of unmasked edits that contradict another unmasked edit (same prompt and subject, another target).
+    """Indices of unmasked edits that contradict another unmasked edit: the same prompt and subject, or the same
+    fact (subject and relation ids, whatever the prompt's wording), with another target.
 
-    Two cases of one batch can rewrite the same fact two ways. No single write holds both (`edit` refuses such a
-    batch, `editing.requests.validate_requests`), so for a case whose own path masks neither, both are masked too.
+    Two cases of one batch (`batch_size` None; `make_batches` keeps them apart otherwise) can rewrite the same fact
+    two ways. No single write holds both (`edit` refuses such a batch, `editing.requests.validate_requests`; worded
+    two ways, the subject's key would be asked for two values), so for a case whose own path masks neither, both
+    are masked too.
     """
     targets: dict[tuple[str, str], set[str]] = {}
+    objects: dict[tuple[str, str], set[str]] = {}
     for i, e in enumerate(edits):
         if i not in masked:
             targets.setdefault((e.rewrite.prompt, e.rewrite.subject), set()).add(e.rewrite.target_new.text)
+            objects.setdefault(e.triple[:2], set()).add(e.triple[2])
     return {i for i, e in enumerate(edits) if i not in masked
-            and len(targets[(e.rewrite.prompt, e.rewrite.subject)]) > 1}
+            and (len(targets[(e.rewrite.prompt, e.rewrite.subject)]) > 1 or len(objects[e.triple[:2]]) > 1)}
 
 
 def masked_groups(asked: Sequence[tuple[MQuAKECase, bool]], edits: Sequence[BatchEdit]
@@ -122,11 +131,34 @@ def written_requests(edits: Sequence[BatchEdit], masked: frozenset[int]) -> list
 
 
 def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int) -> list[list[MQuAKECase]]:
-    """Cases shuffled with `seed` and cut into batches of `batch_size` (None or 0: one batch of all)."""
+    """Cases shuffled with `seed` and packed into batches of `batch_size` (None or 0: one batch of all): each case
+    joins the first batch with room none of whose edits gives one of its edited facts (subject, relation)
+    another object, else opens a new batch. Without such conflicts this is the plain cut of the shuffled list."""
     order = list(cases)
     random.Random(seed).shuffle(order)
-    size = batch_size or len(order)
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    if not batch_size:
+        return [order] if order else []
+    batches: list[tuple[list[MQuAKECase], dict[tuple[str, str], str]]] = []
+    for case in order:
+        facts = {(s, r): o for s, r, o in case.orig.edit_triples}
+        for members, objects in batches:
+            if len(members) < batch_size and all(objects.get(fact, o) == o for fact, o in facts.items()):
+                members.append(case)
+                objects.update(facts)
+                break
+        else:
+            batches.append(([case], dict(facts)))
+    return [members for members, _ in batches]
+
+
+def unedited_cases(batch: Sequence[MQuAKECase], cases: Sequence[MQuAKECase], n: int, seed: object
+                   ) -> list[MQuAKECase]:
+    """A seeded sample of `n` (as far as there are) of `cases` outside `batch` whose original path no edit of the
+    batch touches: the cases asked, unedited, after the batch's write."""
+    in_batch = {c.case_id for c in batch}
+    edits = batch_edits(batch)
+    others = [c for c in cases if c.case_id not in in_batch and not contaminating_edits(c, edits, edited=False)]
+    return random.Random(str(seed)).sample(others, min(n, len(others)))
 
 
 def evaluate_batched(
@@ -157,12 +189,9 @@ def evaluate_batched(
     def run(item: tuple[MethodRow, int]) -> list[dict]:
         row, b = item
         batch = batches[b]
-        in_batch = {c.case_id for c in batch}
-        others = [c for c in usable if c.case_id not in in_batch]
-        k = len(batch) if n_unedited is None else n_unedited
-        outside = random.Random(f"{seed}-{b}").sample(others, min(k, len(others)))
-        asked = [(c, True) for c in batch] + [(c, False) for c in outside]
         edits = batch_edits(batch)
+        outside = unedited_cases(batch, usable, len(batch) if n_unedited is None else n_unedited, f"{seed}-{b}")
+        asked = [(c, True) for c in batch] + [(c, False) for c in outside]
         return [r for masked, group in masked_groups(asked, edits).items()
                 for r in _evaluate_group(bridge, row, group, edits, masked, askings, unedited, known_only, hop_prompts,
                                          perplexity_texts, b)]

@@ -1,18 +1,21 @@
 """The batched protocol: MQuAKE-Remastered contamination masking on a hand-made three-case fixture, and a batched
 run on a tiny model that writes each group exactly its unmasked edits and restores the weights."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ace_interp.data.mquake import MQuAKECase, load_mquake
+from ace_interp.data.mquake import MQuAKECase, Target, load_mquake
 from ace_interp.evaluation.batched import (
     BatchEdit,
     batch_edits,
     contaminating_edits,
     evaluate_batched,
+    conflicting_edits,
     make_batches,
     masked_groups,
+    unedited_cases,
     written_requests,
 )
 from ace_interp.evaluation.protocol import Asking, PromptStyle
@@ -68,6 +71,46 @@ def test_batches_are_seeded_and_cover_every_case_once():
     assert sorted(c.case_id for b in batches for c in b) == [1, 2, 3]
     assert [[c.case_id for c in b] for b in batches] == [[c.case_id for c in b] for b in make_batches(cases, 2, seed=1)]
     assert len(make_batches(cases, None, seed=1)) == 1
+
+
+def test_batches_keep_cases_that_rewrite_one_fact_two_ways_apart():
+    from test_protocol import _tiny_case
+
+    # cases 1 and 4 give Tokyo two different countries; 2 and 3 touch other facts, 5 agrees with case 1
+    cases = [MQuAKECase.from_dict(_tiny_case(i, s, "x", new, "c", "d"))
+             for i, s, new in [(1, "tokyo", "italy"), (2, "berlin", "spain"), (3, "paris", "peru"),
+                               (4, "tokyo", "spain"), (5, "tokyo", "italy")]]
+    for seed in range(6):
+        batches = make_batches(cases, 2, seed)
+        assert sorted(c.case_id for b in batches for c in b) == [1, 2, 3, 4, 5]
+        assert all(len(b) <= 2 for b in batches)
+        for b in batches:
+            assert {1, 4} - {c.case_id for c in b} and {5, 4} - {c.case_id for c in b}, [c.case_id for c in b]
+    # without a conflict the packing is the plain cut of the shuffled cases
+    plain = [c for c in cases if c.case_id != 4]
+    batches = make_batches(plain, 2, seed=3)
+    shuffled = [c for b in batches for c in b]
+    assert [len(b) for b in batches] == [2, 2] and [c.case_id for c in shuffled] != []
+    # one batch of all keeps the contradiction; the masking handles it
+    assert len(make_batches(cases, None, seed=0)) == 1
+
+
+def test_a_fact_rewritten_two_ways_in_two_wordings_is_a_conflict():
+    a, b, c = _fixture()
+    sweden = batch_edits([a])[0]  # (Eiffel Tower, P17, Sweden), "The {} is located in the country of"
+    reworded = replace(sweden.rewrite, prompt="{} stands in the country of", target_new=Target("United States", "Q30"))
+    usa = BatchEdit(7, (*sweden.triple[:2], "Q30"), reworded)
+    assert conflicting_edits([sweden, usa], set()) == {0, 1}
+    assert conflicting_edits([sweden, usa], {1}) == set()
+    assert conflicting_edits(batch_edits([a, b, c]), set()) == set()
+
+
+def test_unedited_cases_are_those_whose_original_path_the_batch_leaves_alone():
+    a, b, c = _fixture()
+    # B rewrites France's capital: A (Eiffel Tower -> France -> Paris) would be mislabelled, C is untouched
+    assert [x.case_id for x in unedited_cases([b], [a, b, c], 5, "0-0")] == [3]
+    assert sorted(x.case_id for x in unedited_cases([c], [a, b, c], 5, "0-0")) == [1, 2]
+    assert len(unedited_cases([c], [a, b, c], 1, "0-0")) == 1
 
 
 def test_batched_run_writes_each_group_its_unmasked_edits_and_restores(tiny_model, monkeypatch):
