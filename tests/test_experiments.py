@@ -12,7 +12,7 @@ from experiments import save_run
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.py")
                      if p.stem != "__init__")
-TIMING_ONLY = {"bench_attribution", "bench_editing", "bench_gpu", "bench_shapes", "common", "eval_throughput", "profile_eval",
+TIMING_ONLY = {"batched_writes", "bench_attribution", "bench_editing", "bench_gpu", "bench_shapes", "common", "eval_throughput", "profile_eval",
                "run_all",
                "toy_step_time"}
 

@@ -54,7 +54,7 @@ from ace_interp.evaluation.protocol import (
     answered,
     edit_metrics,
     method_rows,
-    unedited_answers,
+    saved_unedited_answers,
 )
 
 log = logging.getLogger(__name__)
@@ -130,14 +130,18 @@ def written_requests(edits: Sequence[BatchEdit], masked: frozenset[int]) -> list
     return out
 
 
-def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int) -> list[list[MQuAKECase]]:
+def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int, pack: bool = True
+                 ) -> list[list[MQuAKECase]]:
     """Cases shuffled with `seed` and packed into batches of `batch_size` (None or 0: one batch of all): each case
     joins the first batch with room none of whose edits gives one of its edited facts (subject, relation)
-    another object, else opens a new batch. Without such conflicts this is the plain cut of the shuffled list."""
+    another object, else opens a new batch. Without such conflicts this is the plain cut of the shuffled list
+    (`pack=False`: the plain cut whatever the conflicts, as MQuAKE's code cuts CF-3k-v2)."""
     order = list(cases)
     random.Random(seed).shuffle(order)
     if not batch_size:
         return [order] if order else []
+    if not pack:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches: list[tuple[list[MQuAKECase], dict[tuple[str, str], str]]] = []
     for case in order:
         facts = {(s, r): o for s, r, o in case.orig.edit_triples}
@@ -182,7 +186,8 @@ def evaluate_batched(
     `checkpoint` and `shard` save and split the (row, batch) items as in `protocol.evaluate`."""
     askings = list(askings)
     rows_of = [r for r in method_rows(methods, hparams) if r.method is not None]
-    unedited = unedited_answers(bridge, cases, askings, n_specificity, seed, perplexity_texts)
+    unedited = saved_unedited_answers(bridge, cases, askings, checkpoint, n_specificity=n_specificity, seed=seed,
+                                      perplexity_texts=perplexity_texts)
     usable = [c for c in cases if not known_only or any(unedited.known[a.label][c.case_id] for a in askings)]
     batches = make_batches(usable, batch_size, seed)
 

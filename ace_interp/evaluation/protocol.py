@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -508,6 +509,19 @@ class UneditedAnswers:
     specificity: dict = field(default_factory=dict)  # case id -> sampled facts, each with "known"
     perplexity: float | None = None
 
+    def to_json(self) -> dict:
+        """JSON-able, case ids as strings (`from_json` maps them back)."""
+        return {"known": {a: {str(c): bool(v) for c, v in d.items()} for a, d in self.known.items()},
+                "specificity": {str(c): facts for c, facts in self.specificity.items()}, "perplexity": self.perplexity}
+
+    @classmethod
+    def from_json(cls, record: dict, cases: Sequence[MQuAKECase]) -> "UneditedAnswers":
+        ids = {str(c.case_id): c.case_id for c in cases}
+        if set(ids) != set(record["specificity"]):
+            raise ValueError("saved unedited answers are of other cases")
+        return cls({a: {ids[c]: v for c, v in d.items()} for a, d in record["known"].items()},
+                   {ids[c]: facts for c, facts in record["specificity"].items()}, record["perplexity"])
+
 
 def unedited_answers(bridge: TransformerBridge, cases: Sequence[MQuAKECase], askings: Sequence[Asking],
                      n_specificity: int = 5, seed: int = 0, perplexity_texts: Sequence[str] | None = None,
@@ -521,6 +535,25 @@ def unedited_answers(bridge: TransformerBridge, cases: Sequence[MQuAKECase], ask
         mark_known_specificity(bridge, pool, askings[0].style, [f for s in samples.values() for f in s])
     ppl = perplexity(bridge, perplexity_texts) if perplexity_texts else None
     return UneditedAnswers(known, samples, ppl)
+
+
+UNEDITED_KEY = ("unedited answers",)
+
+
+def saved_unedited_answers(bridge: TransformerBridge, cases: Sequence[MQuAKECase], askings: Sequence[Asking],
+                           checkpoint: Checkpoint | None, **kwargs) -> UneditedAnswers:
+    """`unedited_answers`, read from `checkpoint` when a process of this run saved them (its fingerprint pins the
+    model, cases, askings, seed and sample sizes), else computed and saved there: shards and the run that
+    assembles the table ask the unedited model once between them (on SmolLM2 with chain of thought, ~10 min)."""
+    saved = checkpoint.done(UNEDITED_KEY) if checkpoint is not None else None
+    if saved is not None:
+        log.info("unedited answers read from %s", checkpoint.folder)
+        return UneditedAnswers.from_json(saved[0], cases)
+    start = time.perf_counter()
+    unedited = unedited_answers(bridge, cases, askings, **kwargs)
+    if checkpoint is not None:
+        checkpoint.add(UNEDITED_KEY, [unedited.to_json()], time.perf_counter() - start)
+    return unedited
 
 
 def evaluate(
@@ -567,8 +600,9 @@ def evaluate(
             raise ValueError(f"prompt style {a.style.name!r} has no chain-of-thought form")
     rows_of = method_rows(methods, hparams)
     edited = [r for r in rows_of if r.method is not None]
-    unedited = unedited_answers(bridge, cases, askings, n_specificity, seed, perplexity_texts if edited else None,
-                                mark_specificity=bool(edited))
+    unedited = saved_unedited_answers(bridge, cases, askings, checkpoint, n_specificity=n_specificity, seed=seed,
+                                      perplexity_texts=perplexity_texts if edited else None,
+                                      mark_specificity=bool(edited))
     rows = []
     for row in rows_of:
         if row.method is None:

@@ -81,6 +81,8 @@ def test_a_per_case_table_assembled_from_shards_equals_one_run(tiny_model, tmp_p
         raise AssertionError("the assembling run edited a case the shards had finished")
 
     monkeypatch.setattr(protocol, "evaluate_case", no_edits)
+    # shard 0 asked the unedited model and saved its answers: shard 1 and the assembling run read them
+    monkeypatch.setattr(protocol, "unedited_answers", no_edits)
     assembled = evaluate(tiny_model, cases, [None, "ft", "rome"], checkpoint=Checkpoint(tmp_path, {"table": 1}),
                          **kwargs).per_case
     assert len(plain) == 3 + 6
@@ -92,6 +94,7 @@ def test_a_per_case_table_assembled_from_shards_equals_one_run(tiny_model, tmp_p
 def test_a_batched_table_assembled_from_shards_equals_one_run(tiny_model, tmp_path, monkeypatch):
     """The batched protocol's (row, batch) items: two shards, then an assembling run that writes nothing."""
     import ace_interp.evaluation.batched as batched
+    import ace_interp.evaluation.protocol as protocol
     from ace_interp.data.mquake import MQuAKECase
     from ace_interp.evaluation.batched import evaluate_batched
     from ace_interp.evaluation.protocol import Asking, PromptStyle
@@ -113,8 +116,27 @@ def test_a_batched_table_assembled_from_shards_equals_one_run(tiny_model, tmp_pa
         raise AssertionError("the assembling run wrote a batch the shards had finished")
 
     monkeypatch.setattr(batched, "_evaluate_group", no_writes)
+    monkeypatch.setattr(protocol, "unedited_answers", no_writes)  # read from the checkpoint, as the batches are
     assembled = evaluate_batched(tiny_model, cases, ["ft"], checkpoint=Checkpoint(tmp_path, {"table": 2}),
                                  **kwargs).per_case
     assert sorted(set(plain.batch)) == [0, 1]
     pd.testing.assert_frame_equal(assembled.drop(columns="edit_seconds"), plain.drop(columns="edit_seconds"),
                                   check_dtype=False)
+
+
+def test_unedited_answers_saved_and_read_back_keep_case_ids_and_facts(tmp_path):
+    from ace_interp.data.mquake import MQuAKECase
+    from ace_interp.evaluation.protocol import UNEDITED_KEY, UneditedAnswers
+
+    from test_protocol import _tiny_case
+
+    cases = [MQuAKECase.from_dict(_tiny_case(i, s, "japan", "italy", "tokyo", "rome")) for i, s in [(3, "a"), (10, "b")]]
+    facts = {3: [{"cloze": "The capital of x is", "answers": ["y"], "subject": "x", "known": True}], 10: []}
+    answers = UneditedAnswers({"direct": {3: True, 10: False}, "cot": {3: False, 10: True}}, facts, 12.5)
+    store = Checkpoint(tmp_path, {"t": 1})
+    store.add(UNEDITED_KEY, [answers.to_json()], 1.0)
+    store.close()
+    back = UneditedAnswers.from_json(Checkpoint(tmp_path, {"t": 1}).done(UNEDITED_KEY)[0], cases)
+    assert back == answers and list(back.known["direct"]) == [3, 10]
+    with pytest.raises(ValueError, match="other cases"):
+        UneditedAnswers.from_json(answers.to_json(), cases[:1])
