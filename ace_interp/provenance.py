@@ -72,14 +72,17 @@ def jsonable(value):
 
 def run_record(*, command: Sequence[str] | str | None = None, hparams: Mapping | None = None,
                preset: str | Mapping | None = None, case_file: str | os.PathLike | None = None,
-               seeds: Sequence[int] | None = None, wall_s: float | None = None, **extra) -> dict:
+               seeds: Sequence[int] | None = None, wall_s: float | None = None, git: Mapping | None = None,
+               **extra) -> dict:
     """The provenance record: command line, git commit and dirty flag, hyper-parameters (dataclasses are
-    expanded), preset, case file with its sha256, seeds, UTC date, machine, wall time, and any `extra` fields."""
+    expanded), preset, case file with its sha256, seeds, UTC date, machine, wall time, and any `extra` fields.
+    `git` is `git_state()` as the run started (a run of hours can outlive the checkout it began on); None reads
+    it now."""
     if command is None:
         command = [Path(sys.argv[0]).name, *sys.argv[1:]]
     record = {
         "command": command if isinstance(command, str) else " ".join(str(c) for c in command),
-        **git_state(),
+        **(dict(git) if git is not None else git_state()),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "processor": platform.machine(), "cpus": os.cpu_count()},

@@ -41,3 +41,21 @@ def test_dirty_means_the_code_differs_not_the_results(tmp_path, monkeypatch):
     assert provenance.git_state()["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.git_state()["dirty"] is True
+
+
+def test_the_commit_is_the_one_the_run_started_on(tmp_path, monkeypatch):
+    """A run of hours outlives its checkout: run.json and checkpoint headers name the code the process began with."""
+    import ace_interp.evaluation.checkpoint as checkpoint
+    import ace_interp.provenance as provenance
+
+    started = {"commit": "a" * 40, "dirty": False}
+    record = json.loads(write_run_json(tmp_path / "out", git=started).read_text())
+    assert (record["commit"], record["dirty"]) == (started["commit"], False)
+    monkeypatch.setattr(checkpoint, "git_state", lambda: dict(started))
+    store = checkpoint.Checkpoint(tmp_path / "items", {"seed": 0})
+    monkeypatch.setattr(checkpoint, "git_state", lambda: {"commit": "b" * 40, "dirty": True})  # the checkout moved on
+    store.add(("ft", 1), [{"case_id": 1}], seconds=1.0)
+    store.close()
+    header = json.loads(next((tmp_path / "items").glob("*.jsonl")).read_text().splitlines()[0])
+    assert header["commit"] == "a" * 40 and header["dirty"] is False
+    assert provenance.run_record()["commit"] != "a" * 40  # without `git`, read now

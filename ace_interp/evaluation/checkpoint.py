@@ -68,6 +68,7 @@ class Checkpoint:
         self._done: dict[str, dict] = {}
         self.segments: list[dict] = []  # per file read: name, commit, items, seconds
         self._file = None
+        self._git = git_state()  # the code this process runs: read now, not when its first item finishes
         self._load()
 
     def _load(self) -> None:
@@ -117,7 +118,7 @@ class Checkpoint:
             started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             path = self.folder / f"{self.part}.{os.getpid()}.{started}.jsonl"
             self._file = open(path, "a")
-            header = {"fingerprint": self.fingerprint, **git_state(), "started": started}
+            header = {"fingerprint": self.fingerprint, **self._git, "started": started}
             self._write(header)
         record = {"key": _key(key), "rows": rows, "seconds": round(seconds, 3)}
         self._write(record)

@@ -47,7 +47,7 @@ from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import EvalResult, MethodRow, askings_for, evaluate
 from ace_interp.evaluation.stats import accuracy_cell, paired_test, proportion_cell
 from ace_interp.model import load_model
-from ace_interp.provenance import file_digest, jsonable, write_run_json
+from ace_interp.provenance import file_digest, git_state, jsonable, write_run_json
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     Each finished (row, case) or (row, batch) is saved under `<out>/<model>/checkpoint/` as it finishes; with
     `config.resume` the run continues from there, with `config.shard` it runs only its share and returns None
     (its items wait in the checkpoint for the run that assembles the table, which then removes it)."""
-    start = time.perf_counter()
+    start, git = time.perf_counter(), git_state()
     folder = config.out / Path(model_name).name
     saved = folder / "checkpoint"
     refuse_unresumed(saved, config.resume, config.shard)
@@ -219,7 +219,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     EvalResult(per_case).to_csv(folder)
     # the items' compute time summed over every process that ran them (shards, stopped runs), and who ran them
     segments = [{"checkpoint": s.folder.name, **seg} for s in stores for seg in s.segments]
-    write_run_json(folder, case_file=cases_path, wall_s=time.perf_counter() - start, model=model_name,
+    write_run_json(folder, case_file=cases_path, wall_s=time.perf_counter() - start, git=git, model=model_name,
                    n_cases=len(all_cases), item_seconds=round(sum(s.seconds for s in stores), 1),
                    resumed_from=segments, **settings,
                    **({"protocols_kept_from": {"protocols": sorted(p for _, p in kept_protocols),
@@ -409,7 +409,7 @@ def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:
 def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | None, command: str) -> str:
     """Each model's table (`evaluate_model`), then the combined `main_table.md` / `main_table_per_case.csv` /
     `run.json` over these models and every model table earlier commands left in `config.out`."""
-    start = time.perf_counter()
+    start, git = time.perf_counter(), git_state()
     frames = [evaluate_model(m, cases[m], config) for m in config.models]
     if config.shard is not None:
         return (f"shard {config.shard} of {', '.join(config.models)} done; run the same command without --shard "
@@ -426,7 +426,7 @@ def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | N
     (config.out / "main_table.md").write_text(table + "\n")
     per_case.to_csv(config.out / "main_table_per_case.csv", index=False)
     write_run_json(config.out, command=command, preset=config.preset, seeds=config.seeds,
-                   wall_s=time.perf_counter() - start, models=here + earlier,
+                   wall_s=time.perf_counter() - start, git=git, models=here + earlier,
                    case_files={m: str(cases[m]) for m in config.models},
                    per_model_runs=[f"{name}/run.json" for name in here + earlier],
                    earlier_model_tables={name: json.loads((config.out / name / "run.json").read_text()).get("command")
