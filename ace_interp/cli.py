@@ -222,6 +222,7 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
                          ace_variants=tuple(args.ace_variants),
                          seeds=tuple(args.seeds), protocols=tuple(args.protocols), batch_size=args.batch_size or None,
+                         batched_methods=tuple(args.batched_methods),
                          perplexity=not args.no_perplexity, preset=args.preset or DEFAULT_PRESET, resume=args.resume,
                          shard=Shard.parse(args.shard) if args.shard else None)
     cases = {m: default_cases(m) for m in config.models}
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a seeded sample of this many cases per number of edits (default: every case)")
     p.add_argument("--protocols", nargs="+", default=["per-case", "batched"], choices=["per-case", "batched"])
     p.add_argument("--batch-size", type=int, default=100, help="the batched protocol's cases per batch (0 = all)")
+    p.add_argument("--batched-methods", nargs="+", default=["ft", "memit", "pmet", "ace"],
+                   choices=["ft", "rome", "memit", "pmet", "ace"], help="the batched protocol's rows (ROME, a "
+                   "one-fact editor, is left out by default: main_table.BATCHED_METHODS)")
     p.add_argument("--no-perplexity", action="store_true", help="skip the held-out perplexity column")
     p.add_argument("--methods", nargs="+", default=ROWS, choices=ROWS, help="the table's rows (ablations and "
                    "variants of ACE come with --no-ablations / --ace-variants)")
