@@ -226,6 +226,11 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          perplexity=not args.no_perplexity, preset=args.preset or DEFAULT_PRESET, resume=args.resume,
                          shard=Shard.parse(args.shard) if args.shard else None)
     cases = {m: default_cases(m) for m in config.models}
+    if args.interim:
+        from ace_interp.evaluation.main_table import interim_report
+
+        print(interim_report(config, cases))
+        return 0
     command = "ace main-table " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ace main-table"
     # the README is for users: its headline table comes from experiments.results_index, so only --readme writes here
     readme = REPO_ROOT / "README.md" if args.readme and not args.no_readme else None
@@ -373,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "items saved under OUT/MODEL/checkpoint")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th item from the I-th (0-based), "
                    "e.g. 0/2 and 1/2 in two processes; then the same command with --resume assembles the table")
+    p.add_argument("--interim", action="store_true", help="print the table over the items saved so far by a run "
+                   "in progress (its checkpoint under OUT/MODEL); runs nothing")
     p.add_argument("--readme", action="store_true", help="also write the table into README.md between its markers")
     p.add_argument("--no-readme", action="store_true", help="(the default) leave README.md alone")
     p.set_defaults(func=cmd_main_table)

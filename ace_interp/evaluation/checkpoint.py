@@ -136,6 +136,28 @@ class Checkpoint:
             self._file = None
 
 
+def saved_items(folder: str | os.PathLike) -> tuple[dict | None, list[dict]]:
+    """The fingerprint and finished items ({key, rows, seconds}) of every file in `folder`, each key once: a look at
+    a run still in progress (`ace main-table --interim`). Files of different fingerprints raise, as in `Checkpoint`."""
+    fingerprint, items = None, {}
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        lines = path.read_text().splitlines()
+        if not lines:
+            continue
+        header = json.loads(lines[0])
+        if fingerprint is None:
+            fingerprint = header.get("fingerprint")
+        elif header.get("fingerprint") != fingerprint:
+            raise ValueError(f"checkpoint {path} was written with other settings than the other files of {folder}")
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a stop
+            items.setdefault(record["key"], record)
+    return fingerprint, list(items.values())
+
+
 def refuse_unresumed(folder: str | os.PathLike, resume: bool, shard: Shard | None = None) -> None:
     """Raise if `folder` (searched recursively) holds saved items of an earlier run and this run neither resumes
     them nor is one shard of a split run (shards start beside each other's files)."""

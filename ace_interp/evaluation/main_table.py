@@ -41,10 +41,10 @@ from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import DEFAULT_PRESET, HParams
 from ace_interp.evaluation.batched import evaluate_batched
-from ace_interp.evaluation.checkpoint import Checkpoint, Shard, refuse_unresumed
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, refuse_unresumed, saved_items
 from ace_interp.evaluation.general_ability import heldout_texts
 from ace_interp.evaluation.hops import hop_prompts_for
-from ace_interp.evaluation.protocol import EvalResult, MethodRow, askings_for, evaluate
+from ace_interp.evaluation.protocol import UNEDITED_KEY, EvalResult, MethodRow, askings_for, evaluate
 from ace_interp.evaluation.stats import accuracy_cell, paired_test, proportion_cell
 from ace_interp.model import load_model
 from ace_interp.provenance import file_digest, git_state, jsonable, write_run_json
@@ -391,6 +391,35 @@ def update_readme(readme: Path, table: str, command: str) -> None:
     else:
         text += f"\n## Main table (MQuAKE protocol)\n\n{block}\n"
     readme.write_text(text)
+
+
+def interim_rows(folder: Path, cases: Sequence[MQuAKECase]) -> pd.DataFrame | None:
+    """The per-case rows of every item a run in progress has saved under `folder/checkpoint` (no base rows: those
+    come with the assembled table), with `protocol` and `seed` from each checkpoint's fingerprint."""
+    frames = []
+    for sub in sorted(p for p in (folder / "checkpoint").glob("*") if p.is_dir()):
+        fingerprint, items = saved_items(sub)
+        rows = [r for item in items if item["key"] != json.dumps(list(UNEDITED_KEY)) for r in item["rows"]]
+        if fingerprint is not None and rows:
+            frames.append(pd.DataFrame(rows).assign(protocol=fingerprint["protocol"], seed=fingerprint["seed"]))
+    if not frames:
+        return None
+    return add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=folder.name), cases)
+
+
+def interim_report(config: "TableConfig", cases: dict[str, Path]) -> str:
+    """The table over what the models' runs in `config.out` have finished so far, headed INTERIM with the items
+    per method: cells keep their n and intervals, comparisons are paired on the cases both methods have."""
+    frames = [f for m in config.models
+              if (f := interim_rows(config.out / Path(m).name, load_mquake(cases[m]))) is not None]
+    if not frames:
+        return f"no saved items under {config.out}/<model>/checkpoint for {', '.join(config.models)}"
+    per_case = pd.concat(frames, ignore_index=True)
+    counts = per_case.drop_duplicates(["model", "protocol", "method", "case_id"]).groupby(
+        ["model", "protocol", "method"]).size()
+    head = "INTERIM: the items finished so far, not the assembled table (no base rows). Items per row: " + "; ".join(
+        f"{m} {p} {r} {n}" for (m, p, r), n in counts.items())
+    return head + "\n\n" + table_report(per_case, config.seeds)
 
 
 def table_report(per_case: pd.DataFrame, seeds: Sequence[int]) -> str:

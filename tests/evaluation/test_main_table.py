@@ -343,3 +343,31 @@ def test_the_combined_table_covers_model_tables_of_earlier_commands(tmp_path, mo
     assert record["models"] == ["smollm2-135m", "toy-gptj"]
     assert record["earlier_model_tables"] == {"toy-gptj": "ace main-table --models toy-gptj"}
     assert "toy-gptj" in (tmp_path / "main_table.md").read_text()
+
+
+def test_the_interim_report_tables_what_a_run_in_progress_has_saved(tmp_path):
+    """Items of two shards (the unedited answers among them) read back as per-case rows; ACE is compared with PMET
+    on the cases both have finished, and the report says it is interim."""
+    from ace_interp.evaluation.checkpoint import Checkpoint
+    from ace_interp.evaluation.main_table import TableConfig, interim_report
+    from ace_interp.evaluation.protocol import UNEDITED_KEY
+
+    cases = Path(__file__).resolve().parents[1] / "fixtures" / "mquake_contamination.json"
+    folder = tmp_path / "toy" / "checkpoint" / "per-case-seed-0"
+    fingerprint = {"protocol": "per-case", "seed": 0, "rows": {"ace": 1, "pmet": 2}}
+    answers = {("pmet", 1): 0.0, ("pmet", 2): 1.0, ("pmet", 3): 0.0, ("ace", 1): 1.0, ("ace", 2): 1.0}
+    for index in (0, 1):
+        store = Checkpoint(folder, fingerprint, part=f"shard-{index}-of-2")
+        if index == 0:
+            store.add(UNEDITED_KEY, [{"known": {}, "specificity": {}, "perplexity": None}], 1.0)
+        for i, ((method, case), right) in enumerate(answers.items()):
+            if i % 2 == index:
+                store.add((method, case), [{"case_id": case, "method": method, "n_edits": 1, "prompting": "direct",
+                                            "multi_hop": right}], 1.0)
+        store.close()
+    report = interim_report(TableConfig(models=("toy",), out=tmp_path), {"toy": cases})
+    assert report.startswith("INTERIM")
+    assert "toy per-case ace 2; toy per-case pmet 3" in report
+    comparison = [line for line in report.splitlines() if "| ace " in line and "| pmet " in line]
+    assert len(comparison) == 1 and "n=2" in comparison[0] and "+50.0 pts" in comparison[0]
+    assert "no saved items" in interim_report(TableConfig(models=("other",), out=tmp_path), {"other": cases})
