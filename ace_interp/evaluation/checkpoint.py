@@ -29,7 +29,8 @@ from ace_interp.provenance import git_state, jsonable
 log = logging.getLogger(__name__)
 
 
-def _key(key: Sequence) -> str:
+def key_text(key: Sequence) -> str:
+    """How a key is written in the files (and in `saved_items`' records)."""
     return json.dumps([str(k) for k in key])
 
 
@@ -72,44 +73,33 @@ class Checkpoint:
         self._load()
 
     def _load(self) -> None:
-        if not self.folder.is_dir():
-            return
-        for path in sorted(self.folder.glob("*.jsonl")):
-            lines = path.read_text().splitlines()
-            if not lines:
-                continue
-            try:
-                header = json.loads(lines[0])
-            except json.JSONDecodeError:
-                raise ValueError(f"checkpoint {path} has no readable header; remove it") from None
+        for path, header, records in _read_files(self.folder):
             if header.get("fingerprint") != self.fingerprint:
                 raise ValueError(f"checkpoint {path} was written with other settings (model, cases, seed, rows or "
                                  f"hyper-parameters); remove {self.folder} or choose another --out")
-            items, seconds = 0, 0.0
-            for line in lines[1:]:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("checkpoint %s: a line cut short (a stopped run) is ignored", path)
-                    continue
+            for record in records:
                 self._done.setdefault(record["key"], record)
-                items += 1
-                seconds += record["seconds"]
             self.segments.append({"file": path.name, "commit": header.get("commit"), "dirty": header.get("dirty"),
-                                  "started": header.get("started"), "items": items, "seconds": round(seconds, 2)})
+                                  "started": header.get("started"), "items": len(records),
+                                  "seconds": round(sum(r["seconds"] for r in records), 2)})
 
     def __len__(self) -> int:
         return len(self._done)
 
     def done(self, key: Sequence[Hashable]) -> list[dict] | None:
         """The rows saved for `key`, or None when no process has finished it."""
-        record = self._done.get(_key(key))
+        record = self._done.get(key_text(key))
         return None if record is None else record["rows"]
 
     @property
     def seconds(self) -> float:
         """Compute time of every finished item, summed over the processes that ran them."""
         return sum(r["seconds"] for r in self._done.values())
+
+    def seconds_of(self, key: Sequence[Hashable]) -> float:
+        """Compute time of the finished item `key` (0 when none has finished it)."""
+        record = self._done.get(key_text(key))
+        return 0.0 if record is None else record["seconds"]
 
     def add(self, key: Sequence[Hashable], rows: list[dict], seconds: float) -> None:
         """Save a finished item (appended and fsync'ed before this returns)."""
@@ -120,7 +110,7 @@ class Checkpoint:
             self._file = open(path, "a")
             header = {"fingerprint": self.fingerprint, **self._git, "started": started}
             self._write(header)
-        record = {"key": _key(key), "rows": rows, "seconds": round(seconds, 3)}
+        record = {"key": key_text(key), "rows": rows, "seconds": round(seconds, 3)}
         self._write(record)
         self._done[record["key"]] = record
 
@@ -136,24 +126,38 @@ class Checkpoint:
             self._file = None
 
 
+def _read_files(folder: Path):
+    """(path, header, finished records) of each non-empty file in `folder`, in name order. A line cut short by a
+    crash is skipped: its item is simply run again."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.jsonl")):
+        lines = path.read_text().splitlines()
+        if not lines:
+            continue
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            raise ValueError(f"checkpoint {path} has no readable header; remove it") from None
+        records = []
+        for line in lines[1:]:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("checkpoint %s: a line cut short (a stopped run) is ignored", path)
+        yield path, header, records
+
+
 def saved_items(folder: str | os.PathLike) -> tuple[dict | None, list[dict]]:
     """The fingerprint and finished items ({key, rows, seconds}) of every file in `folder`, each key once: a look at
     a run still in progress (`ace main-table --interim`). Files of different fingerprints raise, as in `Checkpoint`."""
     fingerprint, items = None, {}
-    for path in sorted(Path(folder).glob("*.jsonl")):
-        lines = path.read_text().splitlines()
-        if not lines:
-            continue
-        header = json.loads(lines[0])
+    for path, header, records in _read_files(Path(folder)):
         if fingerprint is None:
             fingerprint = header.get("fingerprint")
         elif header.get("fingerprint") != fingerprint:
             raise ValueError(f"checkpoint {path} was written with other settings than the other files of {folder}")
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a stop
+        for record in records:
             items.setdefault(record["key"], record)
     return fingerprint, list(items.values())
 

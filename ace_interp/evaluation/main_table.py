@@ -41,7 +41,7 @@ from ace_interp.data.mquake import MQuAKECase, load_mquake
 from ace_interp.editing import default_hparams, implicit_subject_layers
 from ace_interp.editing.hparams import DEFAULT_PRESET, HParams
 from ace_interp.evaluation.batched import evaluate_batched
-from ace_interp.evaluation.checkpoint import Checkpoint, Shard, refuse_unresumed, saved_items
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, key_text, refuse_unresumed, saved_items
 from ace_interp.evaluation.general_ability import heldout_texts
 from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import UNEDITED_KEY, EvalResult, MethodRow, askings_for, evaluate
@@ -221,10 +221,13 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
         return None
     per_case = add_edited_hops(pd.concat(frames, ignore_index=True).assign(model=model_name), all_cases)
     EvalResult(per_case).to_csv(folder)
-    # the items' compute time summed over every process that ran them (shards, stopped runs), and who ran them
+    # the items' compute time summed over every process that ran them (shards, stopped runs), and who ran them;
+    # the unedited model's answers (asked once per run, saved beside the items) are reported apart
+    unedited_s = sum(s.seconds_of(UNEDITED_KEY) for s in stores)
     segments = [{"checkpoint": s.folder.name, **seg} for s in stores for seg in s.segments]
     write_run_json(folder, case_file=cases_path, wall_s=time.perf_counter() - start, git=git, model=model_name,
-                   n_cases=len(all_cases), item_seconds=round(sum(s.seconds for s in stores), 1),
+                   n_cases=len(all_cases), item_seconds=round(sum(s.seconds for s in stores) - unedited_s, 1),
+                   unedited_answers_seconds=round(unedited_s, 1),
                    resumed_from=segments, **settings,
                    **({"protocols_kept_from": {"protocols": sorted(p for _, p in kept_protocols),
                                                **{k: kept_record.get(k) for k in ("command", "commit", "dirty", "date",
@@ -399,7 +402,7 @@ def interim_rows(folder: Path, cases: Sequence[MQuAKECase]) -> pd.DataFrame | No
     frames = []
     for sub in sorted(p for p in (folder / "checkpoint").glob("*") if p.is_dir()):
         fingerprint, items = saved_items(sub)
-        rows = [r for item in items if item["key"] != json.dumps(list(UNEDITED_KEY)) for r in item["rows"]]
+        rows = [r for item in items if item["key"] != key_text(UNEDITED_KEY) for r in item["rows"]]
         if fingerprint is not None and rows:
             frames.append(pd.DataFrame(rows).assign(protocol=fingerprint["protocol"], seed=fingerprint["seed"]))
     if not frames:

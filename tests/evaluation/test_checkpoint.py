@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ace_interp.evaluation.checkpoint import Checkpoint, Shard, run_items
+from ace_interp.evaluation.checkpoint import Checkpoint, Shard, key_text, run_items, saved_items
 
 
 def test_saved_items_are_read_back_by_a_new_store_and_other_settings_are_refused(tmp_path):
@@ -18,6 +18,7 @@ def test_saved_items_are_read_back_by_a_new_store_and_other_settings_are_refused
     assert again.done(("rome", 7)) == [{"case_id": 7, "multi_hop": 1.0, "known": True}]
     assert again.done(("rome", "x")) == [] and again.done(("rome", 8)) is None
     assert again.seconds == pytest.approx(1.75) and len(again) == 2
+    assert again.seconds_of(("rome", 7)) == 1.5 and again.seconds_of(("rome", 8)) == 0.0
     assert [s["items"] for s in again.segments] == [2]
     with pytest.raises(ValueError, match="other settings"):
         Checkpoint(tmp_path, {"seed": 1, "rows": {"rome": {"layer": 3}}})
@@ -30,6 +31,8 @@ def test_a_line_cut_short_by_a_stop_is_ignored(tmp_path):
     (path,) = tmp_path.glob("*.jsonl")
     path.write_text(path.read_text() + json.dumps({"key": "x"})[:6])
     assert Checkpoint(tmp_path, {"seed": 0}).done(("ft", 1)) == [{"case_id": 1}]
+    fingerprint, items = saved_items(tmp_path)  # the look at a run in progress reads the files the same way
+    assert fingerprint == {"seed": 0} and [i["key"] for i in items] == [key_text(("ft", 1))]
 
 
 def test_shards_split_the_items_and_an_assembling_run_computes_only_what_is_missing(tmp_path):

@@ -284,14 +284,16 @@ def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_hold
     (no per-case evaluation runs again), the batched protocol runs, and run.json says where the kept rows came from."""
     import ace_interp.evaluation.main_table as main_table
     from ace_interp.evaluation.main_table import TableConfig, evaluate_model
-    from ace_interp.evaluation.protocol import EvalResult
+    from ace_interp.evaluation.protocol import UNEDITED_KEY, EvalResult
 
     cases_path = Path(__file__).parents[1] / "fixtures" / "mquake_contamination.json"
     calls = []
 
     def fake(kind):
-        def run(bridge, cases, rows, *args, **kwargs):
+        def run(bridge, cases, rows, *args, checkpoint=None, **kwargs):
             calls.append(kind)
+            checkpoint.add(UNEDITED_KEY, [{}], seconds=5.0)  # as the protocols save the unedited model's answers
+            checkpoint.add((kind, "all cases"), [], seconds=2.0)
             return EvalResult(pd.DataFrame([{"case_id": c.case_id, "method": r.label, "n_edits": c.n_edits,
                                              "multi_hop": 1.0, "prompting": "direct", "cot": False}
                                             for c in cases for r in rows]))
@@ -306,6 +308,8 @@ def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_hold
     config = TableConfig(out=tmp_path, perplexity=False, protocols=("per-case",))
     first = evaluate_model("toy", cases_path, config)
     assert calls == ["per-case"] and set(first.protocol) == {"per-case"}
+    record = json.loads((tmp_path / "toy" / "run.json").read_text())
+    assert (record["item_seconds"], record["unedited_answers_seconds"]) == (2.0, 5.0)  # reported apart
     both = evaluate_model("toy", cases_path, replace(config, protocols=("per-case", "batched"), resume=True))
     assert calls == ["per-case", "batched"]
     assert sorted(set(both.protocol)) == ["batched k=100", "per-case"] and len(both) == 2 * len(first)
