@@ -163,10 +163,17 @@ def run_summary(folder: Path) -> dict:
             "multi-hop per method (direct prompting)": headline or "–"}
 
 
+def unpadded_markdown(frame: pd.DataFrame) -> str:
+    """A markdown table without padding: one long command would pad every row of the index to its width."""
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def results_index(results: Path = RESULTS) -> str:
     """Markdown: one row per results folder (archive excluded)."""
     folders = sorted(p for p in results.iterdir() if p.is_dir() and p.name != "archive")
-    return pd.DataFrame([run_summary(f) for f in folders]).to_markdown(index=False)
+    return unpadded_markdown(pd.DataFrame([run_summary(f) for f in folders]))
 
 
 def write_all(results: Path = RESULTS, readme: Path = ROOT / "README.md", docs: Path = ROOT / "docs" / "results.md",

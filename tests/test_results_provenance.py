@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ace_interp.evaluation.stats import wilson_interval
-from experiments.results_index import HEADLINE_RUNS, ace_against_pmet, method_rows, rate_cell
+from experiments.results_index import HEADLINE_RUNS, ace_against_pmet, method_rows, rate_cell, unpadded_markdown
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -37,6 +37,14 @@ def test_rate_cell_is_the_wilson_interval():
     low, high = wilson_interval(7, 20)
     assert rate_cell(7, 20) == f"35.0% [{100 * low:.1f}, {100 * high:.1f}] n=20"
     assert rate_cell(0, 0) == "–"
+
+
+def test_the_index_table_is_not_padded_to_its_longest_cell():
+    frame = pd.DataFrame({"folder": ["`a`", "`b`"], "command": ["x " * 200, "y | z"]})
+    lines = unpadded_markdown(frame).splitlines()
+    assert lines[:2] == ["| folder | command |", "|---|---|"]
+    assert lines[3] == "| `b` | y \\| z |"  # a pipe in a cell is escaped, and the short row stays short
+    assert len(lines) == 4
 
 
 def test_method_rows_count_edits_and_specificity_facts():
