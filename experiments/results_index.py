@@ -111,6 +111,10 @@ def headline_table(results: Path = RESULTS) -> str:
     """The README's table: HEADLINE_RUNS' methods with n and 95% intervals, and ACE against PMET."""
     parts = []
     for run, frame in headline_frames(results).items():
+        order = {m: i for i, m in enumerate(HEADLINE_METHODS)}  # one row order for every model, whatever the run's
+        frame = frame.assign(_order=frame.method.map(order)).sort_values("_order", kind="stable").drop(columns="_order")
+        frame = frame.assign(_model=pd.Categorical(frame.model, frame.model.unique())).sort_values(
+            "_model", kind="stable").drop(columns="_model")
         parts.append(method_rows(frame))
         notes = ace_against_pmet(frame) + ace_against_pmet(frame, "ace +implicit")
         parts[-1].attrs["notes"] = [f"{line} (`results/{run}`)" for line in notes]

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from ace_interp.evaluation.stats import wilson_interval
-from experiments.results_index import HEADLINE_RUNS, ace_against_pmet, method_rows, rate_cell, unpadded_markdown
+from experiments.results_index import (HEADLINE_RUNS, ace_against_pmet, headline_table, method_rows, rate_cell,
+                                      unpadded_markdown)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -66,6 +67,17 @@ def test_ace_against_pmet_pairs_the_same_case_draws():
     frame = pd.DataFrame(rows, columns=["case_id", "seed", "method", "multi_hop"]).assign(model="m")
     (line,) = ace_against_pmet(frame)
     assert "n=3" in line and "only ace 1, only pmet 0" in line and "+33.3 points" in line
+
+
+def test_the_headline_lists_every_model_in_one_method_order(tmp_path):
+    """A run whose command named its rows in another order (ft pmet ace rome) reads in the table's order."""
+    (tmp_path / HEADLINE_RUNS[0]).mkdir()
+    rows = [("b", m, 1, 1.0) for m in ("base", "ft", "pmet", "ace", "rome")] + [("a", m, 1, 0.0) for m in ("ace", "base")]
+    pd.DataFrame(rows, columns=["model", "method", "case_id", "multi_hop"]).to_csv(
+        tmp_path / HEADLINE_RUNS[0] / "main_table_per_case.csv", index=False)
+    table = [line.split("|")[1:3] for line in headline_table(tmp_path).splitlines() if line.startswith("| ")][1:]
+    assert [(m.strip(), r.strip()) for m, r in table] == [("b", "base"), ("b", "ft"), ("b", "rome"), ("b", "pmet"),
+                                                          ("b", "ace"), ("a", "base"), ("a", "ace")]
 
 
 @pytest.mark.parametrize("run", HEADLINE_RUNS)
