@@ -224,7 +224,8 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          seeds=tuple(args.seeds), protocols=tuple(args.protocols), batch_size=args.batch_size or None,
                          batched_methods=tuple(args.batched_methods),
                          perplexity=not args.no_perplexity, preset=args.preset or DEFAULT_PRESET, resume=args.resume,
-                         shard=Shard.parse(args.shard) if args.shard else None)
+                         shard=Shard.parse(args.shard) if args.shard else None,
+                         rows_from=tuple(Path(d) for d in args.rows_from))
     cases = {m: default_cases(m) for m in config.models}
     if args.interim:
         from ace_interp.evaluation.main_table import interim_report
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "items saved under OUT/MODEL/checkpoint")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th item from the I-th (0-based), "
                    "e.g. 0/2 and 1/2 in two processes; then the same command with --resume assembles the table")
+    p.add_argument("--rows-from", nargs="+", default=[], metavar="OUT", help="earlier --out folders whose model "
+                   "tables of the same settings lend the rows they hold with the same hyper-parameters (not run again; "
+                   "with --resume, OUT's own tables lend theirs too)")
     p.add_argument("--interim", action="store_true", help="print the table over the items saved so far by a run "
                    "in progress (its checkpoint under OUT/MODEL); runs nothing")
     p.add_argument("--readme", action="store_true", help="also write the table into README.md between its markers")

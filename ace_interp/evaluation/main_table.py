@@ -135,6 +135,8 @@ class TableConfig:
     # continues from what is saved there, `shard` runs only its share (the table is assembled by a run without one)
     resume: bool = False
     shard: Shard | None = None
+    # output folders of earlier tables (as `out`) whose model tables lend rows of the same settings (`kept_rows`)
+    rows_from: tuple[Path, ...] = ()
 
 
 def table_rows(bridge: TransformerBridge, config: TableConfig) -> list[MethodRow]:
@@ -175,14 +177,13 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
                     promptings=[a.label for a in askings], per_edits=config.per_edits,
                     n_specificity=config.n_specificity, perplexity_texts=len(texts or []))
     finished = finished_table(folder, settings, cases_path) if config.resume and config.shard is None else None
-    # a table of these settings assembled for other protocols (e.g. per-case alone): the protocols it holds are kept
-    kept = (None if finished is not None or not config.resume or config.shard is not None
-            else finished_table(folder, {k: v for k, v in settings.items() if k != "protocols"}, cases_path))
-    kept_protocols = set() if kept is None else set(zip(kept.seed, kept.protocol))
-    kept_record = json.loads((folder / "run.json").read_text()) if kept is not None else None
     if finished is not None:
         log.info("%s: the table in %s is complete with these settings; read, not run again", model_name, folder)
         return finished
+    # rows an assembled table of these settings already holds with the same hyper-parameters (this folder's with
+    # --resume, then each --rows-from table's): kept, not run again
+    sources = ([folder] if config.resume else []) + [Path(d) / folder.name for d in config.rows_from]
+    kept = kept_rows(sources, settings, cases_path, rows, [a.label for a in askings])
     frames, stores = [], []
     for seed in config.seeds:
         cases = sample_by_edits(all_cases, config.per_edits, seed) if config.per_edits else list(all_cases)
@@ -197,22 +198,24 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
             stores.append(Checkpoint(saved / f"{protocol.replace(' ', '-')}-seed-{seed}", fingerprint, part))
             return stores[-1]
 
-        for protocol in sorted({p for sd, p in kept_protocols if sd == seed}):
-            frames.append(kept[(kept.seed == seed) & (kept.protocol == protocol)].drop(columns=["model", "edited_hops"]))
-        if "per-case" in config.protocols and (seed, "per-case") not in kept_protocols:
-            frames.append(evaluate(bridge, cases, rows, askings=askings, n_specificity=config.n_specificity,
-                                   hop_prompts=hops, seed=seed, perplexity_texts=texts,
-                                   checkpoint=store("per-case", rows), shard=config.shard)
-                          .per_case.assign(seed=seed, protocol="per-case"))
-        protocol = f"batched k={config.batch_size or 'all'}"
-        if "batched" in config.protocols and (seed, protocol) not in kept_protocols:
-            batched = [r for r in rows if r.method in config.batched_methods and r.label == (r.method or "base")
-                       and r.method]
-            frames.append(evaluate_batched(bridge, cases, batched, askings[:1], batch_size=config.batch_size,
-                                           n_specificity=config.n_specificity, hop_prompts=hops, seed=seed,
-                                           perplexity_texts=texts, checkpoint=store(protocol, batched),
-                                           shard=config.shard)
-                          .per_case.assign(seed=seed, protocol=protocol))
+        if "per-case" in config.protocols:
+            frames += kept.frames(seed, "per-case")
+            todo = kept.to_run(seed, "per-case", rows)
+            if todo:
+                frames.append(evaluate(bridge, cases, todo, askings=askings, n_specificity=config.n_specificity,
+                                       hop_prompts=hops, seed=seed, perplexity_texts=texts,
+                                       checkpoint=store("per-case", todo), shard=config.shard)
+                              .per_case.assign(seed=seed, protocol="per-case"))
+        protocol = batched_protocol(config.batch_size)
+        if "batched" in config.protocols:
+            frames += kept.frames(seed, protocol)
+            todo = kept.to_run(seed, protocol, batched_rows(rows, config))
+            if todo:
+                frames.append(evaluate_batched(bridge, cases, todo, askings[:1], batch_size=config.batch_size,
+                                               n_specificity=config.n_specificity, hop_prompts=hops, seed=seed,
+                                               perplexity_texts=texts, checkpoint=store(protocol, todo),
+                                               shard=config.shard)
+                              .per_case.assign(seed=seed, protocol=protocol))
     for s in stores:
         s.close()
     if config.shard is not None:
@@ -228,11 +231,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     write_run_json(folder, case_file=cases_path, wall_s=time.perf_counter() - start, git=git, model=model_name,
                    n_cases=len(all_cases), item_seconds=round(sum(s.seconds for s in stores) - unedited_s, 1),
                    unedited_answers_seconds=round(unedited_s, 1),
-                   resumed_from=segments, **settings,
-                   **({"protocols_kept_from": {"protocols": sorted(p for _, p in kept_protocols),
-                                               **{k: kept_record.get(k) for k in ("command", "commit", "dirty", "date",
-                                                                                  "wall_s", "item_seconds")}}}
-                      if kept_protocols else {}))
+                   resumed_from=segments, **settings, **({"rows_kept_from": kept.sources} if kept.sources else {}))
     # the table now holds these protocols' items (per_case.csv, run.json): their checkpoints have served
     for s in stores:
         shutil.rmtree(s.folder, ignore_errors=True)
@@ -243,8 +242,8 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
 
 def finished_table(folder: Path, settings: dict, cases_path: Path) -> pd.DataFrame | None:
     """The per-case rows of a model table already complete in `folder` (its run.json records the same `settings`
-    and case file), or None. A resumed run of several models reads such a table instead of running it again; given
-    `settings` without "protocols", a table of fewer protocols is found, whose protocols a resumed run keeps."""
+    and case file), or None. A resumed run of several models reads such a table instead of running it again (one
+    of other rows or protocols lends what it holds: `kept_rows`)."""
     run, rows = folder / "run.json", folder / "per_case.csv"
     if not (run.exists() and rows.exists()):
         return None
@@ -254,6 +253,79 @@ def finished_table(folder: Path, settings: dict, cases_path: Path) -> pd.DataFra
         log.info("%s holds a table of other settings: it is run again", folder)
         return None
     return pd.read_csv(rows)
+
+
+def batched_protocol(batch_size: int | None) -> str:
+    """The batched protocol's name in the tables' `protocol` column ("batched k=100", "batched k=all")."""
+    return f"batched k={batch_size or 'all'}"
+
+
+def batched_rows(rows: Sequence[MethodRow], config: TableConfig) -> list[MethodRow]:
+    """The batched protocol's rows: the batch editors among the table's methods (not ACE's ablations or variants)."""
+    return [r for r in rows if r.method in config.batched_methods and r.label == r.method]
+
+
+@dataclass
+class KeptRows:
+    """Rows of assembled tables a run keeps instead of running them again (`kept_rows`)."""
+
+    per_case: pd.DataFrame  # the kept rows, with `seed` and `protocol` columns
+    labels: dict[tuple[int, str], set[str]]  # (seed, protocol) -> the row labels kept
+    sources: list[dict]  # per source table: its folder, what was kept, and how the table was made
+
+    def frames(self, seed: int, protocol: str) -> list[pd.DataFrame]:
+        part = self.per_case[(self.per_case.seed == seed) & (self.per_case.protocol == protocol)]
+        return [part] if len(part) else []
+
+    def to_run(self, seed: int, protocol: str, rows: Sequence[MethodRow]) -> list[MethodRow]:
+        return [r for r in rows if r.label not in self.labels.get((seed, protocol), set())]
+
+
+# settings a table's rows may differ in and still be kept: which protocols ran, and the other rows' hyper-parameters
+_ROW_SETTINGS = ("protocols", "hparams")
+
+
+def kept_rows(sources: Sequence[Path], settings: dict, cases_path: Path, rows: Sequence[MethodRow],
+              promptings: Sequence[str]) -> KeptRows:
+    """The rows of `rows` that a finished table in `sources` (model folders, first one first) already holds: same
+    case file and settings but for `_ROW_SETTINGS`, the row's label with the same hyper-parameters, asked (for each
+    seed and protocol it holds) with every prompting the row asks here (`promptings` are the run's; batched rows
+    ask the first). So a table gains rows (ACE's ablations after the core rows) or a protocol without running its
+    other rows again; a row of other hyper-parameters runs again."""
+    wanted = jsonable(settings)
+    same = {k: v for k, v in wanted.items() if k not in _ROW_SETTINGS}
+    parts, labels, records = [], {}, []
+    for folder in sources:
+        run, table = folder / "run.json", folder / "per_case.csv"
+        if not (run.exists() and table.exists()):
+            continue
+        record = json.loads(run.read_text())
+        if any(record.get(k) != v for k, v in same.items()) or record.get("case_file_sha256") != file_digest(cases_path):
+            log.info("%s holds a table of other settings: none of its rows is kept", folder)
+            continue
+        held = pd.read_csv(table)
+        kept_here, taken_rows = [], []
+        for (seed, protocol), part in held.groupby(["seed", "protocol"]):
+            seed, taken = int(seed), []
+            asks = {r.label: set(promptings[:1] if protocol.startswith("batched") else
+                                 [p for p in promptings if r.promptings is None or p in r.promptings]) for r in rows}
+            for label, row_part in part.groupby("method"):
+                if (label not in asks or label in labels.get((seed, protocol), set())
+                        or (record.get("hparams") or {}).get(label, "absent") != wanted["hparams"].get(label)
+                        or not asks[label] <= set(row_part.prompting)):
+                    continue
+                taken_rows += list(row_part.index[row_part.prompting.isin(asks[label])])
+                labels.setdefault((seed, protocol), set()).add(label)
+                taken.append(label)
+            if taken:
+                kept_here.append({"seed": seed, "protocol": protocol, "rows": taken})
+        parts.append(held.loc[sorted(taken_rows)])  # in the table's own order
+        if kept_here:
+            records.append({"folder": str(folder), "kept": kept_here,
+                            **{k: record.get(k) for k in ("command", "commit", "dirty", "date", "wall_s", "item_seconds")}})
+    per_case = (pd.concat(parts, ignore_index=True).drop(columns=["model", "edited_hops"], errors="ignore") if parts
+                else pd.DataFrame(columns=["seed", "protocol"]))
+    return KeptRows(per_case, labels, records)
 
 
 # ----------------------------------------------------------------------------- tables

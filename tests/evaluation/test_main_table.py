@@ -1,6 +1,7 @@
 """The main table: ACE's layer ablations, case sampling, its summary tables, and paired comparisons."""
 
 import json
+from types import SimpleNamespace
 from dataclasses import replace
 from pathlib import Path
 
@@ -243,6 +244,9 @@ def test_main_table_command_passes_its_rows_to_the_table(monkeypatch):
     assert seen["config"].preset == "tuned" and not seen["config"].resume and seen["config"].shard is None
     assert main(["main-table", "--models", "toy-gptj", "--preset", "reference", "--shard", "1/2", "--resume"]) == 0
     assert seen["config"].preset == "reference" and seen["config"].resume and seen["config"].shard == Shard(1, 2)
+    assert seen["config"].rows_from == ()
+    assert main(["main-table", "--models", "toy-gptj", "--rows-from", "results/a", "results/b"]) == 0
+    assert seen["config"].rows_from == (Path("results/a"), Path("results/b"))
 
 
 def test_a_table_with_saved_items_is_not_restarted_without_resume(tmp_path):
@@ -279,19 +283,15 @@ def test_a_resumed_run_reads_a_finished_model_table_only_with_the_same_settings(
     assert finished_table(folder, settings, other) is None
 
 
-def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_holds(tmp_path, monkeypatch):
-    """A model table assembled for the per-case protocol alone, then resumed with both: its per-case rows are kept
-    (no per-case evaluation runs again), the batched protocol runs, and run.json says where the kept rows came from."""
+def _fake_table_run(monkeypatch, calls: list, table_rows):
+    """main_table with the model, prompts and protocols faked: each protocol call records (protocol, row labels) in
+    `calls`, saves its items in the checkpoint as the protocols do, and answers every case right."""
     import ace_interp.evaluation.main_table as main_table
-    from ace_interp.evaluation.main_table import TableConfig, evaluate_model
     from ace_interp.evaluation.protocol import UNEDITED_KEY, EvalResult
-
-    cases_path = Path(__file__).parents[1] / "fixtures" / "mquake_contamination.json"
-    calls = []
 
     def fake(kind):
         def run(bridge, cases, rows, *args, checkpoint=None, **kwargs):
-            calls.append(kind)
+            calls.append((kind, [r.label for r in rows]))
             checkpoint.add(UNEDITED_KEY, [{}], seconds=5.0)  # as the protocols save the unedited model's answers
             checkpoint.add((kind, "all cases"), [], seconds=2.0)
             return EvalResult(pd.DataFrame([{"case_id": c.case_id, "method": r.label, "n_edits": c.n_edits,
@@ -301,24 +301,68 @@ def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_hold
 
     monkeypatch.setattr(main_table, "load_model", lambda name: None)
     monkeypatch.setattr(main_table, "hop_prompts_for", lambda bridge, path: None)
-    monkeypatch.setattr(main_table, "askings_for", lambda bridge, promptings: [])
-    monkeypatch.setattr(main_table, "table_rows", lambda bridge, config: [main_table.MethodRow("ft", "ft", {"lr": 1})])
+    monkeypatch.setattr(main_table, "askings_for", lambda bridge, promptings: [SimpleNamespace(label="direct")])
+    monkeypatch.setattr(main_table, "table_rows", lambda bridge, config: table_rows())
     monkeypatch.setattr(main_table, "evaluate", fake("per-case"))
     monkeypatch.setattr(main_table, "evaluate_batched", fake("batched"))
+
+
+CONTAMINATION_CASES = Path(__file__).parents[1] / "fixtures" / "mquake_contamination.json"
+
+
+def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_holds(tmp_path, monkeypatch):
+    """A model table assembled for the per-case protocol alone, then resumed with both: its per-case rows are kept
+    (no per-case evaluation runs again), the batched protocol runs, and run.json says where the kept rows came from."""
+    from ace_interp.evaluation.main_table import MethodRow, TableConfig, evaluate_model
+
+    calls = []
+    _fake_table_run(monkeypatch, calls, lambda: [MethodRow("ft", "ft", {"lr": 1})])
     config = TableConfig(out=tmp_path, perplexity=False, protocols=("per-case",))
-    first = evaluate_model("toy", cases_path, config)
-    assert calls == ["per-case"] and set(first.protocol) == {"per-case"}
+    first = evaluate_model("toy", CONTAMINATION_CASES, config)
+    assert calls == [("per-case", ["ft"])] and set(first.protocol) == {"per-case"}
     record = json.loads((tmp_path / "toy" / "run.json").read_text())
     assert (record["item_seconds"], record["unedited_answers_seconds"]) == (2.0, 5.0)  # reported apart
-    both = evaluate_model("toy", cases_path, replace(config, protocols=("per-case", "batched"), resume=True))
-    assert calls == ["per-case", "batched"]
+    assert "rows_kept_from" not in record
+    both = evaluate_model("toy", CONTAMINATION_CASES, replace(config, protocols=("per-case", "batched"), resume=True))
+    assert [kind for kind, _ in calls] == ["per-case", "batched"]
     assert sorted(set(both.protocol)) == ["batched k=100", "per-case"] and len(both) == 2 * len(first)
     record = json.loads((tmp_path / "toy" / "run.json").read_text())
     assert record["protocols"] == ["per-case", "batched"]
-    assert record["protocols_kept_from"]["protocols"] == ["per-case"]
+    assert record["rows_kept_from"][0]["kept"] == [{"seed": 0, "protocol": "per-case", "rows": ["ft"]}]
+    assert record["rows_kept_from"][0]["item_seconds"] == 2.0  # how the kept rows were made
     # another batch size is another table: nothing is kept from it
-    evaluate_model("toy", cases_path, replace(config, protocols=("per-case", "batched"), batch_size=2, resume=True))
-    assert calls[2:] == ["per-case", "batched"]
+    evaluate_model("toy", CONTAMINATION_CASES, replace(config, protocols=("per-case", "batched"), batch_size=2,
+                                                       resume=True))
+    assert [kind for kind, _ in calls[2:]] == ["per-case", "batched"]
+
+
+def test_a_resumed_run_runs_only_the_rows_its_tables_do_not_hold(tmp_path, monkeypatch):
+    """A table gains rows: resumed with one more row, only that row runs; a row whose hyper-parameters changed runs
+    again; rows of another output folder's table (--rows-from) are kept too, this folder's first."""
+    from ace_interp.evaluation.main_table import MethodRow, TableConfig, evaluate_model
+
+    calls, rows = [], [MethodRow("base", None), MethodRow("pmet", "pmet", {"lr": 1})]
+    _fake_table_run(monkeypatch, calls, lambda: list(rows))
+    config = TableConfig(out=tmp_path / "core", perplexity=False, protocols=("per-case",))
+    first = evaluate_model("toy", CONTAMINATION_CASES, config)
+    rows.append(MethodRow("ace -q1", "ace", {"q": 1}, ("direct",)))
+    grown = evaluate_model("toy", CONTAMINATION_CASES, replace(config, resume=True))
+    assert calls[1:] == [("per-case", ["ace -q1"])]
+    assert sorted(set(grown.method)) == ["ace -q1", "base", "pmet"] and len(grown) == 3 * len(first) // 2
+    pd.testing.assert_frame_equal(  # the kept rows are the earlier table's
+        grown[grown.method != "ace -q1"].reset_index(drop=True), first.reset_index(drop=True), check_like=True)
+    # pmet with other hyper-parameters: run again; base and ace -q1 kept
+    rows[1] = MethodRow("pmet", "pmet", {"lr": 2})
+    evaluate_model("toy", CONTAMINATION_CASES, replace(config, resume=True))
+    assert calls[2:] == [("per-case", ["pmet"])]
+    # a new folder lends nothing without --rows-from; with it, only the rows it lacks run
+    rows.append(MethodRow("ace +implicit", "ace", {"implicit": True}, ("direct",)))
+    elsewhere = replace(config, out=tmp_path / "ablations", rows_from=(tmp_path / "core",))
+    evaluate_model("toy", CONTAMINATION_CASES, elsewhere)
+    assert calls[3:] == [("per-case", ["ace +implicit"])]
+    record = json.loads((tmp_path / "ablations" / "toy" / "run.json").read_text())
+    assert record["rows_kept_from"][0]["folder"] == str(tmp_path / "core" / "toy")
+    assert record["rows_kept_from"][0]["kept"][0]["rows"] == ["ace -q1", "base", "pmet"]
 
 
 def test_the_combined_table_covers_model_tables_of_earlier_commands(tmp_path, monkeypatch):
