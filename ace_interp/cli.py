@@ -188,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   hop_prompts=hop_prompts_for(bridge, cases_path), perplexity_texts=texts)
     if args.protocol == "batched":
         result = evaluate_batched(bridge, cases, [m for m in methods if m], askings, batch_size=args.batch_size or None,
-                                  n_unedited=args.n_unedited, **common)
+                                  n_unedited=args.n_unedited, packing=args.batch_packing, **common)
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EditWarning)
@@ -199,7 +199,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_run_json(args.out, hparams=used, preset=args.preset or DEFAULT_PRESET,
                    overrides={m: getattr(args, m) for m in used if getattr(args, m, None)},
                    case_file=cases_path, seeds=[args.seed], wall_s=time.perf_counter() - start, model=args.model,
-                   protocol=args.protocol, batch_size=args.batch_size, promptings=[a.label for a in askings],
+                   protocol=args.protocol, batch_size=args.batch_size,
+                   **({"batching": args.batch_packing} if args.protocol == "batched" else {}),
+                   promptings=[a.label for a in askings],
                    n_cases=len(cases), known_only=not args.all_cases, skipped_cases=[i for i, _ in skipped])
     print(result.summary.to_string(index=False))
     if args.protocol == "batched":
@@ -222,7 +224,7 @@ def cmd_main_table(args: argparse.Namespace) -> int:
                          ablations=() if args.no_ablations else TableConfig.ablations, cot=not args.no_cot,
                          ace_variants=tuple(args.ace_variants),
                          seeds=tuple(args.seeds), protocols=tuple(args.protocols), batch_size=args.batch_size or None,
-                         batched_methods=tuple(args.batched_methods),
+                         batched_methods=tuple(args.batched_methods), batch_packing=args.batch_packing,
                          perplexity=not args.no_perplexity, preset=args.preset or DEFAULT_PRESET, resume=args.resume,
                          shard=Shard.parse(args.shard) if args.shard else None,
                          rows_from=tuple(Path(d) for d in args.rows_from))
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-case: each case edited alone and restored (the ACE paper); batched: the edits of "
                         "--batch-size cases at once, MQuAKE-Remastered contamination masking (evaluation.batched)")
     p.add_argument("--batch-size", type=int, default=100, help="batched protocol: cases per batch (0 = all)")
+    p.add_argument("--batch-packing", default="contradictions", choices=["plain", "contradictions", "contamination"],
+                   help="batched protocol: which cases may not share a batch (evaluation.batched.make_batches); the "
+                   "default keeps apart only two that edit one fact two ways, so MQuAKE-CF-3k-v2 gets MQuAKE's plain cut")
     p.add_argument("--n-unedited", type=int, default=None,
                    help="batched protocol: unedited cases asked per batch (default: as many as the batch)")
     p.add_argument("--prompting", nargs="+", default=["direct"], choices=["direct", "cot", "cot-ood"],
@@ -363,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batched-methods", nargs="+", default=["ft", "memit", "pmet", "ace"],
                    choices=["ft", "rome", "memit", "pmet", "ace"], help="the batched protocol's rows (ROME, a "
                    "one-fact editor, is left out by default: main_table.BATCHED_METHODS)")
+    p.add_argument("--batch-packing", default="contamination", choices=["plain", "contradictions", "contamination"],
+                   help="which cases may not share a batch: none (MQuAKE's plain cut), two that edit one fact two "
+                   "ways, or also one whose edit contaminates another's edited path (the default: each batch one write)")
     p.add_argument("--no-perplexity", action="store_true", help="skip the held-out perplexity column")
     p.add_argument("--methods", nargs="+", default=ROWS, choices=ROWS, help="the table's rows (ablations and "
                    "variants of ACE come with --no-ablations / --ace-variants)")

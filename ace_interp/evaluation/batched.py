@@ -59,6 +59,9 @@ from ace_interp.evaluation.protocol import (
 
 log = logging.getLogger(__name__)
 
+# which cases `make_batches` keeps out of one batch
+PACKINGS = ("plain", "contradictions", "contamination")
+
 
 @dataclass(frozen=True)
 class BatchEdit:
@@ -130,29 +133,51 @@ def written_requests(edits: Sequence[BatchEdit], masked: frozenset[int]) -> list
     return out
 
 
-def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int, pack: bool = True
+def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int, packing: str = "contradictions"
                  ) -> list[list[MQuAKECase]]:
-    """Cases shuffled with `seed` and packed into batches of `batch_size` (None or 0: one batch of all): each case
-    joins the first batch with room none of whose edits gives one of its edited facts (subject, relation)
-    another object, else opens a new batch. Without such conflicts this is the plain cut of the shuffled list
-    (`pack=False`: the plain cut whatever the conflicts, as MQuAKE's code cuts CF-3k-v2)."""
+    """Cases shuffled with `seed` and cut into batches of `batch_size` (None or 0: one batch of all). `packing`
+    (module docstring) says which cases may not share a batch: each case joins the first batch with room that holds
+    none it may not meet, else opens a new batch; without such pairs this is the plain cut of the shuffled list.
+
+    * "plain": any may (MQuAKE's cut of CF-3k-v2; the masking handles every pair);
+    * "contradictions": two cases whose edits give one fact (subject, relation) two objects;
+    * "contamination": also a case whose edit contaminates another's *edited* path (`contaminating_edits`). No
+      edited case of such a batch has an edit to mask, so the batch is one write that every case is asked under.
+    """
+    if packing not in PACKINGS:
+        raise ValueError(f"unknown packing {packing!r}; expected one of {PACKINGS}")
     order = list(cases)
     random.Random(seed).shuffle(order)
     if not batch_size:
         return [order] if order else []
-    if not pack:
+    if packing == "plain":
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    batches: list[tuple[list[MQuAKECase], dict[tuple[str, str], str]]] = []
+
+    def facts(triples) -> dict[tuple[str, str], set[str]]:
+        out: dict[tuple[str, str], set[str]] = {}
+        for s, r, o in triples:
+            out.setdefault((s, r), set()).add(o)
+        return out
+
+    def touches(edits: dict, path: dict) -> bool:  # an edit gives a fact of `path` another object
+        return any(edited - {o} for fact, edited in edits.items() for o in path.get(fact, ()))
+
+    # per batch: its cases, the objects its edits give each fact, and the facts its members' edited paths hold
+    # (for "contradictions", the facts they edit: two edits of one fact meet there)
+    batches: list[tuple[list[MQuAKECase], dict, dict]] = []
     for case in order:
-        facts = {(s, r): o for s, r, o in case.orig.edit_triples}
-        for members, objects in batches:
-            if len(members) < batch_size and all(objects.get(fact, o) == o for fact, o in facts.items()):
+        edits = facts(case.orig.edit_triples)
+        path = facts(case.orig.new_triples) if packing == "contamination" else edits
+        for members, held_edits, held_path in batches:
+            if len(members) < batch_size and not touches(edits, held_path) and not touches(held_edits, path):
                 members.append(case)
-                objects.update(facts)
+                for held, new in ((held_edits, edits), (held_path, path)):
+                    for fact, objects in new.items():
+                        held.setdefault(fact, set()).update(objects)
                 break
         else:
-            batches.append(([case], dict(facts)))
-    return [members for members, _ in batches]
+            batches.append(([case], edits, {f: set(o) for f, o in path.items()}))
+    return [members for members, _, _ in batches]
 
 
 def unedited_cases(batch: Sequence[MQuAKECase], cases: Sequence[MQuAKECase], n: int, seed: object
@@ -181,15 +206,17 @@ def evaluate_batched(
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
     shard: Shard | None = None,
+    packing: str = "contradictions",
 ) -> EvalResult:
     """The batched protocol (module docstring) for each edited method row; base rows as in `protocol.evaluate`.
-    `checkpoint` and `shard` save and split the (row, batch) items as in `protocol.evaluate`."""
+    `packing` says which cases may not share a batch (`make_batches`). `checkpoint` and `shard` save and split the
+    (row, batch) items as in `protocol.evaluate`."""
     askings = list(askings)
     rows_of = [r for r in method_rows(methods, hparams) if r.method is not None]
     unedited = saved_unedited_answers(bridge, cases, askings, checkpoint, n_specificity=n_specificity, seed=seed,
                                       perplexity_texts=perplexity_texts)
     usable = [c for c in cases if not known_only or any(unedited.known[a.label][c.case_id] for a in askings)]
-    batches = make_batches(usable, batch_size, seed)
+    batches = make_batches(usable, batch_size, seed, packing)
 
     def run(item: tuple[MethodRow, int]) -> list[dict]:
         row, b = item

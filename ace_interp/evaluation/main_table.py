@@ -126,6 +126,9 @@ class TableConfig:
     protocols: tuple[str, ...] = ("per-case", "batched")
     batch_size: int | None = 100  # the batched protocol's k (None: all cases in one batch)
     batched_methods: tuple[str | None, ...] = BATCHED_METHODS
+    # which cases may not share a batch (batched.make_batches): on the small worlds of our case files, packing
+    # contaminating cases apart makes each batch one write that all its cases are asked under (docs/evaluation.md)
+    batch_packing: str = "contamination"
     perplexity: bool = True  # the general-ability column (ppl_ratio)
     # (method, bridge) -> the method's hyper-parameters, or None for `default_hparams`; for the table's
     # methods and their chain-of-thought rows (ACE's layer ablations and variants start from the defaults)
@@ -173,7 +176,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     texts = heldout_texts(bridge) if config.perplexity else None
     rows = table_rows(bridge, config)
     settings = dict(hparams={r.label: r.hparams for r in rows}, preset=config.preset, seeds=config.seeds,
-                    protocols=list(config.protocols), batch_size=config.batch_size,
+                    protocols=list(config.protocols), batch_size=config.batch_size, batching=config.batch_packing,
                     promptings=[a.label for a in askings], per_edits=config.per_edits,
                     n_specificity=config.n_specificity, perplexity_texts=len(texts or []))
     finished = finished_table(folder, settings, cases_path) if config.resume and config.shard is None else None
@@ -214,7 +217,7 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
                 frames.append(evaluate_batched(bridge, cases, todo, askings[:1], batch_size=config.batch_size,
                                                n_specificity=config.n_specificity, hop_prompts=hops, seed=seed,
                                                perplexity_texts=texts, checkpoint=store(protocol, todo),
-                                               shard=config.shard)
+                                               shard=config.shard, packing=config.batch_packing)
                               .per_case.assign(seed=seed, protocol=protocol))
     for s in stores:
         s.close()
@@ -281,19 +284,21 @@ class KeptRows:
         return [r for r in rows if r.label not in self.labels.get((seed, protocol), set())]
 
 
-# settings a table's rows may differ in and still be kept: which protocols ran, and the other rows' hyper-parameters
+# settings a table's rows may differ in and still be kept: which protocols ran, and the other rows' hyper-parameters;
+# the batched protocol's own settings matter to its rows only
 _ROW_SETTINGS = ("protocols", "hparams")
+_BATCHED_SETTINGS = ("batch_size", "batching")
 
 
 def kept_rows(sources: Sequence[Path], settings: dict, cases_path: Path, rows: Sequence[MethodRow],
               promptings: Sequence[str]) -> KeptRows:
     """The rows of `rows` that a finished table in `sources` (model folders, first one first) already holds: same
-    case file and settings but for `_ROW_SETTINGS`, the row's label with the same hyper-parameters, asked (for each
+    case file and settings but for `_ROW_SETTINGS` (and `_BATCHED_SETTINGS`, for per-case rows), the row's label with the same hyper-parameters, asked (for each
     seed and protocol it holds) with every prompting the row asks here (`promptings` are the run's; batched rows
     ask the first). So a table gains rows (ACE's ablations after the core rows) or a protocol without running its
     other rows again; a row of other hyper-parameters runs again."""
     wanted = jsonable(settings)
-    same = {k: v for k, v in wanted.items() if k not in _ROW_SETTINGS}
+    same = {k: v for k, v in wanted.items() if k not in _ROW_SETTINGS + _BATCHED_SETTINGS}
     parts, labels, records = [], {}, []
     for folder in sources:
         run, table = folder / "run.json", folder / "per_case.csv"
@@ -307,6 +312,8 @@ def kept_rows(sources: Sequence[Path], settings: dict, cases_path: Path, rows: S
         kept_here, taken_rows = [], []
         for (seed, protocol), part in held.groupby(["seed", "protocol"]):
             seed, taken = int(seed), []
+            if protocol.startswith("batched") and any(record.get(k) != wanted.get(k) for k in _BATCHED_SETTINGS):
+                continue
             asks = {r.label: set(promptings[:1] if protocol.startswith("batched") else
                                  [p for p in promptings if r.promptings is None or p in r.promptings]) for r in rows}
             for label, row_part in part.groupby("method"):

@@ -4,6 +4,7 @@ run on a tiny model that writes each group exactly its unmasked edits and restor
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from ace_interp.data.mquake import MQuAKECase, Target, load_mquake
@@ -71,6 +72,8 @@ def test_batches_are_seeded_and_cover_every_case_once():
     assert sorted(c.case_id for b in batches for c in b) == [1, 2, 3]
     assert [[c.case_id for c in b] for b in batches] == [[c.case_id for c in b] for b in make_batches(cases, 2, seed=1)]
     assert len(make_batches(cases, None, seed=1)) == 1
+    with pytest.raises(ValueError, match="unknown packing 'tight'"):
+        make_batches(cases, 2, seed=1, packing="tight")
 
 
 def test_batches_keep_cases_that_rewrite_one_fact_two_ways_apart():
@@ -89,11 +92,30 @@ def test_batches_keep_cases_that_rewrite_one_fact_two_ways_apart():
     # without a conflict the packing is the plain cut of the shuffled cases
     plain = [c for c in cases if c.case_id != 4]
     for seed in range(6):
-        assert make_batches(plain, 2, seed) == make_batches(plain, 2, seed, pack=False)
+        assert make_batches(plain, 2, seed) == make_batches(plain, 2, seed, "plain")
     # the plain cut keeps the contradiction in a batch when the shuffle puts them together
-    assert any({1, 4} <= {c.case_id for c in b} for seed in range(50) for b in make_batches(cases, 2, seed, pack=False))
+    assert any({1, 4} <= {c.case_id for c in b} for seed in range(50) for b in make_batches(cases, 2, seed, "plain"))
     # one batch of all keeps the contradiction; the masking handles it
     assert len(make_batches(cases, None, seed=0)) == 1
+
+
+def test_packed_batches_hold_no_case_whose_edit_contaminates_another_edited_case():
+    """C's edit (Sweden's capital) contaminates A's edited path (Eiffel Tower -> Sweden -> Stockholm): packing keeps
+    them apart, whatever the shuffle, so no edited case of a batch masks an edit and each batch is one write. B's
+    edit (France's capital) touches only A's original path, which an edited A does not ask: A and B may share."""
+    a, b, c = _fixture()
+    together = set()
+    for seed in range(20):
+        batches = make_batches([a, b, c], 3, seed, "contamination")
+        assert sorted(x.case_id for batch in batches for x in batch) == [1, 2, 3]
+        for batch in batches:
+            ids = {x.case_id for x in batch}
+            assert not {1, 3} <= ids
+            together |= {frozenset(ids)} if len(ids) > 1 else set()
+            assert list(masked_groups([(x, True) for x in batch], batch_edits(batch))) == [frozenset()]
+    assert frozenset({1, 2}) in together and frozenset({2, 3}) in together
+    # keeping only contradictions apart puts A and C together, and then C's edit is masked for A
+    assert any(len(make_batches([a, b, c], 3, seed, "contradictions")[0]) == 3 for seed in range(3))
 
 
 def test_a_fact_rewritten_two_ways_in_two_wordings_is_a_conflict():

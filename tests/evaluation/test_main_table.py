@@ -330,10 +330,16 @@ def test_a_resumed_run_keeps_the_protocols_an_earlier_table_of_its_settings_hold
     assert record["protocols"] == ["per-case", "batched"]
     assert record["rows_kept_from"][0]["kept"] == [{"seed": 0, "protocol": "per-case", "rows": ["ft"]}]
     assert record["rows_kept_from"][0]["item_seconds"] == 2.0  # how the kept rows were made
-    # another batch size is another table: nothing is kept from it
+    # another batch size is another batched table; the per-case rows do not depend on it and are kept
     evaluate_model("toy", CONTAMINATION_CASES, replace(config, protocols=("per-case", "batched"), batch_size=2,
                                                        resume=True))
-    assert [kind for kind, _ in calls[2:]] == ["per-case", "batched"]
+    assert [kind for kind, _ in calls[2:]] == ["batched"]
+    # batched rows of a table whose run.json names no packing (made before it was recorded) are run again
+    run = tmp_path / "toy" / "run.json"
+    run.write_text(json.dumps({k: v for k, v in json.loads(run.read_text()).items() if k != "batching"}))
+    evaluate_model("toy", CONTAMINATION_CASES, replace(config, protocols=("per-case", "batched"), batch_size=2,
+                                                       resume=True))
+    assert [kind for kind, _ in calls[3:]] == ["batched"]
 
 
 def test_a_resumed_run_runs_only_the_rows_its_tables_do_not_hold(tmp_path, monkeypatch):
