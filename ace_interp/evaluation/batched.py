@@ -5,10 +5,12 @@
 
 MQuAKE (Zhong et al. 2023) and MQuAKE-Remastered (Zhong et al., ICLR 2025) apply the edits of k cases at once
 and ask every case. The cases are shuffled (seeded) and packed into batches of `batch_size` (None = all cases
-in one batch) so that no two cases of a batch rewrite one fact (subject, relation) to different objects: each
-case goes to the first batch with room whose edits it does not contradict (`make_batches`). MQuAKE-CF-3k-v2
-has no such pairs, so there this is a plain cut; small worlds (our toys, SmolLM2's curated file) have many, and
-each would otherwise be masked for every case of its batch (below). For each batch and method:
+in one batch): each case goes to the first batch with room that holds no case it may not meet (`make_batches`).
+`packing="contradictions"` (the default) keeps apart two cases that rewrite one fact (subject, relation) to
+different objects; MQuAKE-CF-3k-v2 has no such pairs, so there this is MQuAKE's plain cut. `"contamination"`
+(the main table's) also keeps apart a case whose edit contaminates another's edited path (below): small worlds
+(our toys, SmolLM2's curated file) have many such pairs, each of which would otherwise give a case a write of its
+own; packed apart, every batch is one write that all its cases are asked under. For each batch and method:
 
 * the *edited* cases are the batch's cases, scored against their new answers; the *unedited* cases are
   `n_unedited` other cases (seeded; default as many as the batch, as far as there are) whose original path no

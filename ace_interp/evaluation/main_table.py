@@ -187,6 +187,9 @@ def evaluate_model(model_name: str, cases_path: Path, config: TableConfig) -> pd
     # --resume, then each --rows-from table's): kept, not run again
     sources = ([folder] if config.resume else []) + [Path(d) / folder.name for d in config.rows_from]
     kept = kept_rows(sources, settings, cases_path, rows, [a.label for a in askings])
+    for source in kept.sources:
+        log.info("%s: rows kept from %s: %s", model_name, source["folder"],
+                 "; ".join(f"{k['protocol']} seed {k['seed']}: {', '.join(k['rows'])}" for k in source["kept"]))
     frames, stores = [], []
     for seed in config.seeds:
         cases = sample_by_edits(all_cases, config.per_edits, seed) if config.per_edits else list(all_cases)
@@ -253,7 +256,7 @@ def finished_table(folder: Path, settings: dict, cases_path: Path) -> pd.DataFra
     record = json.loads(run.read_text())
     same = all(record.get(k) == v for k, v in jsonable(settings).items())
     if not same or record.get("case_file_sha256") != file_digest(cases_path):
-        log.info("%s holds a table of other settings: it is run again", folder)
+        log.info("%s holds a table of other settings: not read whole (rows it shares with these are kept)", folder)
         return None
     return pd.read_csv(rows)
 
