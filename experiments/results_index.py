@@ -78,7 +78,7 @@ def method_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def ace_against_pmet(frame: pd.DataFrame, ace: str = "ace") -> list[str]:
     """One line per model: ACE − PMET multi-hop on the same cases and seeds, with the exact paired p-value."""
     lines = []
-    models = frame.model.unique() if "model" in frame else [None]
+    models = sorted(frame.model.unique()) if "model" in frame else [None]
     for model in models:
         rows = frame if model is None else frame[frame.model == model]
         keys = [c for c in ("case_id", "seed") if c in rows]
@@ -111,10 +111,11 @@ def headline_table(results: Path = RESULTS) -> str:
     """The README's table: HEADLINE_RUNS' methods with n and 95% intervals, and ACE against PMET."""
     parts = []
     for run, frame in headline_frames(results).items():
-        order = {m: i for i, m in enumerate(HEADLINE_METHODS)}  # one row order for every model, whatever the run's
-        frame = frame.assign(_order=frame.method.map(order)).sort_values("_order", kind="stable").drop(columns="_order")
-        frame = frame.assign(_model=pd.Categorical(frame.model, frame.model.unique())).sort_values(
-            "_model", kind="stable").drop(columns="_model")
+        # models by name and one method order for every model, whatever order the run's rows came in (the combined
+        # table lists the model run last first)
+        order = {m: i for i, m in enumerate(HEADLINE_METHODS)}
+        frame = (frame.assign(_order=frame.method.map(order)).sort_values(["model", "_order"], kind="stable")
+                 .drop(columns="_order"))
         parts.append(method_rows(frame))
         notes = ace_against_pmet(frame) + ace_against_pmet(frame, "ace +implicit")
         parts[-1].attrs["notes"] = [f"{line} (`results/{run}`)" for line in notes]
