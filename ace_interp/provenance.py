@@ -70,6 +70,15 @@ def jsonable(value):
     return repr(value)
 
 
+def repo_relative(path: str | os.PathLike) -> str:
+    """`path` relative to the repository when it lies inside (the same in every checkout or worktree that runs it),
+    else as given."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def run_record(*, command: Sequence[str] | str | None = None, hparams: Mapping | None = None,
                preset: str | Mapping | None = None, case_file: str | os.PathLike | None = None,
                seeds: Sequence[int] | None = None, wall_s: float | None = None, git: Mapping | None = None,
@@ -93,7 +102,7 @@ def run_record(*, command: Sequence[str] | str | None = None, hparams: Mapping |
         "wall_s": None if wall_s is None else round(float(wall_s), 2),
     }
     if case_file is not None:
-        record["case_file"] = str(case_file)
+        record["case_file"] = repo_relative(case_file)
         if Path(case_file).is_file():
             record["case_file_sha256"] = file_digest(case_file)
     record.update({k: jsonable(v) for k, v in extra.items()})

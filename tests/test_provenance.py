@@ -59,3 +59,16 @@ def test_the_commit_is_the_one_the_run_started_on(tmp_path, monkeypatch):
     header = json.loads(next((tmp_path / "items").glob("*.jsonl")).read_text().splitlines()[0])
     assert header["commit"] == "a" * 40 and header["dirty"] is False
     assert provenance.run_record()["commit"] != "a" * 40  # without `git`, read now
+
+
+def test_a_case_file_in_the_repository_is_recorded_relative_to_it(tmp_path):
+    """The same file gets the same name from any checkout or worktree; a file elsewhere keeps its path."""
+    from ace_interp.provenance import REPO_ROOT
+
+    inside = REPO_ROOT / "assets" / "world" / "mquake_cases.json"
+    record = json.loads(write_run_json(tmp_path / "a", case_file=inside).read_text())
+    assert record["case_file"] == "assets/world/mquake_cases.json"
+    assert record["case_file_sha256"] == file_digest(inside)
+    outside = tmp_path / "cases.json"
+    outside.write_text("[]")
+    assert json.loads(write_run_json(tmp_path / "b", case_file=outside).read_text())["case_file"] == str(outside)

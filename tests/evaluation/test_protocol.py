@@ -16,6 +16,7 @@ from ace_interp.evaluation.protocol import (
     toy_world_style,
 )
 from ace_interp.model import hf_parameters
+from ace_interp.provenance import repo_relative
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mquake_cf3k_small.json"
 
@@ -123,7 +124,7 @@ def test_ace_evaluate_cli_runs_on_a_mquake_file_given_by_path(tmp_path, capsys):
     assert 0 <= per_case[per_case.method == "pmet"].efficacy.iloc[0] <= 1
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["hparams"]["pmet"]["target"]["v_num_grad_steps"] == 5 and run["preset"] == "tuned" and run["overrides"]["pmet"]
-    assert run["case_file"] == str(FIXTURE) and len(run["case_file_sha256"]) == 64
+    assert run["case_file"] == repo_relative(FIXTURE) and len(run["case_file_sha256"]) == 64
 
 
 def test_evaluate_cli_preset_reaches_every_method_and_run_json(tmp_path, capsys):
