@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,9 @@ QUERY_COLOR, VALUE_COLOR, RANDOM_COLOR = "#1f77b4", "#d62728", "#7f7f7f"
 
 
 PNG_SIZE = {"width": 900, "height": 520, "scale": 1.5}
+# a PNG takes well under a second; kaleido 0.2.1 reads its Chromium's answer with a blocking readline and no
+# timeout, so a renderer that stalls (seen once under heavy load) would hang the whole run without this bound
+PNG_TIMEOUT_S = 60.0
 
 
 @functools.cache
@@ -59,8 +63,36 @@ def write_png(fig: go.Figure, path: str | Path) -> Path:
     if scope is None:  # kaleido >= 1: plotly drives it (needs a system Chrome/Chromium)
         fig.write_image(path, **PNG_SIZE)
     else:
-        path.write_bytes(scope.transform(fig.to_plotly_json(), format="png", **PNG_SIZE))
+        path.write_bytes(transform_within(scope, fig.to_plotly_json(), PNG_TIMEOUT_S))
     return path
+
+
+def transform_within(scope, figure_json: dict, timeout_s: float) -> bytes:
+    """`scope.transform(figure_json)` as PNG bytes, or TimeoutError after `timeout_s` with the renderer stopped.
+
+    The transform runs in a daemon thread; on time-out the renderer process (kaleido 0.2.1 keeps it in
+    `scope._proc`, base.py) is killed, which ends the thread's blocked read, and the next call starts a new one.
+    """
+    answer: dict[str, object] = {}
+
+    def work():
+        try:
+            answer["png"] = scope.transform(figure_json, format="png", **PNG_SIZE)
+        except Exception as e:  # handed to the caller's thread below
+            answer["error"] = e
+
+    thread = threading.Thread(target=work, name="kaleido-png", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        proc = getattr(scope, "_proc", None)
+        if proc is not None:
+            proc.kill()  # not scope._shutdown_kaleido(): it waits for the lock the stalled transform holds
+        thread.join(5.0)
+        raise TimeoutError(f"the PNG renderer gave no answer in {timeout_s:.0f} s and was stopped")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["png"]
 
 
 def save_figure(fig: go.Figure, folder: str | Path, name: str, png: bool = True) -> list[Path]:

@@ -3,8 +3,10 @@
 import importlib.metadata
 import os
 import shutil
+import time
 
 import pandas as pd
+import pytest
 
 from ace_interp import plotting
 
@@ -60,3 +62,31 @@ def test_png_export_without_a_system_browser(tmp_path, monkeypatch):
             assert data[:8] == PNG_MAGIC and len(data) > 5000, (name, len(data))
     finally:
         plotting._bundled_chromium_scope.cache_clear()
+
+
+class StalledScope:
+    """A renderer that never answers: `transform` blocks reading a child process that writes nothing."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=subprocess.PIPE)
+
+    def transform(self, figure, **kwargs):
+        line = self._proc.stdout.readline()  # blocks until the process dies
+        raise RuntimeError(f"renderer exited ({line!r})")
+
+
+def test_a_stalled_png_renderer_times_out_and_leaves_the_html(tmp_path, monkeypatch):
+    scope = StalledScope()
+    monkeypatch.setattr(plotting, "_bundled_chromium_scope", lambda: scope)
+    monkeypatch.setattr(plotting, "PNG_TIMEOUT_S", 0.5)
+    fig = plotting.lag_histogram([1, 2])
+    start = time.monotonic()
+    paths = plotting.save_figure(fig, tmp_path, "lags")
+    assert time.monotonic() - start < 30  # the renderer would answer only after 600 s: the bound, not it, ended this
+    assert [p.name for p in paths] == ["lags.html"] and not (tmp_path / "lags.png").exists()
+    assert scope._proc.wait(timeout=5) is not None  # the stalled renderer was stopped, not left running
+    with pytest.raises(RuntimeError, match="renderer exited"):  # a dead renderer answers at once: an error
+        plotting.transform_within(scope, fig.to_plotly_json(), 0.5)
