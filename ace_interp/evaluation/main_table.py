@@ -250,20 +250,34 @@ def finished_table(folder: Path, settings: dict, cases_path: Path) -> pd.DataFra
     """The per-case rows of a model table already complete in `folder` (its run.json records the same `settings`
     and case file), or None. A resumed run of several models reads such a table instead of running it again (one
     of other rows or protocols lends what it holds: `kept_rows`)."""
+    recorded = recorded_table(folder, settings, cases_path)
+    if recorded is None and (folder / "run.json").exists():
+        log.info("%s holds a table of other settings: not read whole (rows it shares with these are kept)", folder)
+    return None if recorded is None else recorded[1]
+
+
+def recorded_table(folder: Path, settings: dict, cases_path: Path, ignoring: Sequence[str] = ()
+                   ) -> tuple[dict, pd.DataFrame] | None:
+    """`folder`'s run.json record and per_case.csv rows if it holds an assembled table made on the same case file
+    with the same `settings` (but for the keys in `ignoring`), else None."""
     run, rows = folder / "run.json", folder / "per_case.csv"
     if not (run.exists() and rows.exists()):
         return None
     record = json.loads(run.read_text())
-    same = all(record.get(k) == v for k, v in jsonable(settings).items())
+    same = all(record.get(k) == v for k, v in jsonable(settings).items() if k not in ignoring)
     if not same or record.get("case_file_sha256") != file_digest(cases_path):
-        log.info("%s holds a table of other settings: not read whole (rows it shares with these are kept)", folder)
         return None
-    return pd.read_csv(rows)
+    return record, pd.read_csv(rows)
 
 
 def batched_protocol(batch_size: int | None) -> str:
     """The batched protocol's name in the tables' `protocol` column ("batched k=100", "batched k=all")."""
     return f"batched k={batch_size or 'all'}"
+
+
+def is_batched(protocol: str) -> bool:
+    """Whether a `protocol` column value names the batched protocol (`batched_protocol`), of any batch size."""
+    return protocol.startswith("batched k=")
 
 
 def batched_rows(rows: Sequence[MethodRow], config: TableConfig) -> list[MethodRow]:
@@ -296,28 +310,25 @@ _BATCHED_SETTINGS = ("batch_size", "batching")
 def kept_rows(sources: Sequence[Path], settings: dict, cases_path: Path, rows: Sequence[MethodRow],
               promptings: Sequence[str]) -> KeptRows:
     """The rows of `rows` that a finished table in `sources` (model folders, first one first) already holds: same
-    case file and settings but for `_ROW_SETTINGS` (and `_BATCHED_SETTINGS`, for per-case rows), the row's label with the same hyper-parameters, asked (for each
-    seed and protocol it holds) with every prompting the row asks here (`promptings` are the run's; batched rows
+    case file and settings but for `_ROW_SETTINGS` (and `_BATCHED_SETTINGS`, for per-case rows), the row's label
+    with the same hyper-parameters, asked (for each seed and protocol it holds) with every prompting the row asks here (`promptings` are the run's; batched rows
     ask the first). So a table gains rows (ACE's ablations after the core rows) or a protocol without running its
     other rows again; a row of other hyper-parameters runs again."""
     wanted = jsonable(settings)
-    same = {k: v for k, v in wanted.items() if k not in _ROW_SETTINGS + _BATCHED_SETTINGS}
     parts, labels, records = [], {}, []
     for folder in sources:
-        run, table = folder / "run.json", folder / "per_case.csv"
-        if not (run.exists() and table.exists()):
+        recorded = recorded_table(folder, settings, cases_path, ignoring=_ROW_SETTINGS + _BATCHED_SETTINGS)
+        if recorded is None:
+            if (folder / "run.json").exists():
+                log.info("%s holds a table of other settings: none of its rows is kept", folder)
             continue
-        record = json.loads(run.read_text())
-        if any(record.get(k) != v for k, v in same.items()) or record.get("case_file_sha256") != file_digest(cases_path):
-            log.info("%s holds a table of other settings: none of its rows is kept", folder)
-            continue
-        held = pd.read_csv(table)
+        record, held = recorded
         kept_here, taken_rows = [], []
         for (seed, protocol), part in held.groupby(["seed", "protocol"]):
             seed, taken = int(seed), []
-            if protocol.startswith("batched") and any(record.get(k) != wanted.get(k) for k in _BATCHED_SETTINGS):
+            if is_batched(protocol) and any(record.get(k) != wanted.get(k) for k in _BATCHED_SETTINGS):
                 continue
-            asks = {r.label: set(promptings[:1] if protocol.startswith("batched") else
+            asks = {r.label: set(promptings[:1] if is_batched(protocol) else
                                  [p for p in promptings if r.promptings is None or p in r.promptings]) for r in rows}
             for label, row_part in part.groupby("method"):
                 if (label not in asks or label in labels.get((seed, protocol), set())
@@ -430,7 +441,7 @@ def comparison_table(per_case: pd.DataFrame, baseline: str = "pmet") -> str:
 def batched_table(per_case: pd.DataFrame) -> str:
     """Batched protocol: multi-hop accuracy on edited and on unedited cases (with intervals), masked edits."""
     per_case = _prompting_rows(per_case)
-    df_all = per_case[per_case.protocol.str.startswith("batched")]
+    df_all = per_case[per_case.protocol.map(is_batched)]
     rows = []
     for (model, protocol, method, prompting), df in df_all.groupby(["model", "protocol", "method", "prompting"], sort=False):
         edited, unedited = df[df.edited.astype(bool)], df[~df.edited.astype(bool)]
