@@ -47,7 +47,7 @@ from ace_interp.evaluation.hops import hop_prompts_for
 from ace_interp.evaluation.protocol import UNEDITED_KEY, EvalResult, MethodRow, askings_for, evaluate
 from ace_interp.evaluation.stats import accuracy_cell, paired_test, proportion_cell
 from ace_interp.model import load_model
-from ace_interp.provenance import file_digest, git_state, jsonable, write_run_json
+from ace_interp.provenance import file_digest, git_state, jsonable, repo_relative, write_run_json
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +556,7 @@ def run_main_table(config: TableConfig, cases: dict[str, Path], readme: Path | N
     per_case.to_csv(config.out / "main_table_per_case.csv", index=False)
     write_run_json(config.out, command=command, preset=config.preset, seeds=config.seeds,
                    wall_s=time.perf_counter() - start, git=git, models=here + earlier,
-                   case_files={m: str(cases[m]) for m in config.models},
+                   case_files={m: repo_relative(cases[m]) for m in config.models},
                    per_model_runs=[f"{name}/run.json" for name in here + earlier],
                    earlier_model_tables={name: json.loads((config.out / name / "run.json").read_text()).get("command")
                                          for name in earlier})

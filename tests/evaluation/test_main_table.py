@@ -389,13 +389,15 @@ def test_the_combined_table_covers_model_tables_of_earlier_commands(tmp_path, mo
     (tmp_path / "half-done").mkdir()  # a model folder without a finished table is not read
     rows("half-done").to_csv(tmp_path / "half-done" / "per_case.csv", index=False)
     monkeypatch.setattr(main_table, "evaluate_model", lambda model, path, config: rows(model))
-    run_main_table(TableConfig(models=("smollm2-135m",), out=tmp_path), {"smollm2-135m": tmp_path / "c.json"},
+    repo_cases = Path(__file__).resolve().parents[2] / "assets" / "real_facts" / "smollm2_known.json"
+    run_main_table(TableConfig(models=("smollm2-135m",), out=tmp_path), {"smollm2-135m": repo_cases},
                    None, "ace main-table --models smollm2-135m")
     combined = pd.read_csv(tmp_path / "main_table_per_case.csv")
     assert sorted(combined.model.unique()) == ["smollm2-135m", "toy-gptj"]
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["models"] == ["smollm2-135m", "toy-gptj"]
     assert record["earlier_model_tables"] == {"toy-gptj": "ace main-table --models toy-gptj"}
+    assert record["case_files"] == {"smollm2-135m": "assets/real_facts/smollm2_known.json"}  # the same in any checkout
     assert "toy-gptj" in (tmp_path / "main_table.md").read_text()
 
 
