@@ -178,7 +178,8 @@ def make_batches(cases: Sequence[MQuAKECase], batch_size: int | None, seed: int,
                         held.setdefault(fact, set()).update(objects)
                 break
         else:
-            batches.append(([case], edits, {f: set(o) for f, o in path.items()}))
+            # copies: a batch's sets grow as cases join it (with "contradictions", `path` is `edits` itself)
+            batches.append(([case], {f: set(o) for f, o in edits.items()}, {f: set(o) for f, o in path.items()}))
     return [members for members, _, _ in batches]
 
 
