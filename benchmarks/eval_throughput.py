@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--n-cases", type=int, default=2)
     p.add_argument("--methods", nargs="+", default=["base", "pmet", "ace"])
+    p.add_argument("--per-case-out", default=None, help="write the per-case rows here (CSV), to compare two codes' verdicts")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bridge = load_model(args.model)
@@ -56,6 +57,8 @@ def main() -> None:
         per_case = pd.concat([direct, cot], ignore_index=True)
         code = "before: an edit per setting"
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    if args.per_case_out:
+        per_case.to_csv(args.per_case_out, index=False)
     case_rows = len(cases) * len(methods)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(json.dumps({"code": code, "commit": commit, "model": args.model, "cases": len(cases), "methods": args.methods,
