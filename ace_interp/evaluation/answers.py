@@ -239,7 +239,8 @@ def generate_greedy_each(
     Each prompt is prefilled alone (its own length: no padding computed, only the last position's logits), then
     the rows' KV caches are left-padded into one [batch, heads, width, d_head] cache per layer and decoded
     together, one token of every unfinished row per forward: a decoding step reads the weights once for all
-    rows (what a step costs on a CPU) instead of once per prompt and setting. A row ends at its first stop token
+    rows (what a step costs on a CPU) instead of once per prompt and setting, and a finished row leaves the batch
+    (direct answers end after a few tokens, chains of thought run on). A row ends at its first stop token
     (EOS; with `stop_at_newline` a newline token too) or after its budget; the text is decoded up to the stop, as
     `generate_greedy` decodes it (tests/evaluation/test_answers.py checks them equal).
     """
@@ -270,16 +271,23 @@ def generate_greedy_each(
         for i, length in enumerate(lengths):
             mask[i, width - length :] = 1
         position = torch.tensor(lengths, device=device)
-        while not all(done):
-            last = torch.tensor([t[-1] for t in tokens], device=device)[:, None]
-            mask = torch.cat([mask, mask.new_ones(n, 1)], 1)
+        live = list(range(n))  # the rows still decoding, in cache order
+        while live:
+            if any(done[i] for i in live):  # a finished row leaves the batch: a step costs only the live rows
+                keep = [j for j, i in enumerate(live) if not done[i]]
+                if not keep:
+                    break
+                index = torch.tensor(keep, dtype=torch.long, device=device)
+                batched.batch_select_indices(index)
+                mask, position, live = mask[index], position[index], [live[j] for j in keep]
+            last = torch.tensor([tokens[i][-1] for i in live], device=device)[:, None]
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
             logits = model(input_ids=last, attention_mask=mask, position_ids=position[:, None], use_cache=True,
                            logits_to_keep=1, **{keyword: batched}).logits
             position = position + 1
-            for i, nxt in enumerate(logits[:, -1].argmax(-1).tolist()):
-                if not done[i]:
-                    tokens[i].append(nxt)
-                    done[i] = nxt in stops[bool(stop_at_newline[i])] or len(tokens[i]) >= max_new_tokens[i]
+            for i, nxt in zip(live, logits[:, -1].argmax(-1).tolist(), strict=True):
+                tokens[i].append(nxt)
+                done[i] = nxt in stops[bool(stop_at_newline[i])] or len(tokens[i]) >= max_new_tokens[i]
     out = []
     for t, nl in zip(tokens, stop_at_newline):
         cut = next((j for j, x in enumerate(t) if x in stops[bool(nl)]), len(t))
