@@ -12,9 +12,8 @@ from experiments import save_run
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.py")
                      if p.stem != "__init__")
-TIMING_ONLY = {"batched_writes", "bench_attribution", "bench_editing", "bench_gpu", "bench_shapes", "common", "eval_throughput", "profile_eval",
-               "run_all",
-               "toy_step_time"}
+TIMING_ONLY = {"batched_writes", "bench_attribution", "bench_editing", "bench_gpu", "bench_shapes", "common",
+               "decode_batch", "eval_throughput", "profile_eval", "run_all", "toy_step_time"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
