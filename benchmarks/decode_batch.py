@@ -18,7 +18,7 @@ import time
 
 from ace_interp.data.mquake import load_mquake
 from ace_interp.evaluation.answers import generate_greedy_each
-from ace_interp.evaluation.protocol import Question, askings_for, default_cases, edit_questions
+from ace_interp.evaluation.protocol import askings_for, case_questions, default_cases
 from ace_interp.model import load_model
 
 
@@ -34,9 +34,7 @@ def main() -> None:
     askings = askings_for(bridge, ("direct", "cot", "cot-ood"))
     generations, cpu_seconds = [], 0.0
     for case in cases:
-        questions = [Question(prompt, case.new_answers, a.style, a.cot) for a in askings
-                     for prompt in a.style.multi_hop(case, a.cot)]
-        questions += [q for group in edit_questions(case, askings[0].style).values() for q in group]
+        questions = [q for group in case_questions(case, askings).values() for q in group]
         start = time.process_time()
         generations.append(generate_greedy_each(bridge, [q.prompt for q in questions],
                                                 [q.max_new_tokens for q in questions],

@@ -342,6 +342,23 @@ def edit_questions(case: MQuAKECase, style: PromptStyle, specificity: Sequence[d
     }
 
 
+def case_questions(case: MQuAKECase, askings: Sequence[Asking], edited: bool = True,
+                   specificity: Sequence[dict] = ()) -> dict[str, list[Question]]:
+    """Every greedy question a case asks in one decoding batch, keyed by what it measures: each asking's label
+    (its multi-hop paraphrases, checked against the new answers when `edited`, the original ones otherwise) and,
+    when `edited`, the `edit_questions` keys under the first asking's style.
+
+        >>> groups = case_questions(case, askings_for(bridge, ("direct", "cot")))
+        >>> list(groups)  # ['direct', 'cot', 'efficacy', 'paraphrase', 'specificity']
+    """
+    answers = case.new_answers if edited else case.answers
+    groups = {a.label: [Question(p, answers, a.style, a.cot) for p in a.style.multi_hop(case, a.cot)]
+              for a in askings}
+    if edited:
+        groups.update(edit_questions(case, askings[0].style, specificity))
+    return groups
+
+
 def edit_metrics(bridge: TransformerBridge, case: MQuAKECase, style: PromptStyle, specificity: Sequence[dict] = (),
                  perplexity_texts: Sequence[str] | None = None, base_perplexity: float | None = None,
                  verdicts: dict[str, list[bool]] | None = None) -> dict:
@@ -401,9 +418,7 @@ def evaluate_case(
         answers = case.new_answers if method is not None else case.answers
         verdicts = None
         if one_batch:
-            groups = {a.label: [Question(p, answers, a.style, a.cot) for p in a.style.multi_hop(case, a.cot)]
-                      for a in askings}
-            groups.update(edit_questions(case, askings[0].style, specificity) if method is not None else {})
+            groups = case_questions(case, askings, method is not None, specificity)
             verdicts = _regroup(ask_together(bridge, [q for qs in groups.values() for q in qs]), groups)
             multi_hop = {a.label: any(verdicts[a.label]) for a in askings}
         else:

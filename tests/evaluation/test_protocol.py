@@ -256,3 +256,23 @@ def test_one_decoding_batch_per_case_matches_asking_group_by_group(tiny_model):
             "n_specificity"]
     pd.testing.assert_frame_equal(fast[cols], slow[cols])
     assert fast.efficacy.max() > 0  # some edit took: the verdicts are not all one value
+
+
+def test_case_questions_groups_each_askings_paraphrases_and_the_edit_questions():
+    """`case_questions`: one group per asking (its multi-hop paraphrases, new answers when edited, original ones
+    otherwise), then the edit metrics' groups only for an edited case."""
+    from ace_interp.evaluation.protocol import Asking, case_questions, edit_questions
+
+    case = load_mquake(FIXTURE)[0]
+    style = _raw_style()
+    askings = [Asking("direct", style), Asking("cot", style, True)]
+    edited = case_questions(case, askings)
+    assert list(edited) == ["direct", "cot", "efficacy", "paraphrase", "specificity"]
+    for a in askings:
+        assert [q.prompt for q in edited[a.label]] == style.multi_hop(case, a.cot)
+        assert all(q.answers == case.new_answers and q.cot == a.cot for q in edited[a.label])
+    assert {k: [q.prompt for q in v] for k, v in edited.items() if k in ("efficacy", "paraphrase")} == \
+        {k: [q.prompt for q in v] for k, v in edit_questions(case, style).items() if k in ("efficacy", "paraphrase")}
+    unedited = case_questions(case, askings, edited=False)
+    assert list(unedited) == ["direct", "cot"]
+    assert all(q.answers == case.answers for qs in unedited.values() for q in qs)
