@@ -4,7 +4,10 @@
 
 The 10 rewrites are the first distinct-subject rewrites of the filtered real-fact cases (as `make bench`); the
 specificity facts are the unedited model's known facts of the same relations (`sweep_toy_editing`). Prints one
-row per (method, variant): greedy efficacy, p(new) > p(true), specificity, seconds.
+row per (method, variant): greedy efficacy, p(new) > p(true), specificity, seconds; `per_request.csv` splits each
+request's outcome into its target optimisation (mean p(target) over the context prompts when it stopped, why it
+stopped, ‖δ‖ / ‖z₀‖ at the target site) and the write (greedy and p(new) > p(true) after it), which tells a target
+that was never found from one the batch's write did not realise.
 """
 
 from __future__ import annotations
@@ -38,26 +41,44 @@ VARIANTS = {
 }
 
 
-def run(methods, variants, k: int = 10) -> pd.DataFrame:
+def target_and_write(applied, top1, prob) -> list[dict]:
+    """Per request of one write: how its target optimisation ended and whether the write realised it."""
+    target = applied.info.get("target")
+    site = next((s for s in ("mlp", "resid") if target is not None and s in target.deltas), None)
+    ratio = (target.deltas[site].norm(dim=-1) / target.initial[site].norm(dim=-1)).tolist() if site else None
+    stops = applied.info.get("stop_reasons") or []
+    probs = target.target_prob.tolist() if target is not None and target.target_prob is not None else None
+    rows = []
+    for i, request in enumerate(applied.requests):
+        rows.append({"subject": request.subject, "target_new": request.target_new,
+                     "target_prob": probs[i] if probs else None,
+                     "stop_reason": stops[i] if len(stops) == len(applied.requests) else ";".join(stops),
+                     "delta_ratio": ratio[i] if ratio else None, "greedy_after_write": bool(top1[i]),
+                     "new_beats_true_after_write": bool(prob[i])})
+    return rows
+
+
+def run(methods, variants, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
     bridge, style, rws, spec = rewrites_with_specificity("smollm2-135m", k)
     subjects = {r.subject.lower() for r in rws}
     facts = [f for s in spec for f in s if f["subject"].lower() not in subjects]
     requests = [EditRequest.from_rewrite(rw.to_dict()) for rw in rws]
-    rows = []
+    rows, per_request = [], []
     for method in methods:
         for name in variants:
             hp = VARIANTS[name](default_hparams(method, bridge))
             start = time.perf_counter()
-            with edit(bridge, requests, method, hp):
+            with edit(bridge, requests, method, hp) as applied:
                 top1, prob = edit_efficacy(bridge, rws, style)
                 kept = still_answered(bridge, style, facts)
+            per_request += [{"method": method, "variant": name, **r} for r in target_and_write(applied, top1, prob)]
             rows.append({"method": method, "variant": name, "efficacy": sum(top1) / k, "p(new)>p(true)": sum(prob) / k,
                          "specificity": sum(kept) / max(1, len(kept)), "n facts": len(kept),
                          "seconds": time.perf_counter() - start})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     print(frame.to_markdown(index=False, floatfmt=".2f"))
-    return frame
+    return frame, pd.DataFrame(per_request)
 
 
 if __name__ == "__main__":
@@ -69,4 +90,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     started = time.time()
-    save_run(args.out, {"summary": run(args.methods, args.variants, args.k)}, started)
+    summary, per_request = run(args.methods, args.variants, args.k)
+    save_run(args.out, {"summary": summary, "per_request": per_request}, started, k=args.k, model="smollm2-135m",
+             methods=args.methods, variants=args.variants)

@@ -200,3 +200,23 @@ def test_preset_table_leaves_missing_multi_hop_verdicts_out_of_their_cells():
     assert out.loc["reference", "multi_hop"].startswith("50% [") and out.loc["reference", "multi_hop"].endswith("(n=2)")
     assert out.loc["reference", "efficacy"].endswith("(n=3)")
     assert out.loc["reference − tuned", "multi_hop"].startswith("+0 pts")
+
+
+def test_batch_sweep_splits_each_request_into_its_target_and_its_write(tiny_model):
+    """`smollm2_batch_sweep.target_and_write`: one row per request, in order, with the target optimisation's end
+    (p(target) in [0, 1], a stop reason, ‖δ‖/‖z₀‖ > 0 at the written site) and the after-write verdicts passed in."""
+    import warnings
+
+    from ace_interp.editing import EditRequest, edit
+    from experiments.smollm2_batch_sweep import target_and_write
+
+    requests = [EditRequest("the capital of {}", "france", "tokyo", "paris"),
+                EditRequest("the language of {}", "spain", "japanese", "spanish")]
+    for method in ("pmet", "memit"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a random tiny model may miss a target; the rows still describe it
+            with edit(tiny_model, requests, method) as applied:
+                rows = target_and_write(applied, [True, False], [False, True])
+        assert [r["subject"] for r in rows] == ["france", "spain"]
+        assert [(r["greedy_after_write"], r["new_beats_true_after_write"]) for r in rows] == [(True, False), (False, True)]
+        assert all(0.0 <= r["target_prob"] <= 1.0 and r["delta_ratio"] > 0 and r["stop_reason"] for r in rows), rows
