@@ -6,8 +6,9 @@ The 10 rewrites are the first distinct-subject rewrites of the filtered real-fac
 specificity facts are the unedited model's known facts of the same relations (`sweep_toy_editing`). Prints one
 row per (method, variant): greedy efficacy, p(new) > p(true), specificity, seconds; `per_request.csv` splits each
 request's outcome into its target optimisation (mean p(target) over the context prompts when it stopped, why it
-stopped, ‖δ‖ / ‖z₀‖ at the target site) and the write (greedy and p(new) > p(true) after it), which tells a target
-that was never found from one the batch's write did not realise.
+stopped, ‖δ‖ and ‖δ‖ / ‖z₀‖ at the target site: the FFN output for PMET, the residual for MEMIT) and the write
+(greedy and p(new) > p(true) after it), which tells a target that was never found from one the batch's write did
+not realise.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ VARIANTS = {
     "default": lambda hp: hp,
     "steps x2": lambda hp: replace(hp, target=replace(hp.target, v_num_grad_steps=2 * hp.target.v_num_grad_steps)),
     "clamp 4": lambda hp: replace(hp, target=replace(hp.target, clamp_norm_factor=4.0)),
+    "clamp 0.75": lambda hp: replace(hp, target=replace(hp.target, clamp_norm_factor=0.75)),
     "cov_weight /4": lambda hp: replace(hp, covariance=replace(hp.covariance, cov_weight=hp.covariance.cov_weight / 4)),
     # keys averaged over the context prefixes (the reference) instead of one solver row per context
     "averaged keys": lambda hp: replace(hp, covariance=replace(hp.covariance, context_keys="mean")),
@@ -45,7 +47,8 @@ def target_and_write(applied, top1, prob) -> list[dict]:
     """Per request of one write: how its target optimisation ended and whether the write realised it."""
     target = applied.info.get("target")
     site = next((s for s in ("mlp", "resid") if target is not None and s in target.deltas), None)
-    ratio = (target.deltas[site].norm(dim=-1) / target.initial[site].norm(dim=-1)).tolist() if site else None
+    norms = target.deltas[site].norm(dim=-1) if site else None
+    ratio = (norms / target.initial[site].norm(dim=-1)).tolist() if site else None
     stops = applied.info.get("stop_reasons") or []
     probs = target.target_prob.tolist() if target is not None and target.target_prob is not None else None
     rows = []
@@ -53,6 +56,7 @@ def target_and_write(applied, top1, prob) -> list[dict]:
         rows.append({"subject": request.subject, "target_new": request.target_new,
                      "target_prob": probs[i] if probs else None,
                      "stop_reason": stops[i] if len(stops) == len(applied.requests) else ";".join(stops),
+                     "delta_site": site, "delta_norm": float(norms[i]) if site else None,
                      "delta_ratio": ratio[i] if ratio else None, "greedy_after_write": bool(top1[i]),
                      "new_beats_true_after_write": bool(prob[i])})
     return rows

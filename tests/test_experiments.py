@@ -220,3 +220,5 @@ def test_batch_sweep_splits_each_request_into_its_target_and_its_write(tiny_mode
         assert [r["subject"] for r in rows] == ["france", "spain"]
         assert [(r["greedy_after_write"], r["new_beats_true_after_write"]) for r in rows] == [(True, False), (False, True)]
         assert all(0.0 <= r["target_prob"] <= 1.0 and r["delta_ratio"] > 0 and r["stop_reason"] for r in rows), rows
+        assert {r["delta_site"] for r in rows} == {"mlp" if method == "pmet" else "resid"}
+        assert all(r["delta_norm"] > 0 for r in rows)
