@@ -45,21 +45,17 @@ VARIANTS = {
 
 def target_and_write(applied, top1, prob) -> list[dict]:
     """Per request of one write: how its target optimisation ended and whether the write realised it."""
-    target = applied.info.get("target")
-    site = next((s for s in ("mlp", "resid") if target is not None and s in target.deltas), None)
-    norms = target.deltas[site].norm(dim=-1) if site else None
-    ratio = (norms / target.initial[site].norm(dim=-1)).tolist() if site else None
-    stops = applied.info.get("stop_reasons") or []
-    probs = target.target_prob.tolist() if target is not None and target.target_prob is not None else None
-    rows = []
-    for i, request in enumerate(applied.requests):
-        rows.append({"subject": request.subject, "target_new": request.target_new,
-                     "target_prob": probs[i] if probs else None,
-                     "stop_reason": stops[i] if len(stops) == len(applied.requests) else ";".join(stops),
-                     "delta_site": site, "delta_norm": float(norms[i]) if site else None,
-                     "delta_ratio": ratio[i] if ratio else None, "greedy_after_write": bool(top1[i]),
-                     "new_beats_true_after_write": bool(prob[i])})
-    return rows
+    target = applied.info["target"]  # targets.TargetResult: PMET's written site is "mlp", MEMIT's "resid"
+    site = "mlp" if "mlp" in target.deltas else "resid"
+    norms = target.deltas[site].norm(dim=-1)
+    ratios = norms / target.initial[site].norm(dim=-1)
+    stops = target.stop_reasons  # one for the whole batch unless the target optimisation ran per request
+    n = len(applied.requests)
+    return [{"subject": request.subject, "target_new": request.target_new, "target_prob": float(target.target_prob[i]),
+             "stop_reason": stops[i] if len(stops) == n else ";".join(stops), "delta_site": site,
+             "delta_norm": float(norms[i]), "delta_ratio": float(ratios[i]), "greedy_after_write": bool(top1[i]),
+             "new_beats_true_after_write": bool(prob[i])}
+            for i, request in enumerate(applied.requests)]
 
 
 def run(methods, variants, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -312,8 +312,8 @@ def kept_rows(sources: Sequence[Path], settings: dict, cases_path: Path, rows: S
     """The rows of `rows` that a finished table in `sources` (model folders, first one first) already holds: same
     case file and settings but for `_ROW_SETTINGS` (and `_BATCHED_SETTINGS`, for per-case rows), the row's label
     with the same hyper-parameters, asked (for each seed and protocol it holds) with every prompting the row asks
-    here (`promptings` are the run's; batched rows ask the first). So a table gains rows (ACE's ablations after the core rows) or a protocol without running its
-    other rows again; a row of other hyper-parameters runs again."""
+    here (`promptings` are the run's; batched rows ask the first). So a table gains rows (ACE's ablations after
+    the core rows) or a protocol without running its other rows again; a row of other hyper-parameters runs again."""
     wanted = jsonable(settings)
     parts, labels, records = [], {}, []
     for folder in sources:

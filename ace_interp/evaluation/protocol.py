@@ -415,13 +415,13 @@ def evaluate_case(
             base.update(untouched_known=reading.accuracy, perplexity=reading.perplexity,
                         side_effect_alarms=len(reading.alarms))
     try:
-        answers = case.new_answers if method is not None else case.answers
         verdicts = None
         if one_batch:
             groups = case_questions(case, askings, method is not None, specificity)
             verdicts = _regroup(ask_together(bridge, [q for qs in groups.values() for q in qs]), groups)
             multi_hop = {a.label: any(verdicts[a.label]) for a in askings}
         else:
+            answers = case.new_answers if method is not None else case.answers
             multi_hop = {a.label: answered(bridge, [case], [answers], a)[0] for a in askings}
         rows = [{**base, "cot": a.cot, "prompting": a.label, "style": a.style.name,
                  "multi_hop": float(multi_hop[a.label])} for a in askings]
